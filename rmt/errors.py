@@ -1,0 +1,55 @@
+"""Exceptions raised by :mod:`rmt`.
+
+Every error about a bad weight is a :class:`ValueError` subclass, so callers that
+already catch ``ValueError`` keep working, and its message names the layer (when
+the caller gave one) and the problem.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DTypeError",
+    "DeviceError",
+    "EmptyWeightError",
+    "NonFiniteError",
+    "ShapeError",
+    "WeightError",
+]
+
+
+class WeightError(ValueError):
+    """A weight tensor cannot be analysed.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong, as a sentence fragment ("contains 3 NaN entries").
+    name : str, optional
+        The layer or tensor name, prepended to the message when given.
+    """
+
+    def __init__(self, problem: str, name: str | None = None) -> None:
+        self.problem = problem
+        self.name = name
+        prefix = f"layer {name!r}: " if name else ""
+        super().__init__(prefix + problem)
+
+
+class NonFiniteError(WeightError):
+    """The weight holds NaN or Inf entries, or its squares overflow the accumulator."""
+
+
+class ShapeError(WeightError):
+    """The weight has fewer than two dimensions, or more than the supported four."""
+
+
+class EmptyWeightError(WeightError):
+    """The weight has a dimension of length zero."""
+
+
+class DTypeError(WeightError):
+    """The weight's dtype is not a supported floating-point storage type."""
+
+
+class DeviceError(RuntimeError):
+    """The requested compute device is not available (e.g. ``device="gpu"`` without CUDA)."""
