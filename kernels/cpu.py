@@ -36,6 +36,18 @@ def _decode_table(bits, table, out):  # pragma: no cover - compiled
             out[i, j] = table[bits[i, j]]
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _decode_bf16(bits, out):  # pragma: no cover - compiled
+    # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
+    for i in numba.prange(bits.shape[0]):
+        row = np.empty(bits.shape[1], dtype=np.uint32)
+        for j in range(bits.shape[1]):
+            row[j] = np.uint32(bits[i, j]) << np.uint32(16)
+        as_float = row.view(np.float32)
+        for j in range(bits.shape[1]):
+            out[i, j] = as_float[j]
+
+
 def decode(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Convert a 2-D block of any supported storage dtype into ``out``.
 
@@ -55,6 +67,8 @@ def decode(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     """
     if storage_kind(block.dtype) == "native":
         np.copyto(out, block, casting="same_kind")
+    elif block.dtype.name == "bfloat16":
+        _decode_bf16(bits_view(block), out)
     else:
         _decode_table(bits_view(block), decode_table(block.dtype, out.dtype), out)
     return out

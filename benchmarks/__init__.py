@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of rmt against the reference implementations."""

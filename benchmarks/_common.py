@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmarks: machine description, timing, peak memory, output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine(n_threads: int) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, thread pins, library versions."""
+    import numba
+    import numpy
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": n_threads,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "blas": sorted({f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
+                        for i in threadpool_info() if i["user_api"] == "blas"}),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def measure(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float, float]:
+    """Run ``fn`` ``repeat`` times: (last result, best seconds, peak traced MiB of one run).
+
+    Peak memory is what NumPy/SciPy allocate during the call (tracemalloc sees NumPy's
+    buffers and SciPy's LAPACK workspaces; BLAS-internal buffers are not traced).
+    """
+    best = float("inf")
+    result = None
+    peak = 0.0
+    for i in range(repeat):
+        if i == 0:
+            tracemalloc.start()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+        if i == 0:
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    # timing under tracemalloc is slower: re-time once without it when only one run
+    if repeat == 1:
+        start = time.perf_counter()
+        result = fn()
+        best = time.perf_counter() - start
+    return result, best, peak
+
+
+def write(name: str, payload: dict[str, Any], table: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")

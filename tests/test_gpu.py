@@ -1,0 +1,97 @@
+"""The CuPy twin: orchestration checked with NumPy here, the real kernels on a GPU.
+
+``rmt.kernels.gpu`` writes its array logic against a namespace ``xp``; with
+``xp=numpy`` the same code runs on any machine and must agree with the CPU kernels.
+Tests marked ``gpu`` run CPU and GPU twins on the same input and are skipped, saying
+why, without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import rmt
+from rmt._device import gpu_available, resolve_device
+from rmt.errors import DeviceError
+from rmt.kernels import cpu, gpu
+from tests.reference import eig_tolerance, esd_svd
+
+STORAGE = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn]
+
+
+@pytest.mark.parametrize("dtype", STORAGE, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(700, 120), (120, 700)])
+@pytest.mark.parametrize("block_rows", [None, 64])
+def test_gpu_gram_logic_with_numpy_namespace(dtype, shape, block_rows):
+    W = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    transpose = shape[0] < shape[1]
+    G_twin = gpu._gram(W, transpose, np.dtype(np.float64), block_rows, np)
+    G_cpu = cpu.gram(W, transpose=transpose)
+    lower = np.tril_indices(min(shape))
+    np.testing.assert_allclose(G_twin[lower], G_cpu[lower], rtol=0,
+                               atol=1e-13 * np.abs(G_cpu[lower]).max())
+    np.testing.assert_allclose(G_twin, G_twin.T)  # the GPU twin returns the full matrix
+
+
+@pytest.mark.parametrize("dtype", STORAGE, ids=lambda d: np.dtype(d).name)
+def test_gpu_decode_logic_with_numpy_namespace(dtype):
+    block = np.random.default_rng(1).standard_normal((33, 17)).astype(dtype)
+    out = np.empty((33, 17))
+    np.testing.assert_array_equal(gpu._decode(block, np.dtype(np.float64), np), cpu.decode(block, out))
+
+
+def test_twins_export_the_same_functions():
+    assert cpu.__all__ == gpu.__all__
+    for fn in cpu.__all__:
+        assert callable(getattr(gpu, fn))
+
+
+def test_import_rmt_does_not_import_cupy():
+    code = "import sys, rmt; rmt.esd([[1.0, 2.0], [3.0, 4.0]], device='cpu'); print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the no-GPU behaviour")
+def test_gpu_request_without_device_is_a_clear_error():
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        rmt.esd(np.ones((4, 3)), device="gpu")
+    with pytest.raises(DeviceError):
+        gpu.gram(np.ones((4, 3)))
+
+
+# --- on a CUDA device -----------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", STORAGE, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2000, 300), (300, 2000), (64, 64)])
+def test_gpu_esd_matches_cpu(dtype, shape):
+    W = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    ev_cpu = rmt.esd(W, device="cpu")
+    ev_gpu = rmt.esd(W, device="gpu")
+    np.testing.assert_allclose(ev_gpu, ev_cpu, rtol=0,
+                               atol=eig_tolerance(max(shape), min(shape), ev_cpu.max()))
+
+
+@pytest.mark.gpu
+def test_gpu_cupy_input_conv_float32_and_batch():
+    import cupy
+
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((1000, 200))
+    ev = rmt.esd(cupy.asarray(W))  # auto picks the GPU for device arrays
+    np.testing.assert_allclose(ev, esd_svd(W), rtol=0, atol=eig_tolerance(1000, 200, ev.max()))
+    C = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(rmt.esd(C, device="gpu"), rmt.esd(C, device="cpu"),
+                               rtol=0, atol=1e-12)
+    ev32 = rmt.esd(W, device="gpu", dtype=np.float32)
+    assert np.abs(ev32 - ev).max() <= eig_tolerance(1000, 200, ev.max(), np.finfo(np.float32).eps)
+    batch = [rng.standard_normal((128, 64)) for _ in range(6)]
+    for got, Wi in zip(rmt.esd_batch(batch, device="gpu"), batch, strict=True):
+        np.testing.assert_allclose(got, rmt.esd(Wi, device="cpu"), rtol=0, atol=1e-12)
