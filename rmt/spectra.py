@@ -76,7 +76,9 @@ def _check_conv(conv: str) -> None:
         raise ValueError(f"conv must be 'slices' or 'flatten', got {conv!r}")
 
 
-def weight_shape(shape: Sequence[int], conv: Conv = "slices", name: str | None = None) -> WeightShape:
+def weight_shape(
+    shape: Sequence[int], conv: Conv = "slices", name: str | None = None
+) -> WeightShape:
     """Read a tensor shape as matrices (the orientation and conv rule of :func:`esd`).
 
     Parameters
@@ -109,7 +111,9 @@ def weight_shape(shape: Sequence[int], conv: Conv = "slices", name: str | None =
             name,
         )
     if len(shape) > 4:
-        raise ShapeError(f"has {len(shape)} dimensions (shape {shape}); at most 4 are supported", name)
+        raise ShapeError(
+            f"has {len(shape)} dimensions (shape {shape}); at most 4 are supported", name
+        )
     if 0 in shape:
         raise EmptyWeightError(f"is empty (shape {shape})", name)
     rows, cols = shape[0], shape[1]

@@ -42,7 +42,8 @@ def test_gpu_gram_logic_with_numpy_namespace(dtype, shape, block_rows):
 def test_gpu_decode_logic_with_numpy_namespace(dtype):
     block = np.random.default_rng(1).standard_normal((33, 17)).astype(dtype)
     out = np.empty((33, 17))
-    np.testing.assert_array_equal(gpu._decode(block, np.dtype(np.float64), np), cpu.decode(block, out))
+    twin = gpu._decode(block, np.dtype(np.float64), np)
+    np.testing.assert_array_equal(twin, cpu.decode(block, out))
 
 
 def test_twins_export_the_same_functions():
@@ -52,7 +53,8 @@ def test_twins_export_the_same_functions():
 
 
 def test_import_rmt_does_not_import_cupy():
-    code = "import sys, rmt; rmt.esd([[1.0, 2.0], [3.0, 4.0]], device='cpu'); print('cupy' in sys.modules)"
+    code = ("import sys, rmt; rmt.esd([[1.0, 2.0], [3.0, 4.0]], device='cpu'); "
+            "print('cupy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -23,7 +23,10 @@ def _weight(shape, dtype, seed=0):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def _assert_close_esd(ev, ref, N, M, eps=np.finfo(np.float64).eps):
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _assert_close_esd(ev, ref, N, M, eps=EPS64):
     assert ev.dtype == np.float64
     assert ev.shape == ref.shape
     assert np.all(np.diff(ev) >= 0), "ESD must be ascending"
@@ -88,6 +91,22 @@ def test_block_size_bounds_the_working_memory(monkeypatch):
     rmt.esd(W)
     assert len(seen) > 1
     assert max(seen) <= 64 * 1024 < W.size * 8
+
+
+def test_peak_memory_is_gram_plus_one_block(monkeypatch):
+    # 20000×256 bf16: a float64 copy would be 39 MiB; the blocked path may only hold the
+    # 256² Gram matrix, one decoded block and the eigensolver's O(M²) workspace.
+    import tracemalloc
+
+    monkeypatch.setattr(cpu, "BLOCK_BYTES", 2**20)
+    W = _weight((20000, 256), ml_dtypes.bfloat16, seed=13)
+    rmt.esd(W)  # warm caches (decode tables, BLAS)
+    tracemalloc.start()
+    rmt.esd(W)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    budget = cpu.BLOCK_BYTES + 4 * 256 * 256 * 8 + 2**20
+    assert peak <= budget < W.size * 8
 
 
 def test_memmap_input(tmp_path):
