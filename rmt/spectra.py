@@ -251,6 +251,8 @@ def esd(
     acc = accumulation_dtype(dtype)
     W, shape = _validated(W, conv, name)
     dev = resolve_device(device, W)
+    if dev == "cpu" and is_cupy_array(W):
+        W = W.get()  # an explicit CPU request for a device array: bring it to the host
     with limit_threads(n_threads):
         ev = _eigenvalues(W, shape, dev, acc, block_rows, name)
     ev = np.asarray(ev, dtype=np.float64)
@@ -332,12 +334,20 @@ def esd_batch(
                 for i in members:
                     run_single(i)
                 continue
-            _run_stacked(weights, names, members, results, normalize, device, acc,
-                         run_single)
+            _run_stacked(weights, members, results, normalize, device, acc, run_single)
     return results
 
 
-def _run_stacked(weights, names, members, results, normalize, device, acc, run_single) -> None:
+def _run_stacked(
+    weights: list[Any],
+    members: list[int],
+    results: list[Any],
+    normalize: bool,
+    device: str,
+    acc: np.dtype,
+    run_single: Any,
+) -> None:
+    """ESDs of same-shape 2-D weights ``members`` by batched Gram + eigensolve."""
     first = weights[members[0]]
     shape = weight_shape(first.shape)
     dev = resolve_device(device, first)
@@ -347,10 +357,12 @@ def _run_stacked(weights, names, members, results, normalize, device, acc, run_s
         chunk = members[start : start + per_batch]
         xp = _namespace(weights[chunk[0]])
         stack = xp.stack([weights[i] for i in chunk])
+        if dev == "cpu" and xp is not np:
+            stack = stack.get()
         if shape.transpose:
             stack = stack.transpose(0, 2, 1)
         G = K.gram_stack(stack, dtype=acc)
-        finite = np.asarray(np.all(np.isfinite(np.diagonal(G, axis1=-2, axis2=-1)), axis=-1))
+        finite = _to_host(np.all(np.isfinite(np.diagonal(G, axis1=-2, axis2=-1)), axis=-1))
         if not finite.all():
             # A bad member spoils nothing else: redo the chunk one by one for exact errors.
             for i in chunk:
@@ -361,6 +373,10 @@ def _run_stacked(weights, names, members, results, normalize, device, acc, run_s
             ev /= shape.N
         for row, i in zip(ev, chunk, strict=True):
             results[i] = np.sort(row)
+
+
+def _to_host(x: Any) -> np.ndarray:
+    return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
 def _namespace(x: Any):
