@@ -7,10 +7,35 @@ Public API (DESIGN.md §3)::
     m = rmt.esd_metrics(ev, W=W)    # lambda_max, stable_rank, log_norm, entropy, rank_loss, ...
 """
 
-from rmt import errors
-from rmt._device import gpu_available
-from rmt.metrics import ESDMetrics, esd_metrics
-from rmt.spectra import WeightShape, esd, esd_batch, weight_shape
+import importlib.util as _importlib_util
+import sys as _sys
+from pathlib import Path as _Path
+
+
+def _map_source_kernels() -> None:
+    # Installed (wheel or editable), kernels/ is importable as rmt.kernels (setup.cfg's
+    # package_dir). Imported straight from a source checkout (tests run from the repo root,
+    # a notebook next to it), rmt/ is on the path but kernels/ sits beside it: map it here.
+    here = _Path(__file__).resolve().parent
+    source = here.parent / "kernels"
+    if "rmt.kernels" in _sys.modules or (here / "kernels").is_dir():
+        return
+    if not (source / "__init__.py").is_file() or _importlib_util.find_spec("rmt.kernels"):
+        return
+    spec = _importlib_util.spec_from_file_location(
+        "rmt.kernels", source / "__init__.py", submodule_search_locations=[str(source)]
+    )
+    module = _importlib_util.module_from_spec(spec)
+    _sys.modules["rmt.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_map_source_kernels()
+
+from rmt import errors  # noqa: E402
+from rmt._device import gpu_available  # noqa: E402
+from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
+from rmt.spectra import WeightShape, esd, esd_batch, weight_shape  # noqa: E402
 
 __version__ = "0.1.0"
 
