@@ -22,7 +22,7 @@ from scipy.linalg import blas
 
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
 
-__all__ = ["decode", "eigvalsh", "gram", "gram_stack"]
+__all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances"]
 
 # Size of one decoded row block; large enough for syrk to run at full speed,
 # small enough that a 32000×4096 bf16 matrix costs its 4096² Gram plus one block.
@@ -182,3 +182,97 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
     return scipy.linalg.eigvalsh(
         G, lower=lower, overwrite_a=True, check_finite=False, driver="evd"
     )
+
+
+# --- power-law KS scan -------------------------------------------------------------------
+
+# Every COARSE_STRIDE-th candidate is evaluated in full first; the least of those D is an
+# upper bound on the minimum, and the pruned pass abandons any candidate whose running
+# maximum exceeds it (science/phases.md §8).
+COARSE_STRIDE = 64
+
+
+@numba.njit(cache=True, nogil=True)
+def _ks_one(log_pts, rank_pts, start, log_xmin, rank0, n_tail, one_minus_alpha, inv_norm,
+            bound):  # pragma: no cover - compiled
+    d = 0.0
+    inv_n = 1.0 / n_tail
+    for p in range(start, log_pts.shape[0]):
+        theo = -np.expm1(one_minus_alpha * (log_pts[p] - log_xmin)) * inv_norm
+        diff = abs(theo - (rank_pts[p] - rank0) * inv_n)
+        if diff > d:
+            d = diff
+            if d > bound:  # abandoned: d is a lower bound on this candidate's D
+                return d
+    return d
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _ks_many(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms, todo,
+             bound, n_strands, out):  # pragma: no cover - compiled
+    n_todo = todo.shape[0]
+    # Cyclic assignment balances the work (tails shrink along the candidate list).
+    n_strands = min(n_todo, n_strands)
+    for s in numba.prange(n_strands):
+        for t in range(s, n_todo, n_strands):
+            c = todo[t]
+            out[c] = _ks_one(log_pts, rank_pts, starts[c], log_xmins[c], rank0s[c], n_tails[c],
+                             1.0 - alphas[c], inv_norms[c], bound)
+
+
+def ks_distances(
+    log_pts: np.ndarray,
+    rank_pts: np.ndarray,
+    starts: np.ndarray,
+    log_xmins: np.ndarray,
+    rank0s: np.ndarray,
+    n_tails: np.ndarray,
+    alphas: np.ndarray,
+    inv_norms: np.ndarray,
+    active: np.ndarray,
+    prune: bool = True,
+) -> np.ndarray:
+    """Kolmogorov–Smirnov distance of a power-law fit for every candidate xmin.
+
+    For candidate c the distance is the largest |T(x) − E(x)| over the evaluation points
+    p ≥ ``starts[c]``, with the fitted CDF T(x) = (1 − (x/xmin)^(1−α))·inv_norm and the
+    empirical CDF E(x) = (rank_p − rank0)/n_tail (powerlaw's convention: evaluation at
+    the distinct values, fraction of the tail strictly below x, k/n only).
+
+    Parameters
+    ----------
+    log_pts : numpy.ndarray of float64, shape (P,)
+        ln of the ascending evaluation points.
+    rank_pts : numpy.ndarray of float64, shape (P,)
+        Number of data values strictly below each point.
+    starts : numpy.ndarray of int64, shape (C,)
+        First evaluation point of each candidate.
+    log_xmins, rank0s, n_tails, alphas, inv_norms : numpy.ndarray of float64, shape (C,)
+        ln xmin, data values below xmin, tail size, fitted α and 1/normaliser
+        (1 without xmax; 1/(1 − (xmax/xmin)^(1−α)) with one) per candidate.
+    active : numpy.ndarray of bool, shape (C,)
+        Candidates to evaluate; the others get +inf.
+    prune : bool, default True
+        Exact pruning: the returned minimum over active candidates, its argmin and every
+        D at or below it are exact; a pruned candidate reports a lower bound above them.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (C,)
+        D per candidate (float64; agrees with powerlaw to ~1e-15).
+    """
+    out = np.full(starts.shape[0], np.inf)
+    todo = np.flatnonzero(active).astype(np.int64)
+    if todo.size == 0:
+        return out
+    args = (log_pts, rank_pts, starts.astype(np.int64), log_xmins, rank0s, n_tails, alphas,
+            inv_norms)
+    bound = np.inf
+    n_strands = 8 * numba.get_num_threads()
+    if prune and todo.size > 2 * COARSE_STRIDE:
+        coarse = todo[::COARSE_STRIDE]
+        _ks_many(*args, coarse, np.inf, n_strands, out)
+        bound = float(out[coarse].min())
+        todo = np.setdiff1d(todo, coarse, assume_unique=True)
+    _ks_many(*args, todo, bound, n_strands, out)
+    return out

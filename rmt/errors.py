@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "DTypeError",
+    "DataError",
     "DeviceError",
     "EmptyWeightError",
     "NonFiniteError",
@@ -53,3 +54,8 @@ class DTypeError(WeightError):
 
 class DeviceError(RuntimeError):
     """The requested compute device is not available (e.g. ``device="gpu"`` without CUDA)."""
+
+
+class DataError(ValueError):
+    """Data handed to a fit cannot be fitted (empty, NaN/Inf, no positive values, too few
+    distinct values); the message says which."""
