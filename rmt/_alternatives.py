@@ -12,9 +12,13 @@ Each is fitted by maximum likelihood: powerlaw's own procedure (Nelder–Mead, t
 from its starting point) and L-BFGS-B from the same start, then a tight Nelder–Mead
 polish from the better; the highest likelihood found is kept, so the fit is never worse
 than powerlaw's and equals it wherever powerlaw's optimiser reached the optimum. Work
-is in units of xmin so that the optimisation is scale-free. Normalisers use closed forms: the incomplete gamma function
-of the truncated power law comes from ``mpmath`` (as in powerlaw), which is exact for
-the negative first argument SciPy does not cover.
+is in units of xmin so that the optimisation is scale-free.
+
+Normalisers use closed forms evaluated in log space: the lognormal's through
+``log_ndtr`` (powerlaw's own erfc underflows for far-out μ and then reports likelihoods
+that are too high — measured: −811.98 reported vs −813.19 true on a Pareto tail), the
+truncated power law's incomplete gamma through ``mpmath`` (as in powerlaw; exact for the
+negative first argument SciPy does not cover).
 """
 
 from __future__ import annotations
