@@ -5,6 +5,8 @@ Public API (DESIGN.md §3)::
     import rmt
     ev = rmt.esd(W)                 # eigenvalues of X = WᵀW/N, float64, ascending
     m = rmt.esd_metrics(ev, W=W)    # lambda_max, stable_rank, log_norm, entropy, rank_loss, ...
+    pl = rmt.fit_powerlaw(ev)       # alpha, xmin, D (same as powerlaw with alpha uncapped)
+    mpf = rmt.fit_mp(ev, N=N)       # sigma2, lambda_plus, spikes by Tracy-Widom
 """
 
 import importlib.util as _importlib_util
@@ -32,21 +34,30 @@ def _map_source_kernels() -> None:
 
 _map_source_kernels()
 
-from rmt import errors  # noqa: E402
+from rmt import errors, heavytail, mp, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
+from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
 from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
+from rmt.mp import MPFit, fit_mp  # noqa: E402
 from rmt.spectra import WeightShape, esd, esd_batch, weight_shape  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ESDMetrics",
+    "MPFit",
+    "PowerLawFit",
     "WeightShape",
     "__version__",
     "errors",
     "esd",
     "esd_batch",
     "esd_metrics",
+    "fit_mp",
+    "fit_powerlaw",
     "gpu_available",
+    "heavytail",
+    "mp",
+    "tracywidom",
     "weight_shape",
 ]

@@ -56,3 +56,44 @@ def plot_powerlaw_fit(fit: Any, ax: Any = None, **kwargs: Any) -> Any:
     ax.set_ylabel("P(X ≥ x)")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_mp_fit(fit: Any, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any:
+    """Histogram of the ESD with the fitted MP density, λ± and the spikes marked.
+
+    Parameters
+    ----------
+    fit : rmt.mp.MPFit
+        The fit.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on.
+    bins : int
+        Histogram bins over the bulk range.
+    **kwargs
+        Passed to ``hist``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    from rmt import mp
+
+    ax = _axes(ax)
+    ev = fit.evals
+    upper = max(fit.lambda_plus * 1.2, float(np.max(ev)) if fit.n_spikes == 0 else
+                fit.lambda_plus * 1.2)
+    kwargs.setdefault("color", "0.7")
+    ax.hist(ev[ev <= upper], bins=bins, density=True, label=f"ESD (M={fit.M})", **kwargs)
+    xs = np.linspace(max(fit.lambda_minus * 0.9, 1e-12 * fit.lambda_plus), fit.lambda_plus, 400)
+    scale = fit.sigma2
+    ax.plot(xs, mp.pdf(xs, fit.Q, scale) * (fit.M - fit.n_spikes) / fit.M, color="C0", lw=2,
+            label=f"MP σ²={fit.sigma2:.3g}, Q={fit.Q:.3g}")
+    for edge in (fit.lambda_minus, fit.lambda_plus):
+        ax.axvline(edge, color="C0", ls=":", lw=1)
+    if fit.n_spikes:
+        ax.plot(np.minimum(fit.spikes, upper), np.zeros(fit.n_spikes), "|", color="C3", ms=20,
+                mew=2, label=f"{fit.n_spikes} spike(s) (TW fpr {fit.fpr:g})")
+    ax.set_xlabel("λ")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return ax
