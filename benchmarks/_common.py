@@ -75,3 +75,17 @@ def write(name: str, payload: dict[str, Any], table: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table + "\n")
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def update_readme(name: str, table: str) -> None:
+    """Replace the README block between ``<!-- name-table -->`` markers with ``table``."""
+    start, end = f"<!-- {name}-table -->", f"<!-- /{name}-table -->"
+    text = README.read_text()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{start}\n{table}\n{end}{tail}")

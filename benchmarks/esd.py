@@ -28,7 +28,7 @@ import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 import rmt
-from benchmarks._common import machine, measure, write
+from benchmarks._common import machine, measure, update_readme, write
 
 MINILM = [(30522, 384), (1536, 384), (384, 384)]
 LLM = [(4096, 4096), (11008, 4096)]
@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                f"{stream['ww_float64_copy_MiB']:.0f} MiB.")
     print(md)
     write("esd" if not args.quick else "esd-quick", payload, md)
+    if not args.quick:
+        update_readme("esd", md)
     return 0
 
 

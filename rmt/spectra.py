@@ -10,7 +10,7 @@ tensor is read as a Conv1d kernel (out, in, k) by the same rule.
 
 Precision: the Gram matrix on the small side is accumulated from row blocks in
 ``dtype`` (float64 by default) and handed to a symmetric eigensolver; the error is
-about (√N + M)·eps(dtype)·λmax (≤ 2e-14·λmax measured in float64, ≤ 3e-5·λmax in
+about (√N + M)·eps(dtype)·λmax (≤ 5e-14·λmax measured in float64, ≤ 3.1e-5·λmax in
 float32; ``benchmarks/esd.py``). Output is always float64, ascending.
 """
 
