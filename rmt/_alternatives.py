@@ -55,7 +55,8 @@ def _log_diff(log_a: float, log_b: float | None) -> float:
 
 
 def _exp_params(v: np.ndarray) -> dict[str, float]:
-    return {"Lambda": float(np.exp(v[0]))}
+    with np.errstate(over="ignore"):  # the optimiser may probe huge scales; nll rejects them
+        return {"Lambda": float(np.exp(v[0]))}
 
 
 def _exp_log_f(y: np.ndarray, p: dict[str, float]) -> np.ndarray:
@@ -67,7 +68,8 @@ def _exp_log_s(y: float, p: dict[str, float]) -> float:
 
 
 def _str_params(v: np.ndarray) -> dict[str, float]:
-    return {"Lambda": float(np.exp(v[0])), "beta": float(np.exp(v[1]))}
+    with np.errstate(over="ignore"):
+        return {"Lambda": float(np.exp(v[0])), "beta": float(np.exp(v[1]))}
 
 
 def _str_log_f(y: np.ndarray, p: dict[str, float]) -> np.ndarray:
@@ -80,7 +82,8 @@ def _str_log_s(y: float, p: dict[str, float]) -> float:
 
 
 def _tpl_params(v: np.ndarray) -> dict[str, float]:
-    return {"alpha": float(v[0]), "Lambda": float(np.exp(v[1]))}
+    with np.errstate(over="ignore"):
+        return {"alpha": float(v[0]), "Lambda": float(np.exp(v[1]))}
 
 
 def _tpl_log_f(y: np.ndarray, p: dict[str, float]) -> np.ndarray:
@@ -93,7 +96,8 @@ def _tpl_log_s(y: float, p: dict[str, float]) -> float:
 
 
 def _ln_params(v: np.ndarray) -> dict[str, float]:
-    return {"mu": float(v[0]), "sigma": float(np.exp(v[1]))}
+    with np.errstate(over="ignore"):
+        return {"mu": float(v[0]), "sigma": float(np.exp(v[1]))}
 
 
 def _ln_log_f(y: np.ndarray, p: dict[str, float]) -> np.ndarray:

@@ -181,6 +181,14 @@ def scan(
         valid &= n_tail >= min_tail
     any_valid = bool(valid.any())
     active = valid if any_valid else np.isfinite(alphas)
+    if not any_valid and candidates != "ww" and fixed_xmin is None:
+        # powerlaw then takes the least D over all candidates, each refitted by its
+        # bounded optimiser, which ends on the violated bound of alpha_range.
+        lo, hi = alpha_range
+        alphas = np.clip(alphas, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+        if xmax is not None:
+            with np.errstate(over="ignore", divide="ignore"):
+                inv_norms = 1.0 / -np.expm1((1.0 - alphas) * (np.log(xmax) - log_xmins))
     if candidates == "ww" or fixed_xmin is not None:
         active = np.isfinite(alphas)
     K = kernels(resolve_device(device))  # type: ignore[arg-type]

@@ -45,3 +45,60 @@ def entropy(ev: np.ndarray, rank: int) -> float:
     """Matrix entropy −Σ p ln p / ln R straight from the definition."""
     p = ev[ev > 0] / ev[ev > 0].sum()
     return float(-(p * np.log(p)).sum() / np.log(rank))
+
+
+def powerlaw_scan(x: np.ndarray, alpha_range=(1.0, None)):
+    """powerlaw 2.0's xmin scan, one candidate at a time, straight from its definitions.
+
+    Returns (alpha, xmin, D, n_tail) of the least-D valid candidate and the arrays of all
+    candidates (xmins, alphas, Ds, valid).
+    """
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    x = x[x > 0]
+    n = x.size
+    uniq = np.unique(x)
+    cdf_at = np.searchsorted(x, uniq, side="left") / n
+    cands = uniq[uniq < x.max()][:-1]
+    lo, hi = alpha_range
+    xmins, alphas, Ds, valid = [], [], [], []
+    for xm in cands:
+        tail = x[x >= xm]
+        a = 1.0 + tail.size / np.sum(np.log(tail / xm))
+        keep = uniq >= xm
+        emp = (cdf_at[keep] - cdf_at[keep][0]) / (1.0 - cdf_at[keep][0])
+        theo = 1.0 - (uniq[keep] / xm) ** (1.0 - a)
+        ok = ((lo is None or (a > lo and a - 0.01 >= lo))
+              and (hi is None or (a < hi and a + 0.01 <= hi)))
+        if 1.5 < a <= 3.0 and (lo is None or a > lo) and (hi is None or a < hi):
+            ok = True
+        xmins.append(xm)
+        alphas.append(a)
+        Ds.append(np.max(np.abs(theo - emp)))
+        valid.append(ok)
+    xmins, alphas, Ds, valid = map(np.asarray, (xmins, alphas, Ds, valid))
+    k = int(np.argmin(np.where(valid, Ds, np.inf)))
+    return (alphas[k], xmins[k], Ds[k], int((x >= xmins[k]).sum())), (xmins, alphas, Ds, valid)
+
+
+def ww_scan(x: np.ndarray):
+    """WeightWatcher's WWFit.fit_power_law, transcribed: (alpha, xmin, D)."""
+    data = np.sort(np.asarray(x, dtype=np.float64))
+    log_data = np.log(data)
+    N = data.size
+    alphas = np.zeros(N - 1)
+    Ds = np.ones(N - 1)
+    for i, xmin in enumerate(data[:-1]):
+        n = float(N - i)
+        alpha = 1 + n / (np.sum(log_data[i:]) - n * log_data[i])
+        alphas[i] = alpha
+        if alpha > 1:
+            Ds[i] = np.max(np.abs(1 - (data[i:] / xmin) ** (-alpha + 1) - np.arange(n) / n))
+    i = int(np.argmin(Ds))
+    return alphas[i], data[i], Ds[i]
+
+
+def heavy_tailed_esd(n: int, m: int, mu: float, seed: int) -> np.ndarray:
+    """ESD of an n×m matrix with Gaussian entries and 1 + Lomax(mu) column variances."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n, m)) * np.sqrt(1.0 + rng.pareto(mu, size=m))
+    return np.linalg.eigvalsh(W.T @ W / n)
