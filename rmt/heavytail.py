@@ -22,6 +22,7 @@ import numpy as np
 
 from rmt import _alternatives
 from rmt._powerlaw_scan import scan
+from rmt._threads import limit_threads
 from rmt.errors import DataError
 
 __all__ = ["BootstrapResult", "LikelihoodRatio", "PowerLawFit", "fit_powerlaw"]
@@ -286,6 +287,7 @@ def fit_powerlaw(
     min_tail: int | None = None,
     candidates: Candidates = "powerlaw",
     device: str = "auto",
+    n_threads: int | None = None,
 ) -> PowerLawFit:
     """Fit a power law to the tail of ``x`` with the KS-optimal xmin.
 
@@ -314,6 +316,8 @@ def fit_powerlaw(
         distance is taken at every element, no α range), to compare with its ``alpha``.
     device : {"auto", "cpu", "gpu"}, default "auto"
         Where the KS scan runs.
+    n_threads : int, optional
+        Numba/BLAS threads for the scan (default: all cores of this process).
 
     Returns
     -------
@@ -350,8 +354,9 @@ def fit_powerlaw(
         return PowerLawFit(np.nan, np.nan, xmax, np.nan, 0, np.nan,
                            f"only {n_distinct} distinct values: fewer than 2 candidate xmin",
                            data.size, candidates, alpha_range, data, min_tail)
-    result = scan(data, xmax=xmax, alpha_range=alpha_range, min_tail=min_tail,
-                  candidates=candidates, device=device, fixed_xmin=xmin)
+    with limit_threads(n_threads):
+        result = scan(data, xmax=xmax, alpha_range=alpha_range, min_tail=min_tail,
+                      candidates=candidates, device=device, fixed_xmin=xmin)
     k = result.best
     alpha, D = float(result.alphas[k]), float(result.D[k])
     n_in = int(result.n_tail[k])
