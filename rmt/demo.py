@@ -14,7 +14,10 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 
-from rmt.metrics import esd_metrics
+from rmt.errors import DataError
+from rmt.heavytail import fit_powerlaw
+from rmt.metrics import esd_metrics, numerical_zero_threshold
+from rmt.mp import fit_mp
 from rmt.spectra import esd, weight_shape
 
 
@@ -81,13 +84,24 @@ def layer_table(
     -------
     pandas.DataFrame
         Columns ``name, shape, dtype, N, M, Q, num_evals, lambda_max, stable_rank,
-        log_norm, log_spectral_norm, entropy, rank_loss``.
+        log_norm, log_spectral_norm, entropy, rank_loss`` (:func:`rmt.esd_metrics`),
+        ``alpha, xmin, D, n_tail`` (:func:`rmt.fit_powerlaw` on the eigenvalues above
+        the numerical-zero threshold) and ``sigma_mp, num_spikes, tw_z``
+        (:func:`rmt.fit_mp`: √σ² of the bulk, spikes at 1% false-positive rate, TW
+        z-score of λmax).
     """
     rows = []
     for name, W in weights.items():
         shape = weight_shape(W.shape, name=name)
         ev = esd(W, normalize=normalize, device=device, n_threads=n_threads, name=name)
         m = esd_metrics(ev, W=W)
+        nonzero = ev[ev > numerical_zero_threshold(ev, shape.M)]
+        try:
+            pl = fit_powerlaw(nonzero, device=device, n_threads=n_threads)
+            pl_cols = {"alpha": pl.alpha, "xmin": pl.xmin, "D": pl.D, "n_tail": pl.n_tail}
+        except DataError:
+            pl_cols = {"alpha": np.nan, "xmin": np.nan, "D": np.nan, "n_tail": 0}
+        mpf = fit_mp(nonzero, N=shape.N, M=shape.M, normalized=normalize)
         rows.append(
             {
                 "name": name,
@@ -103,6 +117,10 @@ def layer_table(
                 "log_spectral_norm": m.log_spectral_norm,
                 "entropy": m.entropy,
                 "rank_loss": m.rank_loss,
+                **pl_cols,
+                "sigma_mp": float(np.sqrt(mpf.sigma2 / (1 if normalize else shape.N))),
+                "num_spikes": mpf.n_spikes,
+                "tw_z": mpf.tw_z,
             }
         )
     return pd.DataFrame(rows)

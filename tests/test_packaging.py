@@ -58,12 +58,16 @@ def test_demo_command_prints_a_row_per_layer(capsys):
     weights = demo_model(0)
     assert list(df["name"]) == list(weights)
     for col in ("lambda_max", "stable_rank", "log_norm", "log_spectral_norm", "entropy",
-                "rank_loss", "num_evals"):
+                "rank_loss", "num_evals", "alpha", "xmin", "D", "n_tail", "sigma_mp",
+                "num_spikes", "tw_z"):
         assert col in df.columns
     row = df.set_index("name")
     assert row.loc["proj.weight", "rank_loss"] == 64  # built with rank 64 of 128
     assert row.loc["conv.weight", "num_evals"] == 32 * 9
     assert (row.drop("proj.weight")["rank_loss"] == 0).all()
+    assert row.loc["attn.q_proj.weight", "num_spikes"] == 4  # built with 4 strong spikes
+    assert row.loc["embed.weight", "num_spikes"] == 0  # Gaussian: pure MP bulk
+    np.testing.assert_allclose(row.loc["embed.weight", "sigma_mp"], 0.02, rtol=0.02)
     emb = weights["embed.weight"].astype(np.float64)
     np.testing.assert_allclose(row.loc["embed.weight", "lambda_max"],
                                np.linalg.norm(emb, 2) ** 2 / 2000, rtol=1e-6)
