@@ -97,3 +97,35 @@ def plot_mp_fit(fit: Any, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_phase(result: Any, axes: Any = None) -> Any:
+    """The two pictures behind a phase: MP fit of the ESD and power-law fit of its tail.
+
+    Parameters
+    ----------
+    result : rmt.phases.PhaseResult
+        The classification.
+    axes : sequence of two matplotlib Axes, optional
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes = np.asarray(axes).ravel()
+    title = f"{result.phase}" + (f" ({result.sublabel})" if result.sublabel else "")
+    if result.mp_fit is not None:
+        plot_mp_fit(result.mp_fit, ax=axes[0])
+    else:
+        ev = result.evals[result.evals > 0]
+        axes[0].hist(np.log10(ev), bins=80, color="0.7")
+        axes[0].set_xlabel("log10 λ")
+    if result.pl_fit is not None:
+        plot_powerlaw_fit(result.pl_fit, ax=axes[1])
+    axes[0].set_title(title)
+    axes[1].set_title(result.reason, fontsize=7, wrap=True)
+    return axes
