@@ -7,6 +7,7 @@ Public API (DESIGN.md §3)::
     m = rmt.esd_metrics(ev, W=W)    # lambda_max, stable_rank, log_norm, entropy, rank_loss, ...
     pl = rmt.fit_powerlaw(ev)       # alpha, xmin, D (same as powerlaw with alpha uncapped)
     mpf = rmt.fit_mp(ev, N=N)       # sigma2, lambda_plus, spikes by Tracy-Widom
+    res = rmt.classify(W)           # one of the 5+1 phases, with the numbers that decided it
 """
 
 import importlib.util as _importlib_util
@@ -34,11 +35,12 @@ def _map_source_kernels() -> None:
 
 _map_source_kernels()
 
-from rmt import errors, heavytail, mp, tracywidom  # noqa: E402
+from rmt import errors, heavytail, mp, synthetic, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
 from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
 from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
 from rmt.mp import MPFit, fit_mp  # noqa: E402
+from rmt.phases import Phase, PhaseResult, classify, classify_esd  # noqa: E402
 from rmt.spectra import WeightShape, esd, esd_batch, weight_shape  # noqa: E402
 
 __version__ = "0.1.0"
@@ -46,9 +48,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ESDMetrics",
     "MPFit",
+    "Phase",
+    "PhaseResult",
     "PowerLawFit",
     "WeightShape",
     "__version__",
+    "classify",
+    "classify_esd",
     "errors",
     "esd",
     "esd_batch",
@@ -58,6 +64,7 @@ __all__ = [
     "gpu_available",
     "heavytail",
     "mp",
+    "synthetic",
     "tracywidom",
     "weight_shape",
 ]

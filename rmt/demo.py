@@ -1,9 +1,9 @@
-"""A small built-in model for ``rmt demo``: seeded weights of several shapes and dtypes.
+"""A small built-in model for ``rmt demo``: one layer in each of the 5+1 phases.
 
-The layers are built to show different spectra: a Gaussian (Marchenko–Pastur)
-embedding, an attention weight with a few strong low-rank directions (spikes), an MLP
-pair with heavy-tailed column scales (stored in bfloat16 and float16), an exactly
-rank-deficient projection, a Conv2d kernel and a small classifier head.
+The layers come from :mod:`rmt.synthetic` (seeded), stored in several dtypes and both
+orientations: a random-like embedding, bleeding-out and bulk+spikes attention weights, a
+heavy-tailed MLP weight in bfloat16, a bulk-decay MLP weight in float16 (stored wide), a
+rank-collapsed projection, a random Conv2d kernel and a small classifier head.
 """
 
 from __future__ import annotations
@@ -18,15 +18,21 @@ from rmt.errors import DataError
 from rmt.heavytail import fit_powerlaw
 from rmt.metrics import esd_metrics, numerical_zero_threshold
 from rmt.mp import fit_mp
+from rmt.phases import classify_esd
 from rmt.spectra import esd, weight_shape
+from rmt.synthetic import phase_matrix
 
-
-def _spiked(rng: np.random.Generator, n: int, m: int, thetas: list[float]) -> np.ndarray:
-    """G + √n·U diag(θ) Vᵀ with Haar-orthonormal U, V (additive spike model, entry scale 1)."""
-    G = rng.standard_normal((n, m))
-    U, _ = np.linalg.qr(rng.standard_normal((n, len(thetas))))
-    V, _ = np.linalg.qr(rng.standard_normal((m, len(thetas))))
-    return G + np.sqrt(n) * (U * np.asarray(thetas)) @ V.T
+# name -> (phase the layer is built in, or None for an unlabelled layer)
+DEMO_PHASES = {
+    "embed.weight": "random-like",
+    "attn.k_proj.weight": "bleeding-out",
+    "attn.q_proj.weight": "bulk+spikes",
+    "mlp.up_proj.weight": "heavy-tailed",
+    "mlp.down_proj.weight": "bulk-decay",
+    "proj.weight": "rank-collapse",
+    "conv.weight": None,
+    "head.weight": None,
+}
 
 
 def demo_model(rng: int | np.random.Generator | None = 0) -> dict[str, np.ndarray]:
@@ -40,25 +46,26 @@ def demo_model(rng: int | np.random.Generator | None = 0) -> dict[str, np.ndarra
     Returns
     -------
     dict of str to numpy.ndarray
-        Seven weights (float32 unless noted): ``embed.weight`` 2000×128,
-        ``attn.q_proj.weight`` 256×256 with 4 spikes, ``mlp.up_proj.weight`` 1024×256
-        (bfloat16, heavy-tailed column scales), ``mlp.down_proj.weight`` 256×1024
-        (float16), ``proj.weight`` 512×128 of rank 64, ``conv.weight`` (64, 32, 3, 3),
-        ``head.weight`` 10×256.
+        ``embed.weight`` 2000×128 float32 (random-like), ``attn.k_proj.weight`` 512×256
+        float32 (bleeding-out), ``attn.q_proj.weight`` 256×256 float32 (4 spikes),
+        ``mlp.up_proj.weight`` 1024×256 bfloat16 (heavy-tailed), ``mlp.down_proj.weight``
+        512×2048 float16 (bulk-decay, stored wide), ``proj.weight`` 512×128 float64 (rank
+        64), ``conv.weight`` (64, 32, 3, 3) float32, ``head.weight`` 10×256 float32.
     """
     rng = np.random.default_rng(rng)
     scale = 0.02
-    heavy = np.sqrt(1.0 + rng.pareto(1.5, size=256))  # 1 + Lomax(1.5) column variances
-    up = rng.standard_normal((1024, 256)) * heavy
-    low_rank = rng.standard_normal((512, 64)) @ rng.standard_normal((64, 128)) / 8.0
+
+    def make(phase: str, n: int, m: int, **params: Any) -> np.ndarray:
+        return phase_matrix(phase, n, m, sigma=scale, rng=rng, **params)
+
     return {
-        "embed.weight": (scale * rng.standard_normal((2000, 128))).astype(np.float32),
-        "attn.q_proj.weight": (scale * _spiked(rng, 256, 256, [2.0, 3.0, 4.0, 6.0])).astype(
-            np.float32
-        ),
-        "mlp.up_proj.weight": (scale * up).astype(ml_dtypes.bfloat16),
-        "mlp.down_proj.weight": (scale * rng.standard_normal((256, 1024))).astype(np.float16),
-        "proj.weight": (scale * low_rank).astype(np.float64),
+        "embed.weight": make("random-like", 2000, 128).astype(np.float32),
+        "attn.k_proj.weight": make("bleeding-out", 512, 256).astype(np.float32),
+        "attn.q_proj.weight": make("bulk+spikes", 256, 256, n_spikes=4).astype(np.float32),
+        "mlp.up_proj.weight": make("heavy-tailed", 1024, 256).astype(ml_dtypes.bfloat16),
+        "mlp.down_proj.weight": make("bulk-decay", 2048, 512, transpose=True).astype(
+            np.float16),
+        "proj.weight": make("rank-collapse", 512, 128),
         "conv.weight": (0.1 * rng.standard_normal((64, 32, 3, 3))).astype(np.float32),
         "head.weight": (scale * rng.standard_normal((10, 256))).astype(np.float32),
     }
@@ -88,7 +95,7 @@ def layer_table(
         ``alpha, xmin, D, n_tail`` (:func:`rmt.fit_powerlaw` on the eigenvalues above
         the numerical-zero threshold) and ``sigma_mp, num_spikes, tw_z``
         (:func:`rmt.fit_mp`: √σ² of the bulk, spikes at 1% false-positive rate, TW
-        z-score of λmax).
+        z-score of λmax), and ``phase`` (:func:`rmt.classify_esd`).
     """
     rows = []
     for name, W in weights.items():
@@ -102,6 +109,7 @@ def layer_table(
         except DataError:
             pl_cols = {"alpha": np.nan, "xmin": np.nan, "D": np.nan, "n_tail": 0}
         mpf = fit_mp(nonzero, N=shape.N, M=shape.M, normalized=normalize)
+        phase = classify_esd(ev, shape.N, shape.M, rank_loss=m.rank_loss, device=device)
         rows.append(
             {
                 "name": name,
@@ -121,6 +129,7 @@ def layer_table(
                 "sigma_mp": float(np.sqrt(mpf.sigma2 / (1 if normalize else shape.N))),
                 "num_spikes": mpf.n_spikes,
                 "tw_z": mpf.tw_z,
+                "phase": str(phase.phase),
             }
         )
     return pd.DataFrame(rows)

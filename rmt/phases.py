@@ -165,12 +165,23 @@ class PhaseResult:
         return plot_phase(self, axes=axes)
 
 
-def _largest_gap(ev_pos: np.ndarray, n_zero: int, n_total: int, fraction: float) -> float:
-    if ev_pos.size < 2:
-        return 0.0
+def _largest_gap(ev_pos: np.ndarray, n_zero: int, zero: float, n_total: int,
+                 fraction: float) -> float:
+    """Widest gap in log10 λ with ≥ ``fraction`` of the ESD on each side.
+
+    Numerical zeros (``n_zero`` eigenvalues ≤ ``zero``) stand at ``zero``: their values are
+    round-off, but they lie at least that far below the rest. This is how a low-rank matrix
+    stored in float32/float16, whose rounding makes it numerically full-rank in float64,
+    is still seen as collapsed.
+    """
     logs = np.log10(ev_pos)
     below = n_zero + np.arange(1, ev_pos.size)
-    above = ev_pos.size - np.arange(1, ev_pos.size)
+    if n_zero and zero > 0:
+        logs = np.r_[np.log10(zero), logs]
+        below = np.r_[n_zero, below]
+    if logs.size < 2:
+        return 0.0
+    above = n_total - below
     ok = (below >= fraction * n_total) & (above >= fraction * n_total)
     gaps = np.diff(logs)
     return float(gaps[ok].max()) if ok.any() else 0.0
@@ -219,7 +230,7 @@ def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None
         rank_loss = int(np.count_nonzero(ev <= zero))
     pos = ev[ev > zero]
     n_zero = n - pos.size
-    gap = _largest_gap(pos, n_zero, n, p["gap_fraction"])
+    gap = _largest_gap(pos, n_zero, zero, n, p["gap_fraction"])
     base = dict(N=int(N), M=M, num_evals=n, rank_loss=int(rank_loss),
                 rank_loss_fraction=rank_loss / n, gap_decades=gap, params=p, evals=ev)
     empty = dict(sigma2=np.nan, lambda_plus=np.nan, n_spikes=0, n_near=0, n_far=0,

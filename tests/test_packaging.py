@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import rmt
 from rmt.cli import main
-from rmt.demo import demo_model
+from rmt.demo import DEMO_PHASES, demo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def test_demo_command_prints_a_row_per_layer(capsys):
     assert list(df["name"]) == list(weights)
     for col in ("lambda_max", "stable_rank", "log_norm", "log_spectral_norm", "entropy",
                 "rank_loss", "num_evals", "alpha", "xmin", "D", "n_tail", "sigma_mp",
-                "num_spikes", "tw_z"):
+                "num_spikes", "tw_z", "phase"):
         assert col in df.columns
     row = df.set_index("name")
     assert row.loc["proj.weight", "rank_loss"] == 64  # built with rank 64 of 128
@@ -68,6 +69,10 @@ def test_demo_command_prints_a_row_per_layer(capsys):
     assert row.loc["attn.q_proj.weight", "num_spikes"] == 4  # built with 4 strong spikes
     assert row.loc["embed.weight", "num_spikes"] == 0  # Gaussian: pure MP bulk
     np.testing.assert_allclose(row.loc["embed.weight", "sigma_mp"], 0.02, rtol=0.02)
+    for name, phase in DEMO_PHASES.items():  # one layer built in each of the six phases
+        if phase is not None:
+            assert row.loc[name, "phase"] == phase, name
+    assert set(DEMO_PHASES.values()) - {None} == set(rmt.synthetic.PHASES)
     emb = weights["embed.weight"].astype(np.float64)
     np.testing.assert_allclose(row.loc["embed.weight", "lambda_max"],
                                np.linalg.norm(emb, 2) ** 2 / 2000, rtol=1e-6)
@@ -77,4 +82,4 @@ def test_python_dash_m_rmt_runs():
     out = subprocess.run([sys.executable, "-m", "rmt", "demo", "--format", "json", "--raw"],
                          capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
-    assert len(rows) == 7 and rows[0]["name"] == "embed.weight"
+    assert len(rows) == len(DEMO_PHASES) and rows[0]["name"] == "embed.weight"
