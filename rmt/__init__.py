@@ -35,7 +35,7 @@ def _map_source_kernels() -> None:
 
 _map_source_kernels()
 
-from rmt import errors, heavytail, mp, synthetic, tracywidom  # noqa: E402
+from rmt import errors, heavytail, mp, pretrained, synthetic, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
 from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
 from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
@@ -64,6 +64,7 @@ __all__ = [
     "gpu_available",
     "heavytail",
     "mp",
+    "pretrained",
     "synthetic",
     "tracywidom",
     "weight_shape",

@@ -126,6 +126,12 @@ def plot_phase(result: Any, axes: Any = None) -> Any:
         axes[0].set_xlabel("log10 λ")
     if result.pl_fit is not None:
         plot_powerlaw_fit(result.pl_fit, ax=axes[1])
+    else:  # rank-collapse: the eigenvalue profile shows the collapsed part
+        ev = np.sort(result.evals)[::-1]
+        axes[1].semilogy(np.arange(1, ev.size + 1), np.maximum(ev, np.finfo(float).tiny), ".",
+                         ms=2, color="0.3")
+        axes[1].set_xlabel("rank")
+        axes[1].set_ylabel("λ")
     axes[0].set_title(title)
     axes[1].set_title(result.reason, fontsize=7, wrap=True)
     return axes
