@@ -8,6 +8,7 @@ the caller gave one) and the problem.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "DTypeError",
     "DataError",
     "DeviceError",
@@ -59,3 +60,13 @@ class DeviceError(RuntimeError):
 class DataError(ValueError):
     """Data handed to a fit cannot be fitted (empty, NaN/Inf, no positive values, too few
     distinct values); the message says which."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read: truncated, bad header, offsets past the end,
+    refused pickle content, unknown format. The message names the file and the problem."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -1,0 +1,103 @@
+"""Checkpoint readers: every format becomes a stream of ``(name, LazyTensor)``.
+
+``open_checkpoint(source)`` sniffs the format and yields the tensors one at a time, each
+read only when asked (memory maps where the format allows), so a whole model never sits
+in memory. Sources: a ``.safetensors`` file, a sharded Hugging Face checkpoint (its
+``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` zip (read without torch and
+without running pickle code), a ``.npz`` archive, a dict of arrays, or a
+``torch.nn.Module``. Unreadable files raise :class:`rmt.errors.CheckpointError` naming the
+file and the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rmt.errors import CheckpointError
+from rmt.io.safetensors import iter_safetensors, read_header, write_safetensors
+from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
+from rmt.io.tensor import LazyTensor
+from rmt.io.torchzip import iter_torch_zip
+
+__all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "read_header",
+           "sniff", "write_safetensors"]
+
+
+def sniff(path: str | Path) -> str:
+    """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
+    ``torch-zip``, ``npz`` — by content, not by extension."""
+    path = Path(path)
+    if path.is_dir():
+        return "directory"
+    if not path.is_file():
+        raise CheckpointError(path, "no such file or directory")
+    if path.name.endswith(".index.json"):
+        return "index"
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head[:4] == b"PK\x03\x04":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as err:
+            raise CheckpointError(path, f"corrupt zip archive ({err})") from None
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch-zip"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        raise CheckpointError(path, "zip archive that is neither a torch checkpoint nor .npz")
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".pkl"):
+        raise CheckpointError(path, "legacy (pre-zip) torch pickle or plain pickle: refused "
+                                    "(pickles run code; re-save with torch >= 1.6 or safetensors)")
+    raise CheckpointError(path, "unrecognised checkpoint format (expected safetensors, a torch "
+                                "zip, .npz, a shard index or a directory)")
+
+
+def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
+    """Iterate over the tensors of a checkpoint.
+
+    Parameters
+    ----------
+    source : path, mapping or torch.nn.Module
+        A file or directory path (format sniffed), a dict of arrays, or a torch module.
+
+    Yields
+    ------
+    (str, LazyTensor)
+        Tensor name and its lazily loaded tensor.
+
+    Raises
+    ------
+    rmt.errors.CheckpointError
+        Unreadable or refused content.
+    """
+    if isinstance(source, Mapping):
+        yield from iter_mapping(source)
+        return
+    if hasattr(source, "state_dict") and callable(source.state_dict):
+        yield from iter_module(source)
+        return
+    path = Path(source)
+    kind = sniff(path)
+    readers = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
+               "torch-zip": iter_torch_zip, "npz": iter_npz}
+    yield from readers[kind](path)
+
+
+def get_tensor(source: Any, name: str) -> LazyTensor:
+    """The LazyTensor called ``name`` (headers are read, no tensor data)."""
+    for found, tensor in open_checkpoint(source):
+        if found == name:
+            return tensor
+    raise KeyError(f"no tensor {name!r} in {source}")
+
+
+def describe(source: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, dtype) of every tensor, from headers only."""
+    return [(n, t.shape, str(t.dtype)) for n, t in open_checkpoint(source)]
