@@ -14,12 +14,6 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 
-from rmt.errors import DataError
-from rmt.heavytail import fit_powerlaw
-from rmt.metrics import esd_metrics, numerical_zero_threshold
-from rmt.mp import fit_mp
-from rmt.phases import classify_esd
-from rmt.spectra import esd, weight_shape
 from rmt.synthetic import phase_matrix
 
 # name -> (phase the layer is built in, or None for an unlabelled layer)
@@ -71,6 +65,11 @@ def demo_model(rng: int | np.random.Generator | None = 0) -> dict[str, np.ndarra
     }
 
 
+DEMO_COLUMNS = ["name", "shape", "dtype", "N", "M", "Q", "num_evals", "lambda_max",
+                "stable_rank", "log_norm", "log_spectral_norm", "entropy", "rank_loss", "alpha",
+                "xmin", "D", "num_pl_spikes", "sigma_mp", "num_spikes", "tw_z", "phase"]
+
+
 def layer_table(
     weights: dict[str, Any],
     *,
@@ -78,58 +77,22 @@ def layer_table(
     device: str = "auto",
     n_threads: int | None = None,
 ) -> pd.DataFrame:
-    """One row of ESD metrics per weight (the ``rmt demo`` table).
+    """The ``rmt demo`` table: :func:`rmt.analyze` on ``weights``, the main columns.
 
     Parameters
     ----------
     weights : dict of str to array_like
-        Tensors by name; each goes through :func:`rmt.esd` and :func:`rmt.esd_metrics`.
+        Tensors by name.
     normalize, device, n_threads
-        As in :func:`rmt.esd`.
+        As in :func:`rmt.analyze`.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``name, shape, dtype, N, M, Q, num_evals, lambda_max, stable_rank,
-        log_norm, log_spectral_norm, entropy, rank_loss`` (:func:`rmt.esd_metrics`),
-        ``alpha, xmin, D, n_tail`` (:func:`rmt.fit_powerlaw` on the eigenvalues above
-        the numerical-zero threshold) and ``sigma_mp, num_spikes, tw_z``
-        (:func:`rmt.fit_mp`: √σ² of the bulk, spikes at 1% false-positive rate, TW
-        z-score of λmax), and ``phase`` (:func:`rmt.classify_esd`).
+        Columns :data:`DEMO_COLUMNS` (documented in :data:`rmt.analyze.COLUMNS`).
     """
-    rows = []
-    for name, W in weights.items():
-        shape = weight_shape(W.shape, name=name)
-        ev = esd(W, normalize=normalize, device=device, n_threads=n_threads, name=name)
-        m = esd_metrics(ev, W=W)
-        nonzero = ev[ev > numerical_zero_threshold(ev, shape.M)]
-        try:
-            pl = fit_powerlaw(nonzero, device=device, n_threads=n_threads)
-            pl_cols = {"alpha": pl.alpha, "xmin": pl.xmin, "D": pl.D, "n_tail": pl.n_tail}
-        except DataError:
-            pl_cols = {"alpha": np.nan, "xmin": np.nan, "D": np.nan, "n_tail": 0}
-        mpf = fit_mp(nonzero, N=shape.N, M=shape.M, normalized=normalize)
-        phase = classify_esd(ev, shape.N, shape.M, rank_loss=m.rank_loss, device=device)
-        rows.append(
-            {
-                "name": name,
-                "shape": "×".join(map(str, W.shape)),
-                "dtype": str(W.dtype),
-                "N": shape.N,
-                "M": shape.M,
-                "Q": shape.Q,
-                "num_evals": m.num_evals,
-                "lambda_max": m.lambda_max,
-                "stable_rank": m.stable_rank,
-                "log_norm": m.log_norm,
-                "log_spectral_norm": m.log_spectral_norm,
-                "entropy": m.entropy,
-                "rank_loss": m.rank_loss,
-                **pl_cols,
-                "sigma_mp": float(np.sqrt(mpf.sigma2 / (1 if normalize else shape.N))),
-                "num_spikes": mpf.n_spikes,
-                "tw_z": mpf.tw_z,
-                "phase": str(phase.phase),
-            }
-        )
-    return pd.DataFrame(rows)
+    from rmt.analyze import analyze
+
+    df = analyze(weights, normalize=normalize, device=device, n_threads=n_threads,
+                 progress=False)
+    return df[DEMO_COLUMNS]

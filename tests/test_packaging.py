@@ -59,7 +59,7 @@ def test_demo_command_prints_a_row_per_layer(capsys):
     weights = demo_model(0)
     assert list(df["name"]) == list(weights)
     for col in ("lambda_max", "stable_rank", "log_norm", "log_spectral_norm", "entropy",
-                "rank_loss", "num_evals", "alpha", "xmin", "D", "n_tail", "sigma_mp",
+                "rank_loss", "num_evals", "alpha", "xmin", "D", "num_pl_spikes", "sigma_mp",
                 "num_spikes", "tw_z", "phase"):
         assert col in df.columns
     row = df.set_index("name")
