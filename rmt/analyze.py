@@ -101,6 +101,7 @@ def analyze(
     conv: str = "slices",
     candidates: str = "powerlaw",
     n_threads: int | None = None,
+    plot_dir: str | Path | None = None,
     **fit_options: Any,
 ) -> pd.DataFrame:
     """Analyse every 2-D weight and conv kernel of a checkpoint: one row per layer.
@@ -138,6 +139,9 @@ def analyze(
         Power-law fit convention (``"ww"`` reproduces WeightWatcher's ``alpha``).
     n_threads : int, optional
         BLAS/Numba threads per layer (default: all cores, or cores/n_jobs per worker).
+    plot_dir : path, optional
+        Write one PNG per layer there (ESD + MP fit + spikes | tail + power law, phase in
+        the title) and ``summary.png`` for the model (needs matplotlib, the ``plot`` extra).
     **fit_options
         Classifier thresholds (``rmt.phases.DEFAULTS``: fpr, mp_tolerance, ...).
 
@@ -157,7 +161,9 @@ def analyze(
         n_threads = max(1, default_threads() // n_jobs)
     opts = Options(normalize=normalize, conv=conv, device=dev, min_evals=min_evals,
                    max_evals=max_evals, candidates=candidates, n_threads=n_threads,
-                   phase_params=params)
+                   phase_params=params, plot_dir=None if plot_dir is None else str(plot_dir))
+    if plot_dir is not None:
+        Path(plot_dir).mkdir(parents=True, exist_ok=True)
     listing = [(i, name, t) for i, (name, t) in enumerate(open_checkpoint(source))]
     chosen = select([name for _, name, _ in listing], layers)
     todo = [(i, name, t) for (i, name, t), keep in zip(listing, chosen, strict=True)
@@ -204,7 +210,12 @@ def analyze(
         bar.close()
         if sink:
             sink.close()
-    return _frame(rows)
+    df = _frame(rows)
+    if plot_dir is not None:
+        from rmt.plot import plot_model
+
+        plot_model(df, path=Path(plot_dir) / "summary.png")
+    return df
 
 
 def summary(df: pd.DataFrame) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The ``rmt`` command line.
 
-``rmt demo`` analyses a small built-in model and prints one row of ESD metrics per
-layer. Results go to stdout; nothing else is printed there.
+``rmt analyze PATH`` prints one row per layer of a checkpoint; ``rmt demo`` does the same
+for a small built-in model. Results go to stdout (or ``--out``); progress and the summary
+go to stderr. An error prints one line and exits with status 1 (2 for bad arguments).
 """
 
 from __future__ import annotations
@@ -25,6 +26,47 @@ def _print_frame(df: pd.DataFrame, fmt: str) -> None:
         with pd.option_context("display.width", 200, "display.max_columns", None,
                                "display.float_format", "{:.4g}".format):
             sys.stdout.write(df.to_string(index=False) + "\n")
+
+
+TABLE_COLUMNS = ["layer_id", "name", "shape", "N", "M", "alpha", "D", "num_spikes", "tw_z",
+                 "stable_rank", "phase", "status", "warning"]
+
+
+def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
+    if out is None:
+        _print_frame(df if fmt != "table" else df[TABLE_COLUMNS], fmt)
+        return
+    if fmt == "json":
+        df.to_json(out, orient="records", indent=2)
+    elif fmt == "csv":
+        df.to_csv(out, index=False)
+    else:
+        with open(out, "w") as fh:
+            fh.write(df[TABLE_COLUMNS].to_string(index=False) + "\n")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from rmt.analyze import analyze, summary
+
+    executor = None
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise RuntimeError("--scheduler needs Dask: pip install 'rmt[dask]'") from None
+        executor = Client(args.scheduler).get_executor()
+    start = time.perf_counter()
+    df = analyze(args.path, layers=args.layers, device=args.device, n_jobs=args.jobs,
+                 executor=executor, resume=args.resume, plot_dir=args.plot,
+                 normalize=not args.raw, candidates=args.candidates,
+                 min_evals=args.min_evals, max_evals=args.max_evals)
+    _write(df, args.format, args.out)
+    info = summary(df)
+    phases = ", ".join(f"{k} {v}" for k, v in info.get("phases", {}).items())
+    print(f"{info['n_layers']} layers ({info['n_failed']} failed) in "
+          f"{time.perf_counter() - start:.2f} s; mean alpha {info.get('alpha', float('nan')):.3g}"
+          f"; {phases}", file=sys.stderr)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -53,13 +95,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--raw", action="store_true",
                       help="eigenvalues of WᵀW without 1/N (WeightWatcher's convention)")
     demo.set_defaults(func=_cmd_demo)
+
+    an = sub.add_parser("analyze", help="analyse every layer of a checkpoint")
+    an.add_argument("path", help="safetensors file, shard index, directory, torch .pt/.bin, .npz")
+    an.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    an.add_argument("--out", help="write the table to this file instead of stdout")
+    an.add_argument("--layers", help="regex: only tensors whose name matches")
+    an.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    an.add_argument("--jobs", type=int, default=1, help="worker processes")
+    an.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
+    an.add_argument("--plot", metavar="DIR", help="write one PNG per layer and summary.png")
+    an.add_argument("--resume", metavar="FILE", help="JSON-lines file of finished layers")
+    an.add_argument("--raw", action="store_true", help="eigenvalues of WᵀW without 1/N")
+    an.add_argument("--candidates", choices=("powerlaw", "ww"), default="powerlaw",
+                    help="power-law fit convention ('ww' reproduces WeightWatcher's alpha)")
+    an.add_argument("--min-evals", type=int, default=10)
+    an.add_argument("--max-evals", type=int, default=None)
+    an.set_defaults(func=_cmd_analyze)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmt`` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("rmt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line, no traceback, non-zero exit
+        print(f"rmt {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

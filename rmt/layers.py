@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rmt._dtypes import storage_kind
 from rmt.errors import CheckpointError, DataError, WeightError
 from rmt.heavytail import fit_powerlaw
 from rmt.metrics import esd_metrics, numerical_zero_threshold
@@ -71,6 +72,7 @@ class Options:
     candidates: str = "powerlaw"
     n_threads: int | None = None
     phase_params: dict[str, float] = field(default_factory=dict)
+    plot_dir: str | None = None
 
 
 # Last axis at most this long (and shorter than both others) reads a 3-D tensor as a
@@ -131,6 +133,10 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         unit = 1.0 if opts.normalize else float(shape.N)  # σ² comes back in the ESD's units
         row.update(sigma_mp=float(np.sqrt(mpf.sigma2 / unit)), mp_softrank=mpf.mp_softrank,
                    num_spikes=mpf.n_spikes, tw_z=mpf.tw_z, D_mp=mpf.D)
+    if opts.plot_dir is not None:
+        from rmt.plot import save_layer_plot
+
+        save_layer_plot(phase, name, base["layer_id"], opts.plot_dir)
     row.update(d0=phase.d0, phase=str(phase.phase), sublabel=phase.sublabel,
                reason=phase.reason, status="success", warning="; ".join(warnings),
                seconds=time.perf_counter() - start)
@@ -150,11 +156,14 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
                                      "matrices")]
         if 0 in tensor.shape:
             return [failed_row(base, f"empty tensor (shape {tensor.shape})")]
+        storage_kind(tensor.dtype, name)  # integer/bool buffers fail here, before any read
         W = tensor.load()
         if len(tensor.shape) == 3 and split_3d(tensor.shape) == "stack":
             return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
                     for e in range(tensor.shape[0])]
         return [_safe_row(name, W, base, opts)]
+    except WeightError as err:
+        return [failed_row(base, err.problem)]
     except (CheckpointError, OSError) as err:
         return [failed_row(base, f"unreadable: {err}")]
 

@@ -50,8 +50,8 @@ def sniff(path: str | Path) -> str:
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
         raise CheckpointError(path, "zip archive that is neither a torch checkpoint nor .npz")
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        return "safetensors"  # read_header then says precisely what is wrong, if anything
     if head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".pkl"):
         raise CheckpointError(path, "legacy (pre-zip) torch pickle or plain pickle: refused "
                                     "(pickles run code; re-save with torch >= 1.6 or safetensors)")

@@ -74,6 +74,8 @@ def _memmap(path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]) ->
     if count == 0:
         return np.empty(shape, dtype=dtype)
     raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(count * dtype.itemsize,))
+    if not shape:  # memmap cannot be 0-d; a scalar is one element, copied
+        return np.array(raw.view(dtype)[0])
     return raw.view(dtype).reshape(shape)
 
 
@@ -101,7 +103,7 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray],
     offset = 0
     arrays = []
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")  # (ascontiguousarray would make a scalar 1-D)
         if arr.dtype not in codes:
             raise ValueError(f"{name}: dtype {arr.dtype} has no safetensors code")
         header[name] = {"dtype": codes[arr.dtype], "shape": list(arr.shape),

@@ -62,7 +62,9 @@ def iter_npz(path: Path) -> Iterator[tuple[str, LazyTensor]]:
             for member in members:
                 with zf.open(member) as fh:
                     version = np.lib.format.read_magic(fh)
-                    shape, _, dtype = np.lib.format._read_array_header(fh, version)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(fh)
                 headers[member[:-4]] = (tuple(shape), np.dtype(dtype))
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(path, f"unreadable .npz ({type(err).__name__}: {err})") from None

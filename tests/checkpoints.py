@@ -1,0 +1,104 @@
+"""Tiny checkpoints written in the tests' tmp_path, including a torch-free torch-zip writer."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import types
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+_STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
+                  np.dtype(np.float16): "HalfStorage",
+                  np.dtype(ml_dtypes.bfloat16): "BFloat16Storage",
+                  np.dtype(np.int64): "LongStorage"}
+
+
+def _rebuild_tensor_v2(*args):  # pragma: no cover - pickled by name, never called here
+    raise AssertionError
+
+
+class _Storage:
+    def __init__(self, key: str, array: np.ndarray) -> None:
+        self.key, self.array = key, array
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, offset: int, shape, stride) -> None:
+        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+
+def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
+                    compress: bool = False) -> None:
+    """Write ``obj`` (nested dicts whose leaves are NumPy arrays or (array, offset, shape,
+    stride) views) in torch.save's zip layout, without torch: fake ``torch`` modules make
+    pickle emit the same GLOBAL names torch does."""
+    fake_torch = types.ModuleType("torch")
+    fake_utils = types.ModuleType("torch._utils")
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    fake_utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storage_types = {}
+    for dtype, name in _STORAGE_NAMES.items():
+        cls = type(name, (), {"__module__": "torch"})
+        setattr(fake_torch, name, cls)
+        storage_types[dtype] = cls
+    fake_torch._utils = fake_utils
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
+
+    storages: list[_Storage] = []
+
+    def convert(value):
+        if isinstance(value, dict):
+            return OrderedDict((k, convert(v)) for k, v in value.items())
+        if isinstance(value, tuple) and len(value) == 4:  # (base array, offset, shape, stride)
+            base, offset, shape, stride = value
+        else:
+            base = np.ascontiguousarray(value)
+            offset, shape = 0, base.shape
+            stride = tuple(s // base.itemsize for s in base.strides) if base.ndim else ()
+        storage = _Storage(str(len(storages)), np.ascontiguousarray(base).ravel())
+        storages.append(storage)
+        return _Tensor(storage, offset, tuple(shape), tuple(stride))
+
+    converted = convert(obj)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, value):
+            if isinstance(value, _Storage):
+                return ("storage", storage_types[value.array.dtype], value.key, "cpu",
+                        value.array.size)
+            return None
+
+        def reducer_override(self, value):
+            if isinstance(value, _Tensor):
+                return (_rebuild_tensor_v2, (value.storage, value.offset, value.shape,
+                                             value.stride, False, OrderedDict()))
+            return NotImplemented
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(converted)
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=mode) as zf:
+        zf.writestr(f"{prefix}/data.pkl", buf.getvalue())
+        zf.writestr(f"{prefix}/byteorder", "little")
+        for storage in storages:
+            zf.writestr(f"{prefix}/data/{storage.key}", storage.array.tobytes())
+        zf.writestr(f"{prefix}/version", "3\n")
+
+
+def malicious_pickle(marker: Path) -> bytes:
+    """A pickle that would create ``marker`` if it were executed."""
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    return pickle.dumps({"weight": Evil()}, protocol=2)
