@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -197,8 +198,10 @@ def analyze(
                     collect(analyze_tensor(i, name, tensor, opts))
         else:
             own = executor is None
+            # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
             pool = executor or concurrent.futures.ProcessPoolExecutor(
-                n_jobs, initializer=_worker_init, initargs=(n_threads,))
+                n_jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(n_threads,))
             try:
                 futures = [pool.submit(_task, str(source), i, name, opts) for i, name, _ in todo]
                 for fut in concurrent.futures.as_completed(futures):

@@ -1,0 +1,184 @@
+"""rmt.analyze: rows against the functions they come from, failures, resume, parallel runs."""
+
+from __future__ import annotations
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pandas as pd
+import pytest
+
+import rmt
+from rmt import io as rio
+from rmt.analyze import COLUMNS, analyze, summary
+from rmt.metrics import numerical_zero_threshold
+
+
+def _model(seed=0):
+    rng = np.random.default_rng(seed)
+    phase = rmt.synthetic.phase_matrix
+    nan = rng.standard_normal((64, 32)).astype(np.float32)
+    nan[3, 3] = np.nan
+    return {
+        "embed.weight": phase("random-like", 600, 200, sigma=0.02, rng=1).astype(np.float32),
+        "attn.q.weight": phase("bulk+spikes", 400, 400, sigma=0.02, rng=2).astype(np.float32),
+        "mlp.up.weight": phase("heavy-tailed", 800, 200, sigma=0.02, rng=3).astype(
+            ml_dtypes.bfloat16),
+        "mlp.up.bias": rng.standard_normal(800).astype(np.float32),
+        "conv.weight": (0.1 * rng.standard_normal((32, 16, 3, 3))).astype(np.float32),
+        "conv1d.weight": (0.1 * rng.standard_normal((48, 24, 5))).astype(np.float32),
+        "experts.weight": (0.1 * rng.standard_normal((3, 64, 40))).astype(np.float16),
+        "bad.nan": nan,
+        "bad.zero": np.zeros((40, 20), np.float32),
+        "bad.int": np.ones((40, 20), np.int64),
+        "bad.small": rng.standard_normal((5, 300)).astype(np.float32),
+        "norm.scale": np.ones(200, np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    rio.write_safetensors(path, _model())
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(checkpoint):
+    return analyze(checkpoint, progress=False)
+
+
+def test_rows_and_failures(table):
+    names = list(table["name"])
+    assert "mlp.up.bias" not in names and "norm.scale" not in names  # 1-D: not layers
+    assert names.count("experts.weight[0]") == 1 and "experts.weight[2]" in names
+    assert set(COLUMNS) <= set(table.columns)
+    status = table.set_index("name")["status"]
+    warning = table.set_index("name")["warning"]
+    for bad, fragment in [("bad.nan", "NaN"), ("bad.zero", "zero"), ("bad.int", "int64"),
+                          ("bad.small", "too few eigenvalues")]:
+        assert status[bad] == "failed" and fragment in warning[bad], (bad, warning[bad])
+        assert np.isnan(table.set_index("name").loc[bad, "alpha"])
+    good = ["embed.weight", "attn.q.weight", "mlp.up.weight", "conv.weight", "conv1d.weight",
+            "experts.weight[1]"]
+    assert (status[good] == "success").all()
+    assert list(table["layer_id"]) == sorted(table["layer_id"])
+
+
+def test_values_match_the_functions_called_directly(table):
+    weights = _model()
+    row = table.set_index("name")
+    for name in ("embed.weight", "attn.q.weight", "mlp.up.weight", "conv.weight"):
+        W = weights[name]
+        ev = rmt.esd(W)
+        nz = ev[ev > numerical_zero_threshold(ev, rmt.weight_shape(W.shape).M)]
+        pl = rmt.fit_powerlaw(nz)
+        res = rmt.classify(W)
+        r = row.loc[name]
+        assert r["alpha"] == pytest.approx(pl.alpha, rel=1e-12)
+        assert r["xmin"] == pytest.approx(pl.xmin, rel=1e-12)
+        assert r["lambda_max"] == pytest.approx(ev.max(), rel=1e-12)
+        assert r["num_evals"] == ev.size
+        assert r["phase"] == str(res.phase)
+        assert r["num_spikes"] == res.n_spikes
+        assert r["alpha_weighted"] == pytest.approx(pl.alpha * np.log10(ev.max()), rel=1e-12)
+    assert row.loc["embed.weight", "phase"] == "random-like"
+    assert row.loc["attn.q.weight", "phase"] == "bulk+spikes"
+    assert row.loc["mlp.up.weight", "phase"] == "heavy-tailed"
+    experts = weights["experts.weight"]
+    assert row.loc["experts.weight[1]", "lambda_max"] == pytest.approx(rmt.esd(experts[1]).max())
+    conv1d = row.loc["conv1d.weight"]
+    assert conv1d["num_slices"] == 5 and conv1d["num_evals"] == 5 * 24
+
+
+def test_ww_units_and_candidates(checkpoint):
+    raw = analyze(checkpoint, layers="embed", normalize=False, candidates="ww", progress=False)
+    W = _model()["embed.weight"]
+    assert raw.loc[0, "lambda_max"] == pytest.approx(np.linalg.norm(W.astype(float), 2) ** 2,
+                                                     rel=1e-9)
+    ev = rmt.esd(W, normalize=False)
+    assert raw.loc[0, "alpha"] == pytest.approx(rmt.fit_powerlaw(ev, candidates="ww").alpha)
+    assert raw.loc[0, "sigma_mp"] == pytest.approx(0.02, rel=0.03)  # entry std, any units
+
+
+def test_layer_selection(checkpoint):
+    assert list(analyze(checkpoint, layers=r"^attn", progress=False)["name"]) == ["attn.q.weight"]
+    picked = analyze(checkpoint, layers=["embed.weight", "conv.weight"], progress=False)
+    assert list(picked["name"]) == ["embed.weight", "conv.weight"]
+    by_id = analyze(checkpoint, layers=[0], progress=False)
+    assert len(by_id) == 1
+    capped = analyze(checkpoint, layers="embed", max_evals=100, progress=False)
+    assert capped.loc[0, "status"] == "failed" and "max_evals" in capped.loc[0, "warning"]
+
+
+def test_resume_skips_finished_layers_and_survives_a_cut_line(checkpoint, tmp_path, monkeypatch):
+    log = tmp_path / "done.jsonl"
+    first = analyze(checkpoint, resume=log, progress=False)
+    lines = log.read_text().splitlines()
+    assert len(lines) == len(first) and all(json.loads(line) for line in lines)
+    import rmt.analyze as module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished layer was recomputed")
+
+    monkeypatch.setattr(module, "analyze_tensor", boom)
+    again = analyze(checkpoint, resume=log, progress=False)
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), first.drop(columns="seconds"),
+                                  check_dtype=False)
+    monkeypatch.undo()
+    # an interrupted run leaves a half-written last line: that layer is redone
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    redone = analyze(checkpoint, resume=log, progress=False)
+    assert len(redone) == len(first)
+
+
+def _comparable(df):
+    return df.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+def test_process_pool_gives_the_serial_table(checkpoint, table):
+    parallel = analyze(checkpoint, n_jobs=2, progress=False)
+    pd.testing.assert_frame_equal(_comparable(parallel), _comparable(table), check_dtype=False,
+                                  rtol=1e-9)
+
+
+def test_dask_local_cluster_gives_the_serial_table(checkpoint, table):
+    distributed = pytest.importorskip("distributed", reason="the 'dask' extra is not installed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        df = analyze(checkpoint, executor=client.get_executor(), progress=False)
+    pd.testing.assert_frame_equal(_comparable(df), _comparable(table), check_dtype=False,
+                                  rtol=1e-9)
+
+
+def test_parallel_needs_a_path():
+    with pytest.raises(ValueError, match="path"):
+        analyze(_model(), n_jobs=2)
+
+
+def test_sources_other_than_safetensors(tmp_path):
+    weights = {k: v for k, v in _model().items() if v.dtype != ml_dtypes.bfloat16}
+    np.savez(tmp_path / "w.npz", **weights)
+    a = analyze(tmp_path / "w.npz", progress=False)
+    b = analyze(weights, progress=False)
+    pd.testing.assert_frame_equal(_comparable(a), _comparable(b), check_dtype=False)
+
+
+def test_summary_and_plots(table, checkpoint, tmp_path):
+    info = summary(table)
+    ok = table[table["status"] == "success"]
+    assert info["alpha"] == pytest.approx(ok["alpha"].mean())
+    assert info["n_failed"] == int((table["status"] == "failed").sum())
+    assert sum(info["phases"].values()) == len(ok)
+    analyze(checkpoint, layers="embed|attn", plot_dir=tmp_path / "plots", progress=False)
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert "summary.png" in pngs and len(pngs) == 3
+
+
+def test_unreadable_checkpoint_is_an_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(rmt.errors.CheckpointError, match="bad header"):
+        analyze(bad)
