@@ -35,8 +35,9 @@ def _map_source_kernels() -> None:
 
 _map_source_kernels()
 
-from rmt import errors, heavytail, mp, pretrained, synthetic, tracywidom  # noqa: E402
+from rmt import errors, heavytail, io, mp, pretrained, synthetic, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
+from rmt.analyze import analyze, summary  # noqa: E402  (the function shadows the module)
 from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
 from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
 from rmt.mp import MPFit, fit_mp  # noqa: E402
@@ -53,6 +54,7 @@ __all__ = [
     "PowerLawFit",
     "WeightShape",
     "__version__",
+    "analyze",
     "classify",
     "classify_esd",
     "errors",
@@ -63,8 +65,10 @@ __all__ = [
     "fit_powerlaw",
     "gpu_available",
     "heavytail",
+    "io",
     "mp",
     "pretrained",
+    "summary",
     "synthetic",
     "tracywidom",
     "weight_shape",

@@ -1,0 +1,129 @@
+"""rmt.analyze on an LLM-shaped bfloat16 checkpoint: peak RSS and time against the floor.
+
+Builds (once, in a temporary directory) a safetensors file with Llama-7B-shaped bf16
+weights — a 32000×4096 embedding, three 11008×4096 MLP matrices and four 4096×4096
+attention matrices, 0.9 GB — then, each in a fresh process:
+
+- ``rmt.analyze(path)``: wall time and peak RSS (``ru_maxrss`` of the child);
+- the floor: for every tensor, NumPy's float64 Gram product and ``eigvalsh`` (the bf16 →
+  float64 conversion is not timed).
+
+Goals (issue 6): peak RSS ≤ 1.5 GiB; analyze wall time ≤ 1.2× the floor.
+Run: ``python -m benchmarks.analyze_llm [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from benchmarks._common import machine, update_readme, write
+
+SHAPES = {"model.embed_tokens.weight": (32000, 4096),
+          **{f"model.layers.0.mlp.{n}.weight": (11008, 4096) for n in ("gate_proj", "up_proj")},
+          "model.layers.0.mlp.down_proj.weight": (4096, 11008),
+          **{f"model.layers.0.self_attn.{n}.weight": (4096, 4096)
+             for n in ("q_proj", "k_proj", "v_proj", "o_proj")}}
+
+CHILD_ANALYZE = """
+import json, resource, sys, time
+import rmt
+start = time.perf_counter()
+df = rmt.analyze(sys.argv[1], n_threads=int(sys.argv[2]), progress=False)
+wall = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+failed = int((df.status == "failed").sum())
+print(json.dumps({"seconds": wall, "rss_MiB": rss, "layers": len(df), "failed": failed,
+                  "phases": df.phase.value_counts().to_dict()}))
+"""
+
+CHILD_FLOOR = """
+import json, sys, time
+import numpy as np
+from threadpoolctl import threadpool_limits
+from rmt.io import open_checkpoint
+total = 0.0
+with threadpool_limits(int(sys.argv[2])):
+    for name, t in open_checkpoint(sys.argv[1]):
+        W = t.load(np.float64)
+        if W.shape[0] < W.shape[1]:
+            W = np.ascontiguousarray(W.T)
+        start = time.perf_counter()
+        np.linalg.eigvalsh(W.T @ W)
+        total += time.perf_counter() - start
+        del W
+print(json.dumps({"seconds": total}))
+"""
+
+
+def build(path: Path, rng: np.random.Generator) -> None:
+    """Write the checkpoint tensor by tensor (header first, then each tensor's bytes)."""
+    header, offset = {}, 0
+    for name, shape in SHAPES.items():
+        nbytes = shape[0] * shape[1] * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        for shape in SHAPES.values():
+            for start in range(0, shape[0], 2048):
+                rows = min(2048, shape[0] - start)
+                block = 0.02 * rng.standard_normal((rows, shape[1]), dtype=np.float32)
+                fh.write(block.astype(ml_dtypes.bfloat16).tobytes())
+
+
+def child(code: str, path: Path, threads: int) -> dict:
+    """Run ``code`` in a fresh Python process; its last stdout line is a JSON result."""
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(threads)],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; write ``benchmarks/results/analyze_llm.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    info = machine(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "llm.safetensors"
+        start = time.perf_counter()
+        build(path, np.random.default_rng(0))
+        info["build_s"] = time.perf_counter() - start
+        size = path.stat().st_size / 2**20
+        child("import sys, rmt; rmt.analyze({'w': rmt.synthetic.phase_matrix("
+              "'random-like', 64, 32)}, progress=False)", path, args.threads)  # warm caches
+        ours = child(CHILD_ANALYZE, path, args.threads)
+        floor = child(CHILD_FLOOR, path, args.threads)
+    ratio = ours["seconds"] / floor["seconds"]
+    md = (f"LLM-shaped bf16 checkpoint ({size:.0f} MiB, {len(SHAPES)} tensors: 32000×4096, "
+          f"3× 11008×4096, 4× 4096×4096) — {info['cpu']}, {args.threads} threads, "
+          f"{info['date']}\n\n"
+          "| | wall s | peak RSS MiB |\n|---|---|---|\n"
+          f"| rmt.analyze (ESD + fits + phase, every layer) | {ours['seconds']:.1f} | "
+          f"{ours['rss_MiB']:.0f} |\n"
+          f"| floor: float64 Gram + eigvalsh per tensor | {floor['seconds']:.1f} | — |\n\n"
+          f"analyze / floor = {ratio:.2f}; {ours['layers']} layers, {ours['failed']} failed; "
+          f"phases {ours['phases']}.")
+    print(md)
+    write("analyze_llm", {"machine": info, "file_MiB": size, "rmt": ours, "floor": floor,
+                          "ratio": ratio}, md)
+    update_readme("analyze_llm", md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
