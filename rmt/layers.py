@@ -112,6 +112,7 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
            "entropy": m.entropy, "rank_loss": m.rank_loss}
     warnings: list[str] = []
     nonzero = ev[ev > numerical_zero_threshold(ev, shape.M)]
+    pl = None
     try:
         pl = fit_powerlaw(nonzero, candidates=opts.candidates, device=opts.device)  # type: ignore[arg-type]
         alpha = pl.alpha
@@ -124,7 +125,7 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         row["alpha"] = np.nan
         warnings.append(f"no power-law fit: {err}")
     phase = classify_esd(ev, shape.N, shape.M, rank_loss=m.rank_loss, device=opts.device,
-                         **opts.phase_params)
+                         powerlaw_fit=pl, **opts.phase_params)
     mpf = phase.mp_fit
     if mpf is None and nonzero.size >= 2:
         mpf = fit_mp(nonzero, N=shape.N, M=shape.M, fpr=phase.params["fpr"],

@@ -196,7 +196,8 @@ def _params(overrides: dict[str, Any]) -> dict[str, float]:
 
 
 def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None = None,
-                 device: str = "auto", **params: Any) -> PhaseResult:
+                 device: str = "auto", powerlaw_fit: Any = None,
+                 **params: Any) -> PhaseResult:
     """Phase of a layer from its ESD (eigenvalues of X = WᵀW/N, any scale).
 
     Parameters
@@ -210,6 +211,9 @@ def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None
     rank_loss : int, optional
         Numerically zero singular values if known (``classify`` confirms them by SVD);
         default: the Gram-screen count of eigenvalues ≤ M·eps·λmax.
+    powerlaw_fit : PowerLawFit, optional
+        A default-settings fit of the same positive eigenvalues; reused (no second scan)
+        when its tail already holds ≥ ``min_tail`` points, which is then the same fit.
     device : {"auto", "cpu", "gpu"}
         Where the power-law scan runs.
     **params
@@ -257,7 +261,11 @@ def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None
     d0 = null_ks_scale(pos.size - k, p["d0_constant"])
     ratio = mpf.D / d0
     try:
-        pl = fit_powerlaw(pos, device=device, min_tail=int(p["min_tail"]))
+        reuse = (powerlaw_fit is not None and powerlaw_fit.candidates == "powerlaw"
+                 and powerlaw_fit.alpha_range == (1, None) and powerlaw_fit.n == pos.size
+                 and powerlaw_fit.n_tail >= p["min_tail"])
+        pl = powerlaw_fit if reuse else fit_powerlaw(pos, device=device,
+                                                     min_tail=int(p["min_tail"]))
         alpha, xmin, D_pl, n_tail = pl.alpha, pl.xmin, pl.D, int(pl.n_tail)
     except DataError:
         pl, alpha, xmin, D_pl, n_tail = None, np.nan, np.nan, np.nan, 0
