@@ -5,7 +5,8 @@ read only when asked (memory maps where the format allows), so a whole model nev
 in memory. Sources: a ``.safetensors`` file, a sharded Hugging Face checkpoint (its
 ``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` zip (read without torch and
 without running pickle code), a ``.npz`` archive, a dict of arrays, or a
-``torch.nn.Module``. Unreadable files raise :class:`rmt.errors.CheckpointError` naming the
+``torch.nn.Module``; with their optional libraries, GGUF, ONNX and Keras/HDF5. Unreadable
+files raise :class:`rmt.errors.CheckpointError` naming the
 file and the problem.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rmt.errors import CheckpointError
+from rmt.io.optional import iter_gguf, iter_hdf5, iter_onnx
 from rmt.io.safetensors import iter_safetensors, read_header, write_safetensors
 from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
 from rmt.io.tensor import LazyTensor
@@ -27,7 +29,8 @@ __all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "read_head
 
 def sniff(path: str | Path) -> str:
     """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
-    ``torch-zip``, ``npz`` — by content, not by extension."""
+    ``torch-zip``, ``npz``, ``gguf``, ``hdf5`` (Keras), ``onnx`` — by content where the
+    format has a signature."""
     path = Path(path)
     if path.is_dir():
         return "directory"
@@ -37,6 +40,12 @@ def sniff(path: str | Path) -> str:
         return "index"
     with open(path, "rb") as fh:
         head = fh.read(16)
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "hdf5"
+    if path.suffix == ".onnx":
+        return "onnx"
     if head[:4] == b"PK\x03\x04":
         import zipfile
 
@@ -49,6 +58,8 @@ def sniff(path: str | Path) -> str:
             return "torch-zip"
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
+        if any(n.endswith(".weights.h5") for n in names):
+            return "hdf5"
         raise CheckpointError(path, "zip archive that is neither a torch checkpoint nor .npz")
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "safetensors"  # read_header then says precisely what is wrong, if anything
@@ -86,7 +97,8 @@ def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
     path = Path(source)
     kind = sniff(path)
     readers = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
-               "torch-zip": iter_torch_zip, "npz": iter_npz}
+               "torch-zip": iter_torch_zip, "npz": iter_npz, "gguf": iter_gguf,
+               "onnx": iter_onnx, "hdf5": iter_hdf5}
     yield from readers[kind](path)
 
 
