@@ -61,3 +61,13 @@ def test_errors_print_one_line_and_exit_nonzero(tmp_path):
         if code == 1:
             assert proc.stderr.count("\n") == 1 and "error" in proc.stderr
             assert "Traceback" not in proc.stderr
+
+
+def test_analyze_on_a_dask_scheduler(checkpoint, capsys):
+    distributed = pytest.importorskip("distributed", reason="the 'dask' extra is not installed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        assert main(["analyze", str(checkpoint), "--format", "csv", "--scheduler",
+                     cluster.scheduler_address]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df["name"]) == ["a.weight", "b.weight"] and (df["status"] == "success").all()
