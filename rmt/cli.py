@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -48,18 +49,22 @@ def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from rmt.analyze import analyze, summary
 
-    executor = None
+    def run(executor: Any = None) -> pd.DataFrame:
+        return analyze(args.path, layers=args.layers, device=args.device, n_jobs=args.jobs,
+                       executor=executor, resume=args.resume, plot_dir=args.plot,
+                       normalize=not args.raw, candidates=args.candidates,
+                       min_evals=args.min_evals, max_evals=args.max_evals)
+
+    start = time.perf_counter()
     if args.scheduler:
         try:
             from dask.distributed import Client
         except ImportError:
             raise RuntimeError("--scheduler needs Dask: pip install 'rmt[dask]'") from None
-        executor = Client(args.scheduler).get_executor()
-    start = time.perf_counter()
-    df = analyze(args.path, layers=args.layers, device=args.device, n_jobs=args.jobs,
-                 executor=executor, resume=args.resume, plot_dir=args.plot,
-                 normalize=not args.raw, candidates=args.candidates,
-                 min_evals=args.min_evals, max_evals=args.max_evals)
+        with Client(args.scheduler) as client:
+            df = run(client.get_executor())
+    else:
+        df = run()
     _write(df, args.format, args.out)
     info = summary(df)
     phases = ", ".join(f"{k} {v}" for k, v in info.get("phases", {}).items())
