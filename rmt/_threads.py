@@ -24,6 +24,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_pinned: int | None = None  # thread count set by the innermost active limit_threads
+
+
 @functools.cache
 def _controller() -> ThreadpoolController:
     # Scanning the loaded BLAS/OpenMP libraries costs ~0.3 ms; do it once, after NumPy's
@@ -47,16 +50,22 @@ def limit_threads(n_threads: int | None) -> Iterator[int]:
     int
         The thread count in force.
     """
+    global _pinned
     n = default_threads() if n_threads is None else int(n_threads)
     if n < 1:
         raise ValueError(f"n_threads must be >= 1 or None, got {n_threads!r}")
+    if _pinned == n:  # nested call with the same count (analyze -> esd -> fits): no-op
+        yield n
+        return
     import numba
 
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
-    previous = numba.get_num_threads()
+    previous, outer = numba.get_num_threads(), _pinned
     numba.set_num_threads(n_numba)
+    _pinned = n
     try:
         with _controller().limit(limits=n):
             yield n
     finally:
+        _pinned = outer
         numba.set_num_threads(previous)

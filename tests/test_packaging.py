@@ -38,12 +38,14 @@ def test_wheel_maps_kernels_to_rmt_kernels(wheel):
                      "rmt/py.typed", "rmt/spectra.py"):
         assert expected in names
     assert not any(n.startswith("kernels/") for n in names), "kernels/ must not be top-level"
+    for module in ROOT.joinpath("rmt").rglob("*.py"):  # every source module ships
+        assert module.relative_to(ROOT).as_posix() in names, module
 
 
 def test_wheel_imports_rmt_kernels(wheel, tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    code = ("import rmt, rmt.kernels.cpu, rmt.kernels.gpu; "
+    code = ("import rmt, rmt.kernels.cpu, rmt.kernels.gpu, rmt.io; "
             "print(rmt.__file__); print(rmt.kernels.cpu.__file__); "
             "print(rmt.esd([[3.0, 0.0], [0.0, 4.0]], normalize=False, device='cpu').tolist())")
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path)}
