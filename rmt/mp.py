@@ -257,20 +257,24 @@ def fit_mp(
     lam = ev / unit
     Q = N / M
     warnings: list[str] = []
-    sigma2 = float(lam.mean())
-    spikes_mask = np.zeros(lam.size, dtype=bool)
+    # lam is sorted, so "the mean of the eigenvalues below the threshold" is a prefix sum:
+    # each iteration is a binary search, O(log M), instead of a pass over the ESD.
+    prefix = np.concatenate([[0.0], np.cumsum(lam)])
+    mu_tw, s_tw = johnstone(N, M)
+    q = tw1_ppf(1.0 - fpr)
+    sigma2 = float(prefix[-1] / lam.size)
+    n_bulk = lam.size  # the starting set: no spikes
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         if sigma2 <= 0:
             break
-        threshold = spike_threshold(sigma2, N, M, fpr)
-        new_mask = lam > threshold
-        if new_mask.all():
+        below = int(np.searchsorted(lam, sigma2 * (mu_tw + q * s_tw) / N, side="right"))
+        if below == 0:
             break
-        sigma2 = float(lam[~new_mask].mean())
-        if np.array_equal(new_mask, spikes_mask):
+        sigma2 = float(prefix[below] / below)
+        if below == n_bulk:
             break
-        spikes_mask = new_mask
+        n_bulk = below
     else:
         warnings.append(f"trimmed-trace loop did not settle in {max_iter} iterations")
     if sigma2 <= 0:
