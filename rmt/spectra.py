@@ -223,7 +223,8 @@ def esd(
     n_threads : int, optional
         BLAS and Numba threads for this call (default: all cores of this process).
     block_rows : int, optional
-        Rows per block of the Gram accumulation (default: 32 MiB blocks on the CPU, or
+        Rows per block of the Gram accumulation (default: ~1 MiB, ≥ 512-row blocks on the
+        CPU, or
         the whole matrix when it is already in the accumulation dtype).
     name : str, optional
         Layer name used in error messages.

@@ -77,7 +77,8 @@ def test_blocked_bf16_path_equals_float64_path():
 
 
 def test_block_size_bounds_the_working_memory(monkeypatch):
-    # A bf16 W never becomes a float64 copy: every decoded block is at most BLOCK_BYTES.
+    # A bf16 W never becomes a float64 copy: every decoded block is at most BLOCK_BYTES
+    # (or MIN_BLOCK_ROWS rows).
     seen = []
     original = cpu.decode
 
@@ -87,6 +88,7 @@ def test_block_size_bounds_the_working_memory(monkeypatch):
 
     monkeypatch.setattr(cpu, "decode", spy)
     monkeypatch.setattr(cpu, "BLOCK_BYTES", 64 * 1024)
+    monkeypatch.setattr(cpu, "MIN_BLOCK_ROWS", 16)
     W = _weight((4000, 256), ml_dtypes.bfloat16, seed=4)
     rmt.esd(W)
     assert len(seen) > 1
@@ -99,6 +101,7 @@ def test_peak_memory_is_gram_plus_one_block(monkeypatch):
     import tracemalloc
 
     monkeypatch.setattr(cpu, "BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(cpu, "MIN_BLOCK_ROWS", 16)
     W = _weight((20000, 256), ml_dtypes.bfloat16, seed=13)
     rmt.esd(W)  # warm caches (decode tables, BLAS)
     tracemalloc.start()
