@@ -86,9 +86,8 @@ def iter_mapping(weights: Mapping[str, Any]) -> Iterator[tuple[str, LazyTensor]]
     """A dict of arrays (NumPy, memmaps, CuPy, or anything ``np.asarray`` accepts)."""
     for name, value in weights.items():
         arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
-        dtype = np.dtype(arr.dtype) if not hasattr(arr.dtype, "itemsize") else arr.dtype
-        yield str(name), LazyTensor(str(name), tuple(int(s) for s in arr.shape), np.dtype(dtype),
-                                    "<dict>", lambda arr=arr: arr)
+        yield str(name), LazyTensor(str(name), tuple(int(s) for s in arr.shape),
+                                    np.dtype(arr.dtype), "<dict>", lambda arr=arr: arr)
 
 
 def _torch_to_numpy(t: Any) -> np.ndarray:
