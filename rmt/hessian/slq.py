@@ -1,0 +1,182 @@
+"""Stochastic Lanczos quadrature (SLQ): spectral densities from matrix-vector products.
+
+Each probe v gives, through k Lanczos steps, a k-point Gauss quadrature of the measure
+μ_v = Σ_i (u_iᵀv)² δ(λ_i): nodes θ_j (Ritz values) and weights τ_j (squared first
+components of T's eigenvectors). Averaging probes estimates the spectral measure
+(1/n) Σ δ(λ_i).
+
+The CDF of a Gauss quadrature is a step function whose steps sit at the nodes, so it
+misjudges the mass below a point that falls between two nodes (with 80 nodes the node
+nearest 0 carries 1–1.5% of the mass). ``cdf`` therefore interpolates each probe's CDF:
+at node θ_j it takes the midpoint of the step, Σ_{i<j} τ_i + τ_j/2, and it is linear in
+between (0 below the first node, 1 above the last). The index (fraction of negative
+eigenvalues) is ``cdf(0)``.
+
+References
+----------
+G. H. Golub and G. Meurant, Matrices, Moments and Quadrature with Applications (2010).
+L. Lin, Y. Saad and C. Yang, SIAM Review 58(1), 34–65 (2016).
+B. Ghorbani, S. Krishnan and Y. Xiao, ICML 2019 (Hessian spectra of neural networks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from rmt.hessian.lanczos import Orthogonalize, lanczos
+from rmt.hessian.operators import as_operator
+
+__all__ = ["SpectralDensity", "slq", "wasserstein"]
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralDensity:
+    """A spectral measure as a weighted point set (Gauss quadrature nodes over probes).
+
+    Attributes
+    ----------
+    nodes : numpy.ndarray
+        All Ritz values of all probes, ascending.
+    weights : numpy.ndarray
+        Their weights (each probe's sum to 1/n_probes; all sum to 1).
+    n_matvecs : int
+        Operator applications spent.
+    lanczos_degree, n_probes : int
+        Settings used.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    n_matvecs: int
+    lanczos_degree: int
+    n_probes: int
+    probes: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
+
+    @property
+    def width(self) -> float:
+        """Spectral width estimated by the extreme Ritz values."""
+        return float(self.nodes[-1] - self.nodes[0])
+
+    def cdf(self, x: Any) -> np.ndarray:
+        """Interpolated CDF (mean over probes of each probe's midpoint-interpolated CDF)."""
+        x = np.asarray(x, dtype=np.float64)
+        total = np.zeros_like(x)
+        for theta, tau in self.probes:
+            mid = np.cumsum(tau) - tau / 2
+            total += np.interp(x, theta, mid, left=0.0, right=1.0)
+        return total / len(self.probes)
+
+    def negative_fraction(self) -> float:
+        """Estimated fraction of negative eigenvalues (the index), ``cdf(0)``."""
+        return float(self.cdf(0.0))
+
+    def pdf(self, x: Any, bandwidth: float | None = None) -> np.ndarray:
+        """Gaussian-smoothed density at ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            Points.
+        bandwidth : float, optional
+            Standard deviation of the Gaussian kernel; default width/lanczos_degree (the
+            resolution of k nodes).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        h = bandwidth if bandwidth is not None else max(self.width, 1e-300) / self.lanczos_degree
+        z = (x[..., None] - self.nodes) / h
+        return np.sum(self.weights * np.exp(-0.5 * z * z), axis=-1) / (h * np.sqrt(2 * np.pi))
+
+    def wasserstein(self, other: Any) -> float:
+        """W1 distance to another measure: a SpectralDensity, or exact eigenvalues (an
+        array, equal weights). Uses the quadrature measures themselves (step CDFs)."""
+        if isinstance(other, SpectralDensity):
+            return wasserstein(self.nodes, self.weights, other.nodes, other.weights)
+        ev = np.sort(np.asarray(other, dtype=np.float64).ravel())
+        return wasserstein(self.nodes, self.weights, ev, np.full(ev.size, 1.0 / ev.size))
+
+    def plot(self, ax: Any = None, bandwidth: float | None = None, **kwargs: Any) -> Any:
+        """Smoothed density on a log-y axis, with the nodes as a rug."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        pad = 0.02 * max(self.width, 1e-12)
+        xs = np.linspace(self.nodes[0] - pad, self.nodes[-1] + pad, 2000)
+        ax.semilogy(xs, np.maximum(self.pdf(xs, bandwidth), 1e-12), **kwargs)
+        ax.plot(self.nodes, np.full(self.nodes.size, 1e-12), "|", color="0.4")
+        ax.set_xlabel("eigenvalue")
+        ax.set_ylabel("density")
+        ax.set_title(f"SLQ: {self.n_probes} probes × {self.lanczos_degree} steps, "
+                     f"index {self.negative_fraction():.4f}")
+        return ax
+
+
+def wasserstein(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> float:
+    """W1 = ∫|F₁ − F₂| between two weighted point sets on the real line."""
+    o1, o2 = np.argsort(x1), np.argsort(x2)
+    x1, w1, x2, w2 = x1[o1], w1[o1], x2[o2], w2[o2]
+    grid = np.union1d(x1, x2)
+    F1 = np.searchsorted(x1, grid, side="right")
+    F2 = np.searchsorted(x2, grid, side="right")
+    c1 = np.concatenate([[0.0], np.cumsum(w1)])[F1]
+    c2 = np.concatenate([[0.0], np.cumsum(w2)])[F2]
+    return float(np.sum(np.abs(c1 - c2)[:-1] * np.diff(grid)))
+
+
+def slq(
+    op: Any,
+    *,
+    lanczos_degree: int = 80,
+    n_probes: int = 4,
+    rng: Any = None,
+    orthogonalize: Orthogonalize = "full",
+    probe: Literal["rademacher", "gaussian"] = "rademacher",
+) -> SpectralDensity:
+    """Spectral density of a symmetric operator by stochastic Lanczos quadrature.
+
+    Parameters
+    ----------
+    op : LinearOperator or object with ``shape`` and ``matvec``
+        Symmetric n×n operator (e.g. a Hessian from ``rmt.hessian.mlp``).
+    lanczos_degree : int, default 80
+        Lanczos steps per probe.
+    n_probes : int, default 4
+        Random starting vectors; matvecs = lanczos_degree·n_probes.
+    rng : None, int or numpy.random.Generator
+        Random source of the probes.
+    orthogonalize : {"full", "partial", "none"}, default "full"
+        Re-orthogonalisation (see :func:`rmt.hessian.lanczos`).
+    probe : {"rademacher", "gaussian"}
+        Probe distribution (normalised).
+
+    Returns
+    -------
+    SpectralDensity
+
+    Notes
+    -----
+    Measured on Hessian-like spectra (n = 10⁴, a bulk near 0 with ~2% negative mass and
+    outliers): W1/width ≈ 0.29/k + 4e-3/√n_probes (science/hessian.md §3); the goals
+    W1 ≤ 5e-3·width and |Δindex| ≤ 0.005 at 320 matvecs are checked in the tests.
+    """
+    if probe not in ("rademacher", "gaussian"):
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+    op = as_operator(op)
+    n = op.shape[0]
+    rng = np.random.default_rng(rng)
+    k = min(int(lanczos_degree), n)
+    probes = []
+    for _ in range(int(n_probes)):
+        v = rng.choice([-1.0, 1.0], size=n) if probe == "rademacher" else rng.standard_normal(n)
+        res = lanczos(op, k, v0=v, orthogonalize=orthogonalize, rng=rng)
+        theta, tau = res.ritz()
+        probes.append((theta, tau / tau.sum()))
+    nodes = np.concatenate([t for t, _ in probes])
+    weights = np.concatenate([w for _, w in probes]) / len(probes)
+    order = np.argsort(nodes)
+    return SpectralDensity(nodes=nodes[order], weights=weights[order],
+                           n_matvecs=k * int(n_probes), lanczos_degree=k,
+                           n_probes=int(n_probes), probes=probes)
