@@ -1,0 +1,16 @@
+"""Hessian spectra from Hessian-vector products: Lanczos, SLQ, extreme eigenvalues, index.
+
+Operators are ``scipy.sparse.linalg.LinearOperator`` (or anything with ``shape`` and
+``matvec``); the Hessian is never formed. ``rmt.hessian.mlp`` gives exact HVPs of a small
+NumPy network and ``rmt.hessian.torch`` of any PyTorch model (needs the ``torch`` extra).
+"""
+
+from rmt.hessian.extreme import extreme_eigs, index, trace
+from rmt.hessian.lanczos import LanczosResult, lanczos
+from rmt.hessian.mlp import MLP, TanhMLP
+from rmt.hessian.operators import CountingOperator, as_operator, dense_operator, shifted, to_dense
+from rmt.hessian.slq import SpectralDensity, slq, wasserstein
+
+__all__ = ["MLP", "CountingOperator", "LanczosResult", "SpectralDensity", "TanhMLP",
+           "as_operator", "dense_operator", "extreme_eigs", "index", "lanczos", "shifted",
+           "slq", "to_dense", "trace", "wasserstein"]
