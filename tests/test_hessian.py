@@ -11,8 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rmt import mp
-from rmt.hessian import (MLP, CountingOperator, TanhMLP, extreme_eigs, index, lanczos, slq,
-                         to_dense, trace)
+from rmt.hessian import (
+    MLP,
+    CountingOperator,
+    TanhMLP,
+    extreme_eigs,
+    index,
+    lanczos,
+    slq,
+    to_dense,
+    trace,
+)
 
 
 def _spectral_operator(eigenvalues: np.ndarray, seed: int) -> spla.LinearOperator:
