@@ -1,0 +1,96 @@
+"""Pennington & Bahri's theory (science/hessian.md §1.5, tests T1–T4) against closed forms
+and sampled Wishart + Wigner matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+
+from rmt import energy as E
+
+PHIS = (0.25, 0.5, 0.75)
+
+
+@pytest.mark.parametrize("phi", PHIS)
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 2.0, 4.0])
+def test_t1_density_against_sampled_matrices(phi, ratio):
+    # W = AAᵀ/M (Wishart, ratio ϕ, scale 1) plus S = √(2ε)(G + Gᵀ)/√(2N) (Wigner, variance
+    # 2ε). At N = 1000 the tolerances are the note's N = 2000 ones scaled by √2.
+    N = 1000
+    rng = np.random.default_rng(int(100 * phi + 10 * ratio))
+    eps = ratio * E.critical_energy(phi)
+    M = round(N / phi)
+    A = rng.standard_normal((N, M))
+    G = rng.standard_normal((N, N))
+    ev = np.linalg.eigvalsh(A @ A.T / M + np.sqrt(2 * eps) * (G + G.T) / np.sqrt(2 * N))
+    left, right = E.edges(eps, phi)
+    grid = np.linspace(left, right, 4001)
+    cdf = scipy.integrate.cumulative_trapezoid(E.density(grid, eps, phi), grid, initial=0.0)
+    cdf /= cdf[-1]
+    model = np.interp(ev, grid, cdf, left=0.0, right=1.0)
+    i = np.arange(N)
+    ks = max(np.max(model - i / N), np.max((i + 1) / N - model))
+    assert ks <= 0.005 * np.sqrt(2)
+    slack = 1 / N if ratio == 1 else 0.0  # at ε = ε_c the edge touches 0
+    assert abs(np.mean(ev < 0) - E.index(eps, phi)) <= 0.002 * np.sqrt(2) + slack
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+def test_t2_critical_energy_is_where_the_left_edge_reaches_zero(phi):
+    ec = E.critical_energy(phi)
+    assert abs(E.edges(ec, phi)[0]) <= 1e-10
+    assert E.edges(0.5 * ec, phi)[0] > 0 and E.edges(2 * ec, phi)[0] < 0
+    # and the closed form agrees with a root-find of the left edge
+    root = scipy.optimize.brentq(lambda e: E.edges(e, phi)[0], 0.5 * ec, 2 * ec, xtol=1e-16)
+    assert root == pytest.approx(ec, rel=1e-10)
+
+
+def test_t2_known_values():
+    for phi, ec in ((0.0, 0.125), (0.1, 0.08343), (0.25, 0.04351), (0.5, 0.01127),
+                    (0.75, 1.266e-3), (0.9, 7.67e-5), (1.0, 0.0), (2.0, 0.0)):
+        assert E.critical_energy(phi) == pytest.approx(ec, rel=2e-3, abs=1e-12)
+
+
+def test_edges_limits():
+    for phi in PHIS:  # ε → 0: Marchenko–Pastur edges
+        np.testing.assert_allclose(E.edges(0.0, phi), ((1 - np.sqrt(phi)) ** 2,
+                                                       (1 + np.sqrt(phi)) ** 2))
+    eps = 0.02  # ϕ → 0: a semicircle at 1 of radius 2√(2ε)
+    np.testing.assert_allclose(E.edges(eps, 0.0), (1 - 2 * np.sqrt(2 * eps),
+                                                   1 + 2 * np.sqrt(2 * eps)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("phi", [0.0, *PHIS])
+def test_density_is_normalised(phi):
+    eps = 1.5 * max(E.critical_energy(phi), 1e-3)
+    left, right = E.edges(eps, phi)
+    mass, _ = scipy.integrate.quad(lambda t: float(E.density(t, eps, phi)), left, right, limit=300)
+    assert mass == pytest.approx(1.0, abs=1e-8)
+
+
+@pytest.mark.parametrize(("phi", "alpha0"), [(0.0, 2 / (3 * np.pi)), (0.25, 0.0748),
+                                             (0.5, 0.0335), (0.75, 0.0127)])
+def test_t3_three_halves_law(phi, alpha0):
+    ec = E.critical_energy(phi)
+    x = np.logspace(-3, -2, 6)
+    alpha = np.array([E.index(ec * (1 + xi), phi) for xi in x])
+    slope = np.polyfit(np.log(x), np.log(alpha), 1)[0]
+    assert slope == pytest.approx(1.5, abs=0.02)
+    assert E.index_prefactor(phi) == pytest.approx(alpha0, rel=0.02)
+
+
+@pytest.mark.parametrize("phi", [1.5, 2.0])
+def test_t4_atom_splits_for_phi_above_one(phi):
+    limit = (1 - 1 / phi) / 2
+    assert limit <= E.index(1e-4, phi) <= limit + 0.01
+    assert E.critical_energy(phi) == 0.0
+
+
+def test_predicted_minimizer_energy():
+    assert E.predicted_minimizer_energy(0.0) == 0.5
+    assert E.predicted_minimizer_energy(0.5) == 0.125
+    assert E.predicted_minimizer_energy(1.5) == 0.0
+    with pytest.raises(ValueError):
+        E.density(0.5, -1.0, 0.5)
