@@ -169,3 +169,12 @@ def predicted_minimizer_energy(phi: float) -> float:
     ½(1 − ϕ)² for ϕ < 1, 0 for ϕ ≥ 1 (the network can then memorise)."""
     phi = float(phi)
     return 0.5 * (1 - phi) ** 2 if phi < 1 else 0.0
+
+
+from rmt.memorization import (  # noqa: E402 - the experiment lives in its own module
+    freeness_diagnostic,
+    index_vs_energy,
+    memorization_experiment,
+)
+
+__all__ += ["freeness_diagnostic", "index_vs_energy", "memorization_experiment"]

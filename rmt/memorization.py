@@ -1,0 +1,204 @@
+"""The memorisation experiment behind Pennington & Bahri's ½(1 − ϕ)² law, and diagnostics.
+
+A tanh network ŷ = W2 tanh(W1 x) with n_in = n_hidden = n_out = n (P = 2n² parameters)
+is fitted to m = round(2n/ϕ) Gaussian inputs and Gaussian targets, so ϕ = P/(n·m). Each
+run is minimised to a true minimum by Levenberg–Marquardt on the residuals with the
+analytic Jacobian (science/hessian.md §1.5, T5); the energy and the exact Hessian index
+at the minimum are recorded. ``index_vs_energy`` (T7) looks for critical points at higher
+energies and reports honestly how critical they are; ``freeness_diagnostic`` (T6) compares
+H with H0 + Q·H1·Qᵀ for Haar Q.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+
+from rmt.hessian.mlp import MLP, TanhMLP
+
+__all__ = ["freeness_diagnostic", "index_vs_energy", "levenberg_marquardt",
+           "memorization_experiment"]
+
+
+def levenberg_marquardt(net: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
+                        max_iter: int = 3000, grad_tol: float = 1e-9) -> tuple[np.ndarray, int]:
+    """Minimise ε by Levenberg–Marquardt (damped Gauss–Newton, analytic Jacobian).
+
+    Step (JᵀJ + μ·s·I)δ = −Jᵀr with s = max diag(JᵀJ) (Levenberg's damping: JᵀJ of a tanh
+    network is rank-deficient, so Marquardt's diagonal scaling alone can be singular);
+    μ shrinks ×3 after an accepted step (not below 1e-12) and grows ×4 after a rejected
+    one. Stops when ‖∇ε‖ < ``grad_tol``, after 20 accepted steps in a row that each lower ε
+    by less than 1e-14 relative, or when no step is accepted.
+
+    Returns
+    -------
+    (theta, iterations)
+    """
+    theta = np.array(theta, dtype=np.float64)
+    N = Y.size
+    mu = 1e-3
+    r = net.residuals(theta, X, Y).ravel()
+    loss = 0.5 * r @ r
+    stalled = 0
+    for it in range(1, max_iter + 1):
+        J = net.jacobian(theta, X)
+        g = J.T @ r
+        if np.linalg.norm(g) / N < grad_tol:
+            return theta, it
+        A = J.T @ J
+        scale = max(float(np.max(np.diag(A))), 1e-300)
+        while True:
+            step = np.linalg.solve(A + mu * scale * np.eye(A.shape[0]), -g)
+            r_new = net.residuals(theta + step, X, Y).ravel()
+            new = 0.5 * r_new @ r_new
+            if new < loss:
+                stalled = stalled + 1 if loss - new <= 1e-14 * loss else 0
+                theta, r, loss = theta + step, r_new, new
+                mu = max(mu / 3, 1e-12)
+                break
+            mu *= 4
+            if mu > 1e10:
+                return theta, it
+        if stalled >= 20:
+            return theta, it
+    return theta, max_iter
+
+
+def _exact_index(H: np.ndarray, rel_tol: float = 1e-6) -> float:
+    ev = np.linalg.eigvalsh(H)
+    return float(np.mean(ev < -rel_tol * np.abs(ev).max()))
+
+
+def memorization_experiment(n: int = 8, phis: Any = (0.25, 0.5, 0.75), n_seeds: int = 6,
+                            rng: Any = None, max_iter: int = 3000) -> pd.DataFrame:
+    """Minimiser energies of the memorisation task against ½(1 − ϕ)².
+
+    Parameters
+    ----------
+    n : int, default 8
+        Width: n_in = n_hidden = n_out = n, P = 2n².
+    phis : sequence of float
+        Requested ϕ; m = round(2n/ϕ) samples, so the actual ϕ is ``phi_actual``.
+    n_seeds : int, default 6
+        Independent data sets and initialisations per ϕ.
+    rng : None, int or numpy.random.Generator
+        Seeds every data set and initialisation.
+    max_iter : int
+        Levenberg–Marquardt iteration cap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``phi, phi_actual, m, seed, energy, predicted, linear_baseline,
+        hessian_index, grad_norm, iterations``: ``predicted`` = ½(1 − ϕ_actual)²,
+        ``linear_baseline`` = ½(1 − ϕ_actual) (a linear model's minimum), the index counts
+        Hessian eigenvalues below −1e-6·λmax.
+    """
+    from rmt.energy import predicted_minimizer_energy
+
+    master = np.random.default_rng(rng)
+    net = TanhMLP(n, n, n)
+    rows = []
+    for phi in phis:
+        m = max(1, round(2 * n / phi))
+        phi_actual = net.n_params / (n * m)
+        for seed in range(n_seeds):
+            gen = np.random.default_rng(master.integers(2**63))
+            X, Y = gen.standard_normal((m, n)), gen.standard_normal((m, n))
+            theta, iters = levenberg_marquardt(net, net.init(gen), X, Y, max_iter=max_iter)
+            rows.append({
+                "phi": float(phi), "phi_actual": phi_actual, "m": m, "seed": seed,
+                "energy": net.loss(theta, X, Y),
+                "predicted": predicted_minimizer_energy(phi_actual),
+                "linear_baseline": 0.5 * max(1 - phi_actual, 0.0),
+                "hessian_index": _exact_index(net.hessian(theta, X, Y)),
+                "grad_norm": float(np.linalg.norm(net.grad(theta, X, Y))),
+                "iterations": iters,
+            })
+    return pd.DataFrame(rows)
+
+
+def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                        n_rotations: int = 10, rng: Any = None) -> dict[str, Any]:
+    """Is H ≈ H0 + H1 with H0, H1 freely independent? Compare H with H0 + Q·H1·Qᵀ.
+
+    Haar-random Q make H1 free from H0; if the real Hessian's spectrum matches the rotated
+    ones, the free-probability model applies at θ. A diagnostic, not a test: freeness holds
+    at generic high-energy points and fails at minima (science/hessian.md §1.5, T6).
+
+    Returns
+    -------
+    dict
+        ``ks`` (two-sample KS distance between the spectrum of H and the pooled rotated
+        spectra), ``index`` and ``free_index`` (fractions below −1e-6·λmax), ``energy``,
+        and the eigenvalues ``evals`` and ``free_evals``.
+    """
+    rng = np.random.default_rng(rng)
+    H = model.hessian(theta, X, Y)
+    H0 = model.gauss_newton(theta, X)
+    H1 = H - H0
+    ev = np.linalg.eigvalsh(H)
+    free = []
+    for _ in range(n_rotations):
+        Q, R = np.linalg.qr(rng.standard_normal(H.shape))
+        Q *= np.sign(np.diag(R))
+        free.append(np.linalg.eigvalsh(H0 + Q @ H1 @ Q.T))
+    free = np.sort(np.concatenate(free))
+    import scipy.stats
+
+    tol = 1e-6 * np.abs(ev).max()
+    return {"ks": float(scipy.stats.ks_2samp(ev, free).statistic),
+            "index": float(np.mean(ev < -tol)), "free_index": float(np.mean(free < -tol)),
+            "energy": model.loss(theta, X, Y), "evals": ev, "free_evals": free}
+
+
+def index_vs_energy(n: int = 8, phi: float = 0.5, n_runs: int = 10, rng: Any = None,
+                    gd_steps: Any = (0, 20, 50, 100, 200), max_iter: int = 500) -> pd.DataFrame:
+    """Candidate critical points at several energies, reported with how critical they are.
+
+    From gradient-descent snapshots (``gd_steps`` steps of lr = 0.5 from initialisation) the
+    gradient norm ½‖∇ε‖² is minimised by L-BFGS (its gradient H·∇ε by exact HVPs). Frye et
+    al. (2019, 2021) showed that such points are often *gradient-flat regions* rather than
+    critical points: the gradient stalls well above zero and lies almost entirely in
+    near-flat directions. Every row therefore carries ``grad_norm`` and ``flat_fraction``
+    (the share of ‖∇ε‖² in eigen-directions with |λ| < 1e-3·λmax); a 3/2-law fit of these
+    points is not a confirmation of the theory.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``run, gd_steps, energy, index, grad_norm, flat_fraction``.
+    """
+    master = np.random.default_rng(rng)
+    net = TanhMLP(n, n, n)
+    m = max(1, round(2 * n / phi))
+    rows = []
+    for run in range(n_runs):
+        gen = np.random.default_rng(master.integers(2**63))
+        X, Y = gen.standard_normal((m, n)), gen.standard_normal((m, n))
+        theta0 = net.init(gen)
+        for steps in gd_steps:
+            theta = theta0.copy()
+            for _ in range(steps):
+                theta -= 0.5 * net.grad(theta, X, Y)
+
+            def objective(t: np.ndarray, X: np.ndarray = X,
+                          Y: np.ndarray = Y) -> tuple[float, np.ndarray]:
+                g = net.grad(t, X, Y)
+                return 0.5 * float(g @ g), net.hvp(t, X, Y, g)
+
+            res = scipy.optimize.minimize(objective, theta, jac=True, method="L-BFGS-B",
+                                          options={"maxiter": max_iter, "gtol": 1e-14,
+                                                   "ftol": 1e-30})
+            t = res.x
+            g = net.grad(t, X, Y)
+            ev, V = np.linalg.eigh(net.hessian(t, X, Y))
+            flat = np.abs(ev) < 1e-3 * np.abs(ev).max()
+            share = float(np.sum((V.T @ g)[flat] ** 2) / max(g @ g, 1e-300))
+            rows.append({"run": run, "gd_steps": steps, "energy": net.loss(t, X, Y),
+                         "index": float(np.mean(ev < -1e-6 * np.abs(ev).max())),
+                         "grad_norm": float(np.linalg.norm(g)), "flat_fraction": share})
+    return pd.DataFrame(rows)
