@@ -74,6 +74,42 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_energy(args: argparse.Namespace) -> int:
+    from rmt.energy import critical_energy, memorization_experiment
+
+    start = time.perf_counter()
+    df = memorization_experiment(n=args.n, phis=args.phis, n_seeds=args.seeds, rng=args.seed)
+    summary = df.groupby("phi").agg(
+        phi_actual=("phi_actual", "first"), m=("m", "first"), runs=("energy", "size"),
+        energy_mean=("energy", "mean"), energy_sd=("energy", "std"),
+        predicted=("predicted", "first"), linear_baseline=("linear_baseline", "first"),
+        index_mean=("hessian_index", "mean"), max_grad_norm=("grad_norm", "max"))
+    summary["critical_energy"] = [critical_energy(p) for p in summary["phi_actual"]]
+    summary = summary.reset_index()
+    _print_frame(summary, args.format)
+    print(f"tanh network n = {args.n} (P = {2 * args.n**2}), Levenberg-Marquardt minima; "
+          f"prediction 1/2 (1 - phi)^2; {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        grid = np.linspace(0, 1, 200)
+        ax.plot(grid, 0.5 * (1 - grid) ** 2, label="½(1−ϕ)² (Pennington & Bahri)")
+        ax.plot(grid, 0.5 * (1 - grid), ls="--", label="½(1−ϕ) (linear model)")
+        ax.errorbar(summary["phi_actual"], summary["energy_mean"], yerr=summary["energy_sd"],
+                    fmt="o", color="k", label=f"tanh net n={args.n}, minima")
+        ax.set_xlabel("ϕ = P/(n_out·m)")
+        ax.set_ylabel("minimiser energy ε")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=100)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rmt.demo import demo_model, layer_table
 
@@ -117,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--min-evals", type=int, default=10)
     an.add_argument("--max-evals", type=int, default=None)
     an.set_defaults(func=_cmd_analyze)
+
+    en = sub.add_parser("energy",
+                        help="Pennington & Bahri's minimiser energy: theory vs experiment")
+    en.add_argument("--n", type=int, default=8, help="network width (P = 2n^2)")
+    en.add_argument("--phis", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    en.add_argument("--seeds", type=int, default=6, help="runs per phi")
+    en.add_argument("--seed", type=int, default=0, help="master random seed")
+    en.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    en.add_argument("--plot", metavar="FILE", help="write energy against phi as a PNG")
+    en.set_defaults(func=_cmd_energy)
     return parser
 
 

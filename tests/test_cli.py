@@ -71,3 +71,12 @@ def test_analyze_on_a_dask_scheduler(checkpoint, capsys):
                      cluster.scheduler_address]) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(df["name"]) == ["a.weight", "b.weight"] and (df["status"] == "success").all()
+
+
+def test_energy_command(tmp_path, capsys):
+    png = tmp_path / "e.png"
+    assert main(["energy", "--n", "5", "--seeds", "2", "--phis", "0.5", "--format", "csv",
+                 "--plot", str(png)]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df["phi"]) == [0.5] and df.loc[0, "runs"] == 2
+    assert df.loc[0, "predicted"] == pytest.approx(0.125) and png.is_file()

@@ -94,3 +94,59 @@ def test_predicted_minimizer_energy():
     assert E.predicted_minimizer_energy(1.5) == 0.0
     with pytest.raises(ValueError):
         E.density(0.5, -1.0, 0.5)
+
+
+# --- the experiment (T5–T7) --------------------------------------------------------------
+
+def _check_t5(df):
+    for phi, grp in df.groupby("phi"):
+        target = grp["predicted"].iloc[0]
+        mean = grp["energy"].mean()
+        assert abs(mean - target) <= 0.035, (phi, mean, target)
+        assert abs(mean - target) < abs(mean - grp["linear_baseline"].iloc[0])
+        assert (grp["hessian_index"] == 0).all()  # true minima
+
+
+def test_t5_minimizer_energy_fast():
+    from rmt.energy import memorization_experiment
+
+    df = memorization_experiment(n=6, phis=(0.25, 0.5), n_seeds=3, rng=0, max_iter=1500)
+    assert set(df.columns) >= {"phi", "phi_actual", "m", "seed", "energy", "predicted",
+                               "linear_baseline", "hessian_index", "grad_norm"}
+    assert (df["phi_actual"] == 2 * 6 * 6 / (6 * df["m"])).all()
+    _check_t5(df)
+
+
+@pytest.mark.slow
+def test_t5_minimizer_energy_full():
+    from rmt.energy import memorization_experiment
+
+    # measured: 0.275 ± 0.016, 0.130 ± 0.010, 0.036 ± 0.010 against 0.281, 0.125, 0.028
+    _check_t5(memorization_experiment(n=8, n_seeds=6, rng=0))
+
+
+def test_t6_freeness_holds_at_random_points_and_fails_at_minima():
+    from rmt.energy import freeness_diagnostic
+    from rmt.hessian import TanhMLP
+    from rmt.memorization import levenberg_marquardt
+
+    rng = np.random.default_rng(3)
+    net = TanhMLP(8, 8, 8)
+    X, Y = rng.standard_normal((32, 8)), rng.standard_normal((32, 8))
+    theta = net.init(rng)
+    generic = freeness_diagnostic(net, theta, X, Y, n_rotations=10, rng=0)
+    assert generic["ks"] < 0.08 and abs(generic["index"] - generic["free_index"]) < 0.05
+    minimum, _ = levenberg_marquardt(net, theta, X, Y, max_iter=800)
+    at_min = freeness_diagnostic(net, minimum, X, Y, n_rotations=10, rng=0)
+    assert at_min["index"] == 0.0 and at_min["free_index"] > 0.02
+    assert at_min["ks"] > generic["ks"]
+
+
+def test_t7_index_vs_energy_reports_flatness():
+    from rmt.energy import index_vs_energy
+
+    df = index_vs_energy(n=6, phi=0.5, n_runs=2, rng=0, gd_steps=(0, 100), max_iter=200)
+    assert list(df.columns) == ["run", "gd_steps", "energy", "index", "grad_norm",
+                                "flat_fraction"]
+    assert len(df) == 4 and (df["grad_norm"] > 0).all()
+    assert ((df["flat_fraction"] >= 0) & (df["flat_fraction"] <= 1)).all()
