@@ -1,0 +1,103 @@
+"""``python -m benchmarks [--quick] [--only NAME,...]``: every benchmark, one summary table.
+
+Runs the side-by-side benchmarks in turn (each writes ``benchmarks/results/<name>.json``
+and ``.md`` and refreshes its table in the README), then writes
+``benchmarks/results/summary.md`` with the headline ratios, the machine and the thread
+counts, and refreshes the README's summary. ``--quick`` keeps to a few minutes: the
+MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
+run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint and WeightWatcher
+on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from benchmarks import analyze_llm, esd, hessian, powerlaw_fit, weightwatcher
+from benchmarks._common import RESULTS, machine, update_readme
+
+QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
+         "hessian": (hessian, [])}
+FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
+        "analyze_llm": (analyze_llm, []),
+        "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"])}
+
+
+def _load(name: str) -> dict | None:
+    for candidate in (name, f"{name}-quick"):
+        path = RESULTS / f"{candidate}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+def summary_table() -> str:
+    """Headline numbers from whatever results exist."""
+    rows = []
+    if (d := _load("esd")) is not None:
+        r = d["results"]
+        rows.append(("ESD vs WeightWatcher's SVD (1 thread)",
+                     f"{min(x['ratios']['svd_over_rmt_f64'] for x in r):.1f}–"
+                     f"{max(x['ratios']['svd_over_rmt_f64'] for x in r):.1f}× faster; "
+                     f"bf16 ≤ {max(x['ratios']['rmt_bf16_over_floor'] for x in r):.2f}× the "
+                     f"float64 floor; error ≤ {max(x['max_rel_err']['rmt_f64'] for x in r):.0e}"
+                     "·λmax"))
+    if (d := _load("powerlaw_fit")) is not None:
+        r = [x for x in d["results"] if "speedup_2threads" in x]
+        big = [x for x in d["results"] if "speedup_2threads" not in x]
+        rows.append(("power-law fit vs powerlaw (2 threads)",
+                     f"{min(x['speedup_2threads'] for x in r):.0f}–"
+                     f"{max(x['speedup_2threads'] for x in r):.0f}× faster, identical xmin, "
+                     f"max Δα {max(x['abs_dalpha'] for x in r):.0e}"
+                     + (f"; n = {big[0]['n']} in {big[0]['rmt_2threads_s']:.2f} s" if big else "")))
+    if (d := _load("weightwatcher")) is not None:
+        parts = [f"{m}: {v['ww']['seconds'] / v['rmt']['powerlaw']['seconds']:.1f}× faster, "
+                 f"{v['rmt']['powerlaw']['seconds'] / v['floor']['seconds']:.2f}× floor, "
+                 f"α within 2% on {v['agree_ww_candidates']['within_2pct']:.0%}"
+                 for m, v in d["results"].items()]
+        rows.append(("rmt.analyze vs WeightWatcher analyze (1 thread)", "; ".join(parts)))
+    if (d := _load("analyze_llm")) is not None:
+        rows.append(("LLM-shaped bf16 checkpoint", f"{d['ratio']:.2f}× the float64 floor, "
+                     f"peak RSS {d['rmt']['rss_MiB']:.0f} MiB"))
+    if (d := _load("hessian")) is not None:
+        ours = [x for x in d["results"] if x["method"].startswith("rmt")]
+        rows.append(("Hessian SLQ (320 matvecs)",
+                     "; ".join(f"{x['operator']}: W1/width {x['W1_over_width']:.1e}, index "
+                               f"error {x['index_abs_err']:.4f}" for x in ours)))
+    lines = ["| benchmark | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and write the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(FULL))
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.only:
+        plan = {k: FULL[k] for k in args.only.split(",")}
+    timings = {}
+    for name, (module, module_args) in plan.items():
+        start = time.perf_counter()
+        print(f"== {name}", file=sys.stderr, flush=True)
+        module.main(module_args)
+        timings[name] = time.perf_counter() - start
+    info = machine(1)
+    table = summary_table()
+    md = (f"Measured on {info['cpu']}, {info['cores']} cores (threads as stated per row), "
+          f"numpy {info['numpy']}, scipy {info['scipy']}, numba {info['numba']}, "
+          f"{', '.join(info['blas'])}, {info['date']}.\n\n{table}")
+    (RESULTS / "summary.md").write_text(md + "\n")
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": info, "seconds": timings},
+                                                     indent=2) + "\n")
+    update_readme("summary", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
