@@ -35,7 +35,7 @@ def _map_source_kernels() -> None:
 
 _map_source_kernels()
 
-from rmt import errors, heavytail, io, mp, pretrained, synthetic, tracywidom  # noqa: E402
+from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
 from rmt.analyze import analyze, summary  # noqa: E402  (the function shadows the module)
 from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
@@ -67,6 +67,7 @@ __all__ = [
     "heavytail",
     "io",
     "mp",
+    "plot",
     "pretrained",
     "summary",
     "synthetic",
