@@ -89,3 +89,11 @@ def update_readme(name: str, table: str) -> None:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def publish(name: str, payload: dict[str, Any], table: str, *, readme: bool = True) -> None:
+    """Print the table, write ``results/<name>.{json,md}`` and refresh the README block."""
+    print(table)
+    write(name, payload, table)
+    if readme:
+        update_readme(name, table)

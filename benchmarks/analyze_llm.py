@@ -25,7 +25,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import machine, update_readme, write
+from benchmarks._common import machine, publish
 
 SHAPES = {"model.embed_tokens.weight": (32000, 4096),
           **{f"model.layers.0.mlp.{n}.weight": (11008, 4096) for n in ("gate_proj", "up_proj")},
@@ -118,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
           f"| floor: float64 Gram + eigvalsh per tensor | {floor['seconds']:.1f} | — |\n\n"
           f"analyze / floor = {ratio:.2f}; {ours['layers']} layers, {ours['failed']} failed; "
           f"phases {ours['phases']}.")
-    print(md)
-    write("analyze_llm", {"machine": info, "file_MiB": size, "rmt": ours, "floor": floor,
-                          "ratio": ratio}, md)
-    update_readme("analyze_llm", md)
+    publish("analyze_llm", {"machine": info, "file_MiB": size, "rmt": ours, "floor": floor,
+                            "ratio": ratio}, md)
     return 0
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks._common import machine, update_readme, write
+from benchmarks._common import machine, publish
 from rmt.hessian import CountingOperator, TanhMLP, extreme_eigs, lanczos, slq, wasserstein
 
 
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['index_abs_err']:.4f} | {r['lambda_max_rel_err']:.1e} | "
                      f"{r['density_matvecs']} + {r['lambda_max_matvecs']:.0f} |")
     md = f"Hessian spectra — mean of 3 seeds, {info['date']}\n\n" + "\n".join(lines)
-    print(md)
-    write("hessian", {"machine": info, "results": rows}, md)
-    update_readme("hessian", md)
+    publish("hessian", {"machine": info, "results": rows}, md)
     return 0
 
 

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 import rmt
-from benchmarks._common import machine, update_readme, write
+from benchmarks._common import machine, publish
 from rmt import mp
 
 
@@ -103,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         rows.append(bench("ESD-shaped", esd_shaped(50000, rng), False))
     md = table(rows, info)
-    print(md)
     name = "powerlaw_fit" + ("-quick" if args.quick else "")
-    write(name, {"machine": info, "results": rows}, md)
-    if not args.quick:
-        update_readme("powerlaw_fit", md)
+    publish(name, {"machine": info, "results": rows}, md, readme=not args.quick)
     return 0
 
 

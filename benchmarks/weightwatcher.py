@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import machine, update_readme, write
+from benchmarks._common import machine, publish
 
 ENV = Path(__file__).resolve().parent / ".ww-env"
 WW_PACKAGES = ["weightwatcher==0.7.7", "torch==2.13.0"]
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "", "| model | layers WW / rmt | WW s | rmt s | rmt (ww fit) s | floor s | WW/rmt "
         "| rmt/floor | peak RSS MiB WW / rmt | α within 2% (ww fit) | α within 2% (default) |",
         "|" + "---|" * 11, *lines])
-    print(md)
-    write("weightwatcher", {"machine": info, "results": results}, md)
-    update_readme("weightwatcher", md)
+    publish("weightwatcher", {"machine": info, "results": results}, md)
     return 0
 
 
