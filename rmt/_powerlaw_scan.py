@@ -202,8 +202,6 @@ def scan(
         best = int(np.argmin(pool)) if np.isfinite(pool).any() else -1
     if fixed_xmin is not None:
         best = 0
-    xmins = np.exp(log_xmins) if fixed_xmin is None else np.array([fixed_xmin])
-    if fixed_xmin is None:
-        xmins = data[first]
+    xmins = data[first] if fixed_xmin is None else np.array([fixed_xmin])
     return Scan(xmins=xmins, alphas=alphas, D=D, n_tail=n_tail, valid=valid, best=best,
                 any_valid=any_valid)
