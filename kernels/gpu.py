@@ -10,9 +10,9 @@ Precision
 ---------
 Blocks are decoded on the device (bit lookup for 1- and 2-byte formats, exact) and
 accumulated by cuBLAS GEMM in the accumulation dtype (float64 by default);
-eigenvalues come from cuSOLVER ``syevd`` (batched ``syevj`` for stacks). Expected
-error is of the order ``(√N + M)·eps·λmax``, as on the CPU. Results return to the host
-as NumPy arrays.
+eigenvalues come from cuSOLVER ``syevd`` (batched ``syevj`` for stacks of M ≤ 32).
+Expected error is of the order ``(√N + M)·eps·λmax``, as on the CPU. Results return to
+the host as NumPy arrays.
 
 Host inputs are streamed block by block (one block resident on the device at a time
 plus the M×M Gram matrix); CuPy inputs are used in place.
@@ -134,6 +134,25 @@ def gram_stack(stack: Any, *, dtype: np.dtype | type = np.float64) -> Any:
     return cp.matmul(A.transpose(0, 2, 1), A)
 
 
+SYEVJ_BATCHED_MAX_N = 32  # cuSOLVER's syevjBatched is documented for n <= 32 only
+
+
+def _eigvalsh(G: Any, xp: ModuleType) -> Any:
+    """Eigenvalues of one matrix or a stack in namespace ``xp``, by the right solver per size.
+
+    ``cupy.linalg.eigvalsh`` sends every stack to cuSOLVER's batched Jacobi solver
+    (``syevjBatched``), which is meant for n ≤ 32; larger stacks are solved one matrix at
+    a time by divide and conquer (``syevd``), the accurate and fast path at that size.
+    """
+    G = xp.asarray(G)
+    if G.ndim == 2 or G.shape[-1] <= SYEVJ_BATCHED_MAX_N:
+        return xp.linalg.eigvalsh(G, UPLO="L")
+    out = xp.empty(G.shape[:-1], dtype=G.dtype)
+    for k in range(G.shape[0]):
+        out[k] = xp.linalg.eigvalsh(G[k], UPLO="L")
+    return out
+
+
 def eigvalsh(G: Any) -> np.ndarray:
     """Eigenvalues, ascending, of one symmetric matrix or a stack, returned to the host.
 
@@ -145,10 +164,11 @@ def eigvalsh(G: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, shape (M,) or (k, M)
-        Eigenvalues in the dtype of ``G``.
+        Eigenvalues in the dtype of ``G``: cuSOLVER ``syevd`` per matrix, or batched
+        ``syevj`` (Jacobi to machine precision) for stacks of matrices with M ≤ 32.
     """
     cp = _cupy()
-    return cp.asnumpy(cp.linalg.eigvalsh(cp.asarray(G), UPLO="L"))
+    return cp.asnumpy(_eigvalsh(G, cp))
 
 
 # --- power-law KS scan -------------------------------------------------------------------
