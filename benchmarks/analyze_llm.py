@@ -25,7 +25,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import machine, publish
+from benchmarks._common import machine, publish, write_safetensors
 
 SHAPES = {"model.embed_tokens.weight": (32000, 4096),
           **{f"model.layers.0.mlp.{n}.weight": (11008, 4096) for n in ("gate_proj", "up_proj")},
@@ -66,22 +66,14 @@ print(json.dumps({"seconds": total}))
 
 def build(path: Path, rng: np.random.Generator) -> None:
     """Write the checkpoint tensor by tensor (header first, then each tensor's bytes)."""
-    header, offset = {}, 0
-    for name, shape in SHAPES.items():
-        nbytes = shape[0] * shape[1] * 2
-        header[name] = {"dtype": "BF16", "shape": list(shape),
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as fh:
-        fh.write(len(raw).to_bytes(8, "little"))
-        fh.write(raw)
-        for shape in SHAPES.values():
-            for start in range(0, shape[0], 2048):
-                rows = min(2048, shape[0] - start)
-                block = 0.02 * rng.standard_normal((rows, shape[1]), dtype=np.float32)
-                fh.write(block.astype(ml_dtypes.bfloat16).tobytes())
+
+    def chunks(_index: int, _name: str, shape: tuple[int, ...]):
+        for start in range(0, shape[0], 2048):
+            rows = min(2048, shape[0] - start)
+            block = 0.02 * rng.standard_normal((rows, shape[1]), dtype=np.float32)
+            yield block.astype(ml_dtypes.bfloat16)
+
+    write_safetensors(path, {name: ("BF16", shape) for name, shape in SHAPES.items()}, chunks)
 
 
 def child(code: str, path: Path, threads: int) -> dict:
