@@ -5,8 +5,10 @@ and ``.md`` and refreshes its table in the README), then writes
 ``benchmarks/results/summary.md`` with the headline ratios, the machine and the thread
 counts, and refreshes the README's summary. ``--quick`` keeps to a few minutes: the
 MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
-run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint and WeightWatcher
-on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv).
+run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, WeightWatcher
+on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv) and
+the GPU benchmarks (``benchmarks.gpu``: skipped, saying so, without a CUDA device).
+``rmt bench`` runs this from a source checkout.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import json
 import sys
 import time
 
-from benchmarks import analyze_llm, esd, hessian, powerlaw_fit, weightwatcher
+from benchmarks import analyze_llm, esd, gpu, hessian, powerlaw_fit, weightwatcher
 from benchmarks._common import RESULTS, machine, update_readme
 
 QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
         "analyze_llm": (analyze_llm, []),
-        "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"])}
+        "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
 
 
 def _load(name: str) -> dict | None:
@@ -67,6 +69,18 @@ def summary_table() -> str:
         rows.append(("Hessian SLQ (320 matvecs)",
                      "; ".join(f"{x['operator']}: W1/width {x['W1_over_width']:.1e}, index "
                                f"error {x['index_abs_err']:.4f}" for x in ours)))
+    if (d := _load("gpu-checkpoint")) is not None:
+        rows.append((f"{d['n_params'] / 1e9:.1f} B-parameter bf16 checkpoint on "
+                     f"{d['machine']['gpu']}",
+                     f"rmt.analyze {d['analyze']['seconds']:.1f} s end to end "
+                     f"({d['analyze_over_floor']:.2f}× the float64 Gram + eigvalsh floor); "
+                     f"block 0 {d['block0']['cpu_over_device']:.1f}× faster than on the CPU"))
+    if (d := _load("gpu-powerlaw")) is not None:
+        r = d["results"]
+        rows.append((f"power-law fit on {d['machine']['gpu']}",
+                     f"{min(x['cpu_over_device'] for x in r):.1f}–"
+                     f"{max(x['cpu_over_device'] for x in r):.1f}× the CPU path, same xmin: "
+                     f"{all(x['same_xmin_as_cpu'] for x in r)}"))
     lines = ["| benchmark | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
     return "\n".join(lines)
 
@@ -92,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
           f"numpy {info['numpy']}, scipy {info['scipy']}, numba {info['numba']}, "
           f"{', '.join(info['blas'])}, {info['date']}.\n\n{table}")
     (RESULTS / "summary.md").write_text(md + "\n")
-    (RESULTS / "summary.json").write_text(json.dumps({"machine": info, "seconds": timings},
-                                                     indent=2) + "\n")
+    previous = RESULTS / "summary.json"
+    if previous.is_file():  # an --only run keeps the other benchmarks' durations
+        timings = {**json.loads(previous.read_text()).get("seconds", {}), **timings}
+    previous.write_text(json.dumps({"machine": info, "seconds": timings}, indent=2) + "\n")
     update_readme("summary", md)
     print(md)
     return 0

@@ -1,16 +1,20 @@
 """The ``rmt`` command line.
 
 ``rmt analyze PATH`` prints one row per layer of a checkpoint; ``rmt demo`` does the same
-for a small built-in model. Results go to stdout (or ``--out``); progress and the summary
-go to stderr. An error prints one line and exits with status 1 (2 for bad arguments).
+for a small built-in model; ``rmt energy`` runs the memorisation experiment; ``rmt bench``
+runs the benchmark suite of a source checkout. Results go to stdout (or ``--out``);
+progress and the summary go to stderr. An error prints one line and exits with status 1
+(2 for bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -123,6 +127,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_checkout(hint: str | None = None) -> Path:
+    """The source checkout whose ``benchmarks/`` to run.
+
+    ``hint`` (``--checkout``) if given; else the working directory or one of its parents;
+    else the checkout this ``rmt`` was installed from in editable mode. ``benchmarks/`` is
+    not part of the installed package, so a plain install has none.
+    """
+    import rmt
+
+    if hint is not None:
+        places = [Path(hint).resolve()]
+    else:
+        here = Path.cwd().resolve()
+        places = [here, *here.parents, Path(rmt.__file__).resolve().parents[1]]
+    for root in places:
+        if all((root / part).is_file() for part in
+               ("pyproject.toml", "rmt/__init__.py", "benchmarks/__main__.py")):
+            return root
+    raise FileNotFoundError(
+        (f"{hint} is not an rmt source checkout" if hint else "no rmt source checkout found")
+        + ": the benchmarks ship with the repository, not the installed package; run "
+          "`rmt bench` inside a clone (or pass --checkout DIR)")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    root = find_checkout(args.checkout)
+    cmd = [sys.executable, "-m", "benchmarks"]
+    if args.quick:
+        cmd.append("--quick")
+    if args.only:
+        cmd += ["--only", args.only]
+    print(f"rmt bench: {' '.join(cmd[1:])} in {root}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd, cwd=root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rmt`` command."""
     parser = argparse.ArgumentParser(prog="rmt", description=__doc__.splitlines()[0])
@@ -163,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--format", choices=("table", "csv", "json"), default="table")
     en.add_argument("--plot", metavar="FILE", help="write energy against phi as a PNG")
     en.set_defaults(func=_cmd_energy)
+
+    be = sub.add_parser("bench", help="run the benchmark suite of a source checkout "
+                        "(python -m benchmarks)")
+    be.add_argument("--quick", action="store_true", help="the few-minute subset")
+    be.add_argument("--only", help="comma-separated: esd, powerlaw_fit, hessian, analyze_llm, "
+                    "weightwatcher, gpu")
+    be.add_argument("--checkout", metavar="DIR", help="the repository clone to run from "
+                    "(default: the working directory or the editable install's source)")
+    be.set_defaults(func=_cmd_bench)
     return parser
 
 
