@@ -63,17 +63,25 @@ def _gram(
     block_rows: int | None,
     xp: ModuleType,
 ) -> Any:
-    """AᵀA (full, symmetric) of A = Wᵀ or W, accumulated over row blocks in ``xp``."""
+    """AᵀA (full, symmetric) of A = Wᵀ or W, accumulated over row blocks of A in ``xp``.
+
+    A row block of A = Wᵀ is a column block of W; it is moved as W[:, a:b] (a copy of
+    contiguous row segments, no transposition on the host) and its contribution is
+    W[:, a:b]·W[:, a:b]ᵀ.
+    """
     acc = accumulation_dtype(dtype)
-    A = W.T if transpose else W
-    n_rows, m = A.shape
+    n_rows, m = (W.shape[1], W.shape[0]) if transpose else W.shape
     if block_rows is None:
         block_rows = BLOCK_BYTES // (m * acc.itemsize)
     block_rows = int(max(1, min(block_rows, n_rows)))
     G = xp.zeros((m, m), dtype=acc)
     for start in range(0, n_rows, block_rows):
-        B = _decode(A[start : start + block_rows], acc, xp)
-        G += B.T @ B
+        if transpose:
+            C = _decode(W[:, start : start + block_rows], acc, xp)
+            G += C @ C.T
+        else:
+            B = _decode(W[start : start + block_rows], acc, xp)
+            G += B.T @ B
     return G
 
 
