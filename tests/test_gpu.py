@@ -113,3 +113,59 @@ def test_gpu_cupy_input_conv_float32_and_batch():
     batch = [rng.standard_normal((128, 64)) for _ in range(6)]
     for got, Wi in zip(rmt.esd_batch(batch, device="gpu"), batch, strict=True):
         np.testing.assert_allclose(got, rmt.esd(Wi, device="cpu"), rtol=0, atol=1e-12)
+
+
+@pytest.fixture
+def numpy_as_cupy(monkeypatch):
+    """Route ``device="gpu"`` through the GPU twin with NumPy standing in for CuPy.
+
+    Checks the orchestration — dispatch, signatures, host/device hand-offs — of every
+    public function that takes ``device``; only CuPy's own kernels are left untested.
+    """
+    import types
+
+    import rmt._device
+    import rmt.kernels.gpu
+
+    fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
+    fake.asnumpy = np.asarray
+    monkeypatch.setattr(rmt._device, "cupy_or_none", lambda: fake)
+    monkeypatch.setattr(rmt.kernels.gpu, "cupy_or_none", lambda: fake)
+    assert rmt._device.gpu_available()
+    calls: dict[str, int] = {}
+    for name in rmt.kernels.gpu.__all__:
+        kernel = getattr(rmt.kernels.gpu, name)
+
+        def counted(*args, _kernel=kernel, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setattr(rmt.kernels.gpu, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, ml_dtypes.bfloat16],
+                         ids=lambda d: np.dtype(d).name)
+def test_device_gpu_paths_agree_with_cpu_through_the_twin(numpy_as_cupy, dtype):
+    rng = np.random.default_rng(5)
+    wide = rng.standard_normal((150, 400)).astype(dtype)
+    conv = rng.standard_normal((40, 24, 3, 3)).astype(dtype)
+    for W in (wide, wide.T, conv):
+        np.testing.assert_allclose(rmt.esd(W, device="gpu"), rmt.esd(W, device="cpu"),
+                                   rtol=0, atol=1e-12 * rmt.esd(W, device="cpu")[-1])
+    batch = [rng.standard_normal((90, 60)).astype(dtype) for _ in range(3)] + [wide]
+    for got, W in zip(rmt.esd_batch(batch, device="gpu"), batch, strict=True):
+        np.testing.assert_allclose(got, rmt.esd(W, device="cpu"), rtol=0,
+                                   atol=1e-12 * got[-1])
+    ev = rmt.esd(rng.standard_normal((2000, 800)) * np.sqrt(1 + rng.pareto(2.0, 800)))
+    fit_gpu, fit_cpu = rmt.fit_powerlaw(ev, device="gpu"), rmt.fit_powerlaw(ev, device="cpu")
+    assert fit_gpu.xmin == fit_cpu.xmin and fit_gpu.alpha == pytest.approx(fit_cpu.alpha,
+                                                                             abs=1e-12)
+    layers = {"wide": wide, "conv": conv}
+    on_gpu = rmt.analyze(layers, device="gpu", progress=False)
+    on_cpu = rmt.analyze(layers, device="cpu", progress=False)
+    assert list(on_gpu.phase) == list(on_cpu.phase)
+    np.testing.assert_allclose(on_gpu.alpha, on_cpu.alpha, rtol=1e-9)
+    np.testing.assert_allclose(on_gpu.lambda_max, on_cpu.lambda_max, rtol=1e-12)
+    # every result above came through the GPU twin's kernels
+    assert {"gram", "gram_stack", "eigvalsh", "ks_distances"} <= set(numpy_as_cupy)
