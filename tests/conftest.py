@@ -46,3 +46,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = reason or _gpu_reason()
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def numpy_as_cupy(monkeypatch):
+    """Route ``device="gpu"`` through the GPU twin with NumPy standing in for CuPy.
+
+    Checks the orchestration — dispatch, signatures, host/device hand-offs — of every
+    public function that takes ``device``; only CuPy's own kernels are left untested.
+    """
+    import types
+
+    import rmt._device
+    import rmt.kernels.gpu
+
+    fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
+    fake.asnumpy = np.asarray
+    monkeypatch.setattr(rmt._device, "cupy_or_none", lambda: fake)
+    monkeypatch.setattr(rmt.kernels.gpu, "cupy_or_none", lambda: fake)
+    assert rmt._device.gpu_available()
+    calls: dict[str, int] = {}
+    for name in rmt.kernels.gpu.__all__:
+        kernel = getattr(rmt.kernels.gpu, name)
+
+        def counted(*args, _kernel=kernel, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setattr(rmt.kernels.gpu, name, counted)
+    return calls

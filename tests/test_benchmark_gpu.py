@@ -101,3 +101,17 @@ def test_without_a_gpu_it_says_so_and_writes_nothing(tmp_path, capsys):
     assert bench.main(["--results", str(tmp_path)]) == 0
     assert "no usable CUDA device" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
+
+
+def test_bf16_checkpoint_through_the_gpu_twin_equals_the_cpu_path(tmp_path, numpy_as_cupy):
+    """The benchmark's workload — memory-mapped bf16 tensors, wide and tall — on the
+    device='gpu' route (NumPy standing in for CuPy) gives the CPU path's table."""
+    path = tmp_path / "m.safetensors"
+    bench.write_checkpoint(path, bench.ModelShape(layers=1, hidden=64, intermediate=160,
+                                                  vocab=300), np)
+    on_gpu = rmt.analyze(path, device="gpu", progress=False)
+    on_cpu = rmt.analyze(path, device="cpu", progress=False)
+    assert len(on_gpu) == 9 and list(on_gpu.phase) == list(on_cpu.phase)
+    for column in ("lambda_max", "stable_rank", "alpha", "num_spikes"):
+        np.testing.assert_allclose(on_gpu[column], on_cpu[column], rtol=1e-9)
+    assert numpy_as_cupy["gram"] >= 3  # the wide down_proj and tall matrices went one by one

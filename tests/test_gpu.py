@@ -115,35 +115,6 @@ def test_gpu_cupy_input_conv_float32_and_batch():
         np.testing.assert_allclose(got, rmt.esd(Wi, device="cpu"), rtol=0, atol=1e-12)
 
 
-@pytest.fixture
-def numpy_as_cupy(monkeypatch):
-    """Route ``device="gpu"`` through the GPU twin with NumPy standing in for CuPy.
-
-    Checks the orchestration — dispatch, signatures, host/device hand-offs — of every
-    public function that takes ``device``; only CuPy's own kernels are left untested.
-    """
-    import types
-
-    import rmt._device
-    import rmt.kernels.gpu
-
-    fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
-    fake.asnumpy = np.asarray
-    monkeypatch.setattr(rmt._device, "cupy_or_none", lambda: fake)
-    monkeypatch.setattr(rmt.kernels.gpu, "cupy_or_none", lambda: fake)
-    assert rmt._device.gpu_available()
-    calls: dict[str, int] = {}
-    for name in rmt.kernels.gpu.__all__:
-        kernel = getattr(rmt.kernels.gpu, name)
-
-        def counted(*args, _kernel=kernel, _name=name, **kwargs):
-            calls[_name] = calls.get(_name, 0) + 1
-            return _kernel(*args, **kwargs)
-
-        monkeypatch.setattr(rmt.kernels.gpu, name, counted)
-    return calls
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, ml_dtypes.bfloat16],
                          ids=lambda d: np.dtype(d).name)
 def test_device_gpu_paths_agree_with_cpu_through_the_twin(numpy_as_cupy, dtype):
