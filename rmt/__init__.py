@@ -31,6 +31,8 @@ def _map_source_kernels() -> None:
     module = _importlib_util.module_from_spec(spec)
     _sys.modules["rmt.kernels"] = module
     spec.loader.exec_module(module)
+    # as an import of the subpackage would, so that ``rmt.kernels`` resolves as an attribute
+    _sys.modules[__name__].kernels = module
 
 
 _map_source_kernels()

@@ -57,21 +57,21 @@ def numpy_as_cupy(monkeypatch):
     """
     import types
 
-    import rmt._device
-    import rmt.kernels.gpu
+    from rmt import _device
+    from rmt.kernels import gpu
 
     fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
     fake.asnumpy = np.asarray
-    monkeypatch.setattr(rmt._device, "cupy_or_none", lambda: fake)
-    monkeypatch.setattr(rmt.kernels.gpu, "cupy_or_none", lambda: fake)
-    assert rmt._device.gpu_available()
+    monkeypatch.setattr(_device, "cupy_or_none", lambda: fake)
+    monkeypatch.setattr(gpu, "cupy_or_none", lambda: fake)
+    assert _device.gpu_available()
     calls: dict[str, int] = {}
-    for name in rmt.kernels.gpu.__all__:
-        kernel = getattr(rmt.kernels.gpu, name)
+    for name in gpu.__all__:
+        kernel = getattr(gpu, name)
 
         def counted(*args, _kernel=kernel, _name=name, **kwargs):
             calls[_name] = calls.get(_name, 0) + 1
             return _kernel(*args, **kwargs)
 
-        monkeypatch.setattr(rmt.kernels.gpu, name, counted)
+        monkeypatch.setattr(gpu, name, counted)
     return calls
