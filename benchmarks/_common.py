@@ -6,11 +6,9 @@ import json
 import platform
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -101,44 +99,3 @@ def publish(name: str, payload: dict[str, Any], table: str, *, readme: bool = Tr
     if readme:
         update_readme(name, table)
 
-
-SAFETENSORS_ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
-
-
-def write_safetensors(
-    path: Path,
-    tensors: dict[str, tuple[str, tuple[int, ...]]],
-    chunks: Callable[[int, str, tuple[int, ...]], Iterable[np.ndarray]],
-) -> None:
-    """Write a safetensors file tensor by tensor, holding one chunk in memory at a time.
-
-    Parameters
-    ----------
-    path : Path
-        Output file.
-    tensors : dict
-        ``name -> (dtype tag, shape)`` in file order (tags: BF16, F16, F32, F64).
-    chunks : callable
-        ``chunks(index, name, shape)`` yields host arrays whose bytes, in order, are the
-        tensor's row-major data; their total size is checked against the header.
-    """
-    header, offset = {}, 0
-    for name, (tag, shape) in tensors.items():
-        nbytes = int(np.prod(shape, dtype=np.int64)) * SAFETENSORS_ITEMSIZE[tag]
-        header[name] = {"dtype": tag, "shape": list(shape),
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as fh:
-        fh.write(len(raw).to_bytes(8, "little"))
-        fh.write(raw)
-        for index, (name, (_, shape)) in enumerate(tensors.items()):
-            written = 0
-            for chunk in chunks(index, name, shape):
-                data = np.ascontiguousarray(chunk).view(np.uint8)
-                fh.write(data.data)
-                written += data.nbytes
-            begin, end = header[name]["data_offsets"]
-            if written != end - begin:
-                raise RuntimeError(f"{name}: wrote {written} bytes, header says {end - begin}")

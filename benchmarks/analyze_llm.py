@@ -25,7 +25,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import machine, publish, write_safetensors
+from benchmarks._common import machine, publish
+from rmt.io import stream_safetensors
 
 SHAPES = {"model.embed_tokens.weight": (32000, 4096),
           **{f"model.layers.0.mlp.{n}.weight": (11008, 4096) for n in ("gate_proj", "up_proj")},
@@ -67,13 +68,15 @@ print(json.dumps({"seconds": total}))
 def build(path: Path, rng: np.random.Generator) -> None:
     """Write the checkpoint tensor by tensor (header first, then each tensor's bytes)."""
 
-    def chunks(_index: int, _name: str, shape: tuple[int, ...]):
+    def chunks(name: str):
+        shape = SHAPES[name]
         for start in range(0, shape[0], 2048):
             rows = min(2048, shape[0] - start)
             block = 0.02 * rng.standard_normal((rows, shape[1]), dtype=np.float32)
             yield block.astype(ml_dtypes.bfloat16)
 
-    write_safetensors(path, {name: ("BF16", shape) for name, shape in SHAPES.items()}, chunks)
+    stream_safetensors(path, {name: (ml_dtypes.bfloat16, shape) for name, shape in SHAPES.items()},
+                       chunks)
 
 
 def child(code: str, path: Path, threads: int) -> dict:

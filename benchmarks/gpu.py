@@ -45,9 +45,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-from benchmarks._common import RESULTS, machine, publish, write_safetensors
+from benchmarks._common import RESULTS, machine, publish
+from rmt.io import stream_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA = 0.02  # entry scale of the generated weights
@@ -137,14 +139,17 @@ def write_checkpoint(path: Path, model: ModelShape, xp: ModuleType, seed: int = 
     Matrix ``i`` (in file order) is :func:`matrix_chunks` with seed ``seed + i``; 1-D
     tensors are ones.
     """
+    tensors = model.tensors()
+    seeds = {name: seed + index for index, name in enumerate(tensors)}
 
-    def chunks(index: int, _name: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    def chunks(name: str) -> Iterator[np.ndarray]:
+        shape = tensors[name]
         if len(shape) == 1:
             yield np.full(shape, BF16_ONE, dtype=np.uint16)
         else:
-            yield from matrix_chunks(shape, seed + index, xp)  # type: ignore[arg-type]
+            yield from matrix_chunks(shape, seeds[name], xp)  # type: ignore[arg-type]
 
-    write_safetensors(path, {n: ("BF16", s) for n, s in model.tensors().items()}, chunks)
+    stream_safetensors(path, {n: (ml_dtypes.bfloat16, s) for n, s in tensors.items()}, chunks)
 
 
 # --- the timed children (each in a fresh process) -----------------------------------------

@@ -225,3 +225,16 @@ def test_other_bad_files(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
         list(rio.open_checkpoint(empty))
+
+
+def test_stream_safetensors_checks_the_bytes_against_the_header(tmp_path):
+    layout = {"w": (np.float32, (4, 3))}
+    with pytest.raises(ValueError, match="w: got 44 bytes of data, the header says 48"):
+        rio.stream_safetensors(tmp_path / "x.safetensors", layout,
+                               lambda name: (np.zeros(11, np.float32),))
+    rio.stream_safetensors(tmp_path / "y.safetensors", layout,
+                           lambda name: (np.arange(6, dtype=np.float32),
+                                         np.arange(6, 12, dtype=np.float32)))
+    ((name, t),) = rio.open_checkpoint(tmp_path / "y.safetensors")
+    assert name == "w"
+    np.testing.assert_array_equal(t.load(), np.arange(12, dtype=np.float32).reshape(4, 3))

@@ -18,13 +18,18 @@ from typing import Any
 
 from rmt.errors import CheckpointError
 from rmt.io.optional import iter_gguf, iter_hdf5, iter_onnx
-from rmt.io.safetensors import iter_safetensors, read_header, write_safetensors
+from rmt.io.safetensors import (
+    iter_safetensors,
+    read_header,
+    stream_safetensors,
+    write_safetensors,
+)
 from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
 from rmt.io.tensor import LazyTensor
 from rmt.io.torchzip import iter_torch_zip
 
 __all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "read_header",
-           "sniff", "write_safetensors"]
+           "sniff", "stream_safetensors", "write_safetensors"]
 
 
 def sniff(path: str | Path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import ml_dtypes
@@ -95,25 +95,58 @@ def iter_safetensors(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
         yield name, LazyTensor(name, shape, dtype, str(path), loader)
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray],
-                      metadata: dict[str, str] | None = None) -> None:
-    """Write arrays (any DTYPES dtype, bfloat16/float8 included) to a .safetensors file."""
+def stream_safetensors(
+    path: str | Path,
+    layout: dict[str, tuple[np.dtype, tuple[int, ...]]],
+    chunks: Callable[[str], Iterable[np.ndarray]],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write a .safetensors file tensor by tensor, holding one chunk in memory at a time.
+
+    Parameters
+    ----------
+    path : path
+        Output file.
+    layout : dict
+        ``name -> (dtype, shape)`` in file order; dtype is any of ``DTYPES``.
+    chunks : callable
+        ``chunks(name)`` yields arrays whose bytes, in order, are the tensor's row-major
+        data (their own dtype is not interpreted: raw bits are fine); the total is checked
+        against the header.
+    metadata : dict of str, optional
+        The ``__metadata__`` entry.
+    """
     codes = {v: k for k, v in DTYPES.items()}
     header: dict = {"__metadata__": metadata} if metadata else {}
     offset = 0
-    arrays = []
-    for name, arr in tensors.items():
-        arr = np.asarray(arr, order="C")  # (ascontiguousarray would make a scalar 1-D)
-        if arr.dtype not in codes:
-            raise ValueError(f"{name}: dtype {arr.dtype} has no safetensors code")
-        header[name] = {"dtype": codes[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-        arrays.append(arr)
+    for name, (dtype, shape) in layout.items():
+        dtype = np.dtype(dtype)
+        if dtype not in codes:
+            raise ValueError(f"{name}: dtype {dtype} has no safetensors code")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": codes[dtype], "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as fh:
         fh.write(len(raw).to_bytes(8, "little"))
         fh.write(raw)
-        for arr in arrays:
-            fh.write(arr.tobytes())
+        for name in layout:
+            written = 0
+            for chunk in chunks(name):
+                data = np.asarray(chunk, order="C").reshape(-1).view(np.uint8)
+                fh.write(data.data)
+                written += data.nbytes
+            begin, end = header[name]["data_offsets"]
+            if written != end - begin:
+                raise ValueError(f"{name}: got {written} bytes of data, the header says "
+                                 f"{end - begin}")
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write arrays (any DTYPES dtype, bfloat16/float8 included) to a .safetensors file."""
+    arrays = {name: np.asarray(arr, order="C") for name, arr in tensors.items()}
+    stream_safetensors(path, {name: (arr.dtype, arr.shape) for name, arr in arrays.items()},
+                       lambda name: (arrays[name],), metadata)
