@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -75,6 +76,20 @@ def write(name: str, payload: dict[str, Any], table: str, directory: Path = RESU
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (directory / f"{name}.md").write_text(table + "\n")
+
+
+def run_json(cmd: list[Any], *, cwd: Path | None = None,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a child process whose last stdout line is a JSON result (``{}`` if it prints none).
+
+    A failing child raises ``RuntimeError`` carrying the end of its stderr.
+    """
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} ... failed ({out.returncode}):\n"
+                           f"{out.stderr[-4000:]}")
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -15,8 +15,6 @@ Run: ``python -m benchmarks.analyze_llm [--threads 2]``.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import machine, publish
+from benchmarks._common import machine, publish, run_json
 from rmt.io import stream_safetensors
 
 SHAPES = {"model.embed_tokens.weight": (32000, 4096),
@@ -81,10 +79,7 @@ def build(path: Path, rng: np.random.Generator) -> None:
 
 def child(code: str, path: Path, threads: int) -> dict:
     """Run ``code`` in a fresh Python process; its last stdout line is a JSON result."""
-    out = subprocess.run([sys.executable, "-c", code, str(path), str(threads)],
-                         capture_output=True, text=True, check=True)
-    lines = out.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    return run_json([sys.executable, "-c", code, str(path), str(threads)])
 
 
 def main(argv: list[str] | None = None) -> int:

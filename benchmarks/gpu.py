@@ -33,7 +33,6 @@ import json
 import math
 import re
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import RESULTS, machine, publish
+from benchmarks._common import RESULTS, machine, publish, run_json
 from rmt.io import stream_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,10 +270,7 @@ def run_child(kind: str, path: Path, device: str, layers: str | None = None) -> 
     cmd = [sys.executable, "-m", "benchmarks.gpu", "--child", kind, str(path), "--device", device]
     if layers:
         cmd += ["--child-layers", layers]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"child {kind!r} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_json(cmd, cwd=ROOT)
 
 
 # --- the two benchmarks -------------------------------------------------------------------

@@ -18,7 +18,6 @@ Run: ``python -m benchmarks.weightwatcher [--threads 1] [--models minilm]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import machine, publish
+from benchmarks._common import machine, publish, run_json
 
 ENV = Path(__file__).resolve().parent / ".ww-env"
 WW_PACKAGES = ["weightwatcher==0.7.7", "torch==2.13.0"]
@@ -105,9 +104,7 @@ def ensure_env() -> Path:
 def run(python: str, code: str, *args: str, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
-    out = subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
-                         check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_json([python, "-c", code, *args], env=env)
 
 
 def _key(name: str) -> str:
