@@ -45,8 +45,8 @@ def test_safetensors_round_trip_every_dtype(tmp_path):
         assert lazy.shape == arr.shape and lazy.dtype == arr.dtype
         loaded = lazy.load()
         _same(loaded, arr)
-        if arr.ndim:
-            assert isinstance(loaded.base, np.memmap) or isinstance(loaded, np.memmap)
+        # read into process memory, never mapped: a file truncated under a map is SIGBUS
+        assert not isinstance(loaded, np.memmap) and not isinstance(loaded.base, np.memmap)
     blocks = list(seen["w_float32"].row_blocks(3))
     assert [b.shape[0] for b in blocks] == [3, 3, 1]
     _same(np.concatenate(blocks), tensors["w_float32"])
@@ -85,8 +85,12 @@ def test_sharded_checkpoint_by_index_and_by_directory(tmp_path):
         assert set(got) == {"l0.weight", "l1.weight", "l1.bias"}
         _same(got["l1.weight"].load(), shard2["l1.weight"])
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    # a missing shard: its tensors are broken entries, the other shard is still read
+    got = dict(rio.open_checkpoint(tmp_path))
+    assert got["l0.weight"].error is None
+    assert all("missing" in got[n].error for n in ("l1.weight", "l1.bias"))
     with pytest.raises(CheckpointError, match="missing"):
-        list(rio.open_checkpoint(tmp_path))
+        got["l1.weight"].load()
 
 
 def test_torch_zip_without_torch_round_trip(tmp_path, monkeypatch):
@@ -206,9 +210,9 @@ def test_other_bad_files(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="neither"):
         list(rio.open_checkpoint(other_zip))
     obj_npz = tmp_path / "obj.npz"
-    np.savez(obj_npz, o=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(CheckpointError, match="objects"):
-        list(rio.open_checkpoint(obj_npz))
+    np.savez(obj_npz, o=np.array([{"a": 1}], dtype=object), w=np.ones((3, 3)))
+    entries = dict(rio.open_checkpoint(obj_npz))
+    assert "objects" in entries["o"].error and entries["w"].error is None
     # a torch zip whose storage entry is missing or too short
     state = {"w": np.ones((4, 4), np.float32)}
     good = tmp_path / "good.pt"
@@ -219,8 +223,8 @@ def test_other_bad_files(tmp_path, monkeypatch):
         for item in src.infolist():
             data = src.read(item.filename)
             dst.writestr(item, data[:8] if item.filename.endswith("data/0") else data)
-    with pytest.raises(CheckpointError, match="truncated"):
-        list(rio.open_checkpoint(cut))
+    ((_, cut_w),) = rio.open_checkpoint(cut)
+    assert "truncated" in cut_w.error
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):

@@ -6,8 +6,11 @@ in memory. Sources: a ``.safetensors`` file, a sharded Hugging Face checkpoint (
 ``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` zip (read without torch and
 without running pickle code), a ``.npz`` archive, a dict of arrays, or a
 ``torch.nn.Module``; with their optional libraries, GGUF, ONNX and Keras/HDF5. Unreadable
-files raise :class:`rmt.errors.CheckpointError` naming the
-file and the problem.
+files raise :class:`rmt.errors.CheckpointError` naming the file and the problem; a bad
+tensor, or a bad file of a directory or shard index, is a broken entry instead, so the
+rest of the checkpoint is still read. Tensors are read into memory with ``pread``
+(:mod:`rmt.io.files`), never memory-mapped, so a file that shrinks on disk during a run
+is an error for the tensors it lost, not a crash.
 """
 
 from __future__ import annotations
@@ -24,27 +27,31 @@ from rmt.io.safetensors import (
     stream_safetensors,
     write_safetensors,
 )
+from rmt.io.files import regular_file_stat
 from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
 from rmt.io.tensor import LazyTensor
 from rmt.io.torchzip import iter_torch_zip
+from rmt.io.zipentry import open_zip
 
-__all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "read_header",
-           "sniff", "stream_safetensors", "write_safetensors"]
+__all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "open_file",
+           "read_header", "sniff", "stream_safetensors", "write_safetensors"]
 
 
 def sniff(path: str | Path) -> str:
     """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
     ``torch-zip``, ``npz``, ``gguf``, ``hdf5`` (Keras), ``onnx`` — by content where the
-    format has a signature."""
+    format has a signature. FIFOs, devices and sockets are refused without being opened."""
     path = Path(path)
     if path.is_dir():
         return "directory"
-    if not path.is_file():
-        raise CheckpointError(path, "no such file or directory")
+    regular_file_stat(path)
     if path.name.endswith(".index.json"):
         return "index"
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
     if head[:4] == b"GGUF":
         return "gguf"
     if head[:8] == b"\x89HDF\r\n\x1a\n":
@@ -52,13 +59,9 @@ def sniff(path: str | Path) -> str:
     if path.suffix == ".onnx":
         return "onnx"
     if head[:4] == b"PK\x03\x04":
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile as err:
-            raise CheckpointError(path, f"corrupt zip archive ({err})") from None
+        zf, infos = open_zip(path)
+        zf.close()
+        names = list(infos)
         if any(n.endswith("data.pkl") for n in names):
             return "torch-zip"
         if names and all(n.endswith(".npy") for n in names):
@@ -68,11 +71,22 @@ def sniff(path: str | Path) -> str:
         raise CheckpointError(path, "zip archive that is neither a torch checkpoint nor .npz")
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "safetensors"  # read_header then says precisely what is wrong, if anything
-    if head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".pkl"):
+    if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".pkl"):
         raise CheckpointError(path, "legacy (pre-zip) torch pickle or plain pickle: refused "
                                     "(pickles run code; re-save with torch >= 1.6 or safetensors)")
     raise CheckpointError(path, "unrecognised checkpoint format (expected safetensors, a torch "
                                 "zip, .npz, a shard index or a directory)")
+
+
+_READERS = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
+            "torch-zip": iter_torch_zip, "npz": iter_npz, "gguf": iter_gguf,
+            "onnx": iter_onnx, "hdf5": iter_hdf5}
+
+
+def open_file(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
+    """The tensors of one checkpoint path (format sniffed); errors are raised."""
+    path = Path(path)
+    yield from _READERS[sniff(path)](path)
 
 
 def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
@@ -86,12 +100,15 @@ def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
     Yields
     ------
     (str, LazyTensor)
-        Tensor name and its lazily loaded tensor.
+        Tensor name and its lazily loaded tensor. Tensors that cannot be read (a bad
+        view, a refused array, an unreadable shard of a directory or index) are yielded
+        as broken entries whose ``error`` says why, so the rest is still read.
 
     Raises
     ------
     rmt.errors.CheckpointError
-        Unreadable or refused content.
+        The file itself is unreadable or refused (a directory's or index's bad members
+        are broken entries instead).
     """
     if isinstance(source, Mapping):
         yield from iter_mapping(source)
@@ -99,12 +116,7 @@ def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
     if hasattr(source, "state_dict") and callable(source.state_dict):
         yield from iter_module(source)
         return
-    path = Path(source)
-    kind = sniff(path)
-    readers = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
-               "torch-zip": iter_torch_zip, "npz": iter_npz, "gguf": iter_gguf,
-               "onnx": iter_onnx, "hdf5": iter_hdf5}
-    yield from readers[kind](path)
+    yield from open_file(source)
 
 
 def get_tensor(source: Any, name: str) -> LazyTensor:

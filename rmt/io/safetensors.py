@@ -1,23 +1,28 @@
-"""safetensors reader: the JSON header is parsed by hand and each tensor is memory-mapped.
+"""safetensors reader: the JSON header is parsed and validated by hand, tensors are read
+by offset.
 
 ``safetensors.numpy`` cannot read FP8 and needs ``import ml_dtypes`` for BF16, and
 ``load_file`` holds two copies of a shard; parsing the 8-byte length and the header and
-mapping ``data_offsets`` works for every dtype with zero copies (science/ecosystem.md §0).
-Every structural fact is checked against the file size before anything is mapped.
+reading each tensor's ``data_offsets`` range works for every dtype with one copy. Every
+structural fact is checked against the file size before anything is read, and tensors
+are read with ``pread`` (:mod:`rmt.io.files`) so a file that shrinks during a run gives
+an error, not SIGBUS.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.tensor import LazyTensor
+from rmt.io.files import FileIdentity, read_bytes, regular_file_stat
+from rmt.io.tensor import LazyTensor, checked_shape
 
 DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -28,12 +33,89 @@ DTYPES: dict[str, np.dtype] = {
     "U64": np.dtype(np.uint64), "BOOL": np.dtype(np.bool_),
 }
 MAX_HEADER = 100 * 2**20
+# JSON nesting deeper than this is not a safetensors header (a real one has depth 3).
+MAX_JSON_DEPTH = 16
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _depth(raw: bytes) -> int:
+    """Deepest bracket nesting of a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _parse_header(path: Path, raw: bytes) -> dict:
+    # Depth is checked before json runs: deep nesting would otherwise raise RecursionError
+    # (or exhaust the C stack) inside the parser. The byte scan costs ~1 s per 10 MB of
+    # header and only runs on headers with many brackets.
+    if raw.count(b"[") + raw.count(b"{") > 4 * MAX_JSON_DEPTH and _depth(raw) > MAX_JSON_DEPTH:
+        raise CheckpointError(path, f"bad header: JSON nested deeper than {MAX_JSON_DEPTH}")
+    try:
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise CheckpointError(path, f"bad header: tensor name {dup.args[0]!r} appears more "
+                                    "than once") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as err:
+        raise CheckpointError(path, f"bad header: not JSON ({type(err).__name__}: "
+                                    f"{str(err)[:120]})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "bad header: not a JSON object")
+    return header
+
+
+def _offsets(path: Path, name: str, entry: dict) -> tuple[int, int]:
+    offsets = entry.get("data_offsets")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise CheckpointError(path, f"tensor {name!r}: data_offsets must be two integers, "
+                                    f"got {str(offsets)[:60]}")
+    return offsets[0], offsets[1]
 
 
 def read_header(path: str | Path) -> tuple[dict, int]:
-    """Parse and validate a safetensors header: (tensor entries, byte offset of the data)."""
+    """Parse and validate a safetensors header: (tensor entries, byte offset of the data).
+
+    Every field is checked with Python integers (no int64 products that wrap): dtype
+    known, shape a list of non-negative ints, ``data_offsets`` two ints whose span is
+    exactly the shape's bytes, inside the file, and no two tensors' bytes overlapping.
+    Duplicate names, non-JSON, nesting deeper than :data:`MAX_JSON_DEPTH` and headers
+    longer than :data:`MAX_HEADER` are refused.
+
+    Raises
+    ------
+    rmt.errors.CheckpointError
+        Naming the file, the tensor and the problem.
+    """
     path = Path(path)
-    size = os.path.getsize(path)
+    size = regular_file_stat(path).st_size
     if size < 8:
         raise CheckpointError(path, f"truncated: {size} bytes, shorter than the 8-byte "
                                     "header length")
@@ -42,57 +124,63 @@ def read_header(path: str | Path) -> tuple[dict, int]:
         if n > MAX_HEADER or 8 + n > size:
             raise CheckpointError(path, f"bad header: length {n} does not fit a {size}-byte file")
         raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(path, f"bad header: not JSON ({err})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "bad header: not a JSON object")
+    header = _parse_header(path, raw)
     header.pop("__metadata__", None)
     data_start = 8 + n
+    spans = []
     for name, entry in header.items():
-        try:
-            dtype = entry["dtype"]
-            shape = [int(s) for s in entry["shape"]]
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(path, f"bad header entry for {name!r}: {entry!r}") from None
-        if dtype not in DTYPES:
-            raise CheckpointError(path, f"tensor {name!r}: unsupported dtype {dtype}")
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
-        if min(shape, default=0) < 0 or begin < 0 or end - begin != expected:
+        if not isinstance(entry, dict):
+            raise CheckpointError(path, f"bad header entry for {name!r}: not an object")
+        dtype = entry.get("dtype")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise CheckpointError(path, f"tensor {name!r}: unsupported dtype {str(dtype)[:40]}")
+        shape = checked_shape(entry.get("shape"), path, f"tensor {name!r}")
+        begin, end = _offsets(path, name, entry)
+        expected = math.prod(shape) * DTYPES[dtype].itemsize
+        if begin < 0 or end - begin != expected:
             raise CheckpointError(path, f"tensor {name!r}: offsets {begin}..{end} do not hold "
-                                        f"shape {shape} of {dtype}")
+                                        f"shape {list(shape)} of {dtype}")
         if data_start + end > size:
             raise CheckpointError(path, f"tensor {name!r}: offsets past the end of the file "
                                         f"(truncated: needs {data_start + end} bytes, has {size})")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, name_a), (begin_b, _, name_b) in zip(spans, spans[1:], strict=False):
+        if begin_b < end_a:
+            raise CheckpointError(path, f"tensors {name_a!r} and {name_b!r}: data offsets "
+                                        "overlap")
     return header, data_start
 
 
-def _memmap(path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
-    if count == 0:
-        return np.empty(shape, dtype=dtype)
-    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(count * dtype.itemsize,))
-    if not shape:  # memmap cannot be 0-d; a scalar is one element, copied
-        return np.array(raw.view(dtype)[0])
-    return raw.view(dtype).reshape(shape)
+@dataclass(frozen=True)
+class FileSlice:
+    """Loader of a C-ordered tensor stored at ``offset`` of a file (picklable)."""
+
+    identity: FileIdentity
+    name: str
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def __call__(self) -> np.ndarray:
+        nbytes = math.prod(self.shape) * self.dtype.itemsize
+        raw = read_bytes(self.identity, self.offset, nbytes, f"tensor {self.name!r}: ")
+        return raw.view(self.dtype).reshape(self.shape)
 
 
 def iter_safetensors(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     """(name, LazyTensor) for every tensor of a .safetensors file, in file order."""
     path = Path(path)
+    identity = FileIdentity.of(path)
     header, data_start = read_header(path)
     entries = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
     for name, entry in entries:
         dtype = DTYPES[entry["dtype"]]
-        shape = tuple(int(s) for s in entry["shape"])
-        offset = data_start + int(entry["data_offsets"][0])
-
-        def loader(offset=offset, dtype=dtype, shape=shape) -> np.ndarray:
-            return _memmap(path, offset, dtype, shape)
-
-        yield name, LazyTensor(name, shape, dtype, str(path), loader)
+        shape = tuple(entry["shape"])
+        begin, end = entry["data_offsets"]
+        loader = FileSlice(identity, name, data_start + begin, dtype, shape)
+        yield name, LazyTensor(name, shape, dtype, str(path), loader,
+                               data_key=(str(path), begin, end, entry["dtype"], shape))
 
 
 def stream_safetensors(
@@ -123,7 +211,7 @@ def stream_safetensors(
         dtype = np.dtype(dtype)
         if dtype not in codes:
             raise ValueError(f"{name}: dtype {dtype} has no safetensors code")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         header[name] = {"dtype": codes[dtype], "shape": list(shape),
                         "data_offsets": [offset, offset + nbytes]}
         offset += nbytes

@@ -1,85 +1,228 @@
-"""Checkpoint sources other than a single file: shards, .npz, dicts, torch modules."""
+"""Checkpoint sources other than a single file: shards, directories, .npz, dicts, modules.
+
+Listing is lazy and fault-contained: a shard or file that cannot be read becomes broken
+entries (``LazyTensor.error`` names the file and the problem) and every readable tensor
+is still listed. Nothing outside the checkpoint is read: an index may name only files
+inside its own directory, and symbolic links in a directory are followed only to regular
+files inside it.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
-import zipfile
+import math
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.tensor import LazyTensor
+from rmt.io.files import FileIdentity, inside, regular_file_stat
+from rmt.io.tensor import LazyTensor, checked_shape
+from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
+
+MAX_INDEX_BYTES = 64 * 2**20
+# .npy headers are short dict literals; NumPy itself refuses longer ones by default.
+MAX_NPY_HEADER = 10000
+
+
+def _contained(base: Path, relative: str) -> Path | None:
+    """``base / relative`` if it names a regular file inside ``base``, else None."""
+    parts = PurePosixPath(relative.replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts or not relative or ":" in parts.parts[0]:
+        return None
+    candidate = base / Path(*parts.parts)
+    return candidate if inside(base, candidate) else None
+
+
+def _guarded(path: Path, names: list[str] | None = None) -> Iterator[tuple[str, LazyTensor]]:
+    """The tensors of one file; if it fails, broken entries instead of an exception.
+
+    ``names``: the tensors an index expects from this file (each gets a broken entry
+    when the file is unreadable); without them the file gets one broken entry named
+    after it.
+    """
+    from rmt.io import open_file
+
+    wanted = None if names is None else set(names)
+    seen: set[str] = set()
+    try:
+        for name, tensor in open_file(path):
+            if wanted is None or name in wanted:
+                seen.add(name)
+                yield name, tensor
+    except CheckpointError as err:
+        problem = err.problem
+    except (OSError, ValueError, RecursionError, MemoryError) as err:
+        problem = f"unreadable ({type(err).__name__}: {str(err)[:200]})"
+    else:
+        for name in sorted((wanted or set()) - seen):
+            yield name, LazyTensor.broken(name, str(path), f"tensor {name!r} is listed in "
+                                                           "the index but not in this shard")
+        return
+    if wanted is None:
+        yield path.name, LazyTensor.broken(path.name, str(path), problem)
+    else:
+        for name in sorted(wanted - seen):
+            yield name, LazyTensor.broken(name, str(path), problem)
+
+
+def _read_weight_map(path: Path) -> dict[str, str]:
+    size = regular_file_stat(path).st_size
+    if size > MAX_INDEX_BYTES:
+        raise CheckpointError(path, f"shard index of {size} bytes (more than "
+                                    f"{MAX_INDEX_BYTES})")
+    try:
+        index = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointError(path, f"bad shard index ({type(err).__name__}: "
+                                    f"{str(err)[:120]})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(path, "bad shard index: no 'weight_map' object of tensor name "
+                                    "-> shard file")
+    return weight_map
 
 
 def iter_index(path: Path) -> Iterator[tuple[str, LazyTensor]]:
     """Tensors of a sharded checkpoint described by ``*.index.json`` (Hugging Face layout),
-    shard by shard, each shard's tensors in file order."""
-    from rmt.io import open_checkpoint
+    shard by shard, each shard's tensors in file order.
 
+    A shard that is missing, unreadable or outside the index's directory gives a broken
+    entry for each tensor the index assigns to it.
+    """
+    weight_map = _read_weight_map(path)
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
+    for shard, names in by_shard.items():
+        shard_path = _contained(path.parent, shard)
+        if shard_path is None:
+            target = path.parent / shard
+            problem = (f"shard {shard!r} listed in the index is missing"
+                       if not (target.exists() or target.is_symlink())
+                       else f"shard path {shard!r} leaves the checkpoint directory: refused")
+            for name in names:
+                yield name, LazyTensor.broken(name, str(path), problem)
+            continue
+        yield from _guarded(shard_path, names)
+
+
+def _directory_files(path: Path) -> list[Path]:
     try:
-        weight_map = json.loads(path.read_text())["weight_map"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(path, f"bad shard index ({type(err).__name__}: {err})") from None
-    shards = list(dict.fromkeys(weight_map.values()))
-    for shard in shards:
-        shard_path = path.parent / shard
-        if not shard_path.is_file():
-            raise CheckpointError(path, f"shard {shard} listed in the index is missing")
-        wanted = {k for k, v in weight_map.items() if v == shard}
-        for name, tensor in open_checkpoint(shard_path):
-            if name in wanted:
-                yield name, tensor
+        entries = sorted(path.iterdir())
+    except OSError as err:
+        raise CheckpointError(path, f"cannot list directory ({err.strerror})") from None
+    files = [p for p in entries if p.name.endswith(".safetensors")]
+    return files or [p for p in entries if p.suffix in (".bin", ".pt", ".pth", ".npz")]
 
 
 def iter_directory(path: Path) -> Iterator[tuple[str, LazyTensor]]:
     """Tensors of every checkpoint in a directory: its ``*.index.json`` if there is one,
-    else each ``.safetensors`` (or, without any, ``.bin``/``.pt``/``.npz``) file in name order."""
-    from rmt.io import open_checkpoint
+    else each ``.safetensors`` (or, without any, ``.bin``/``.pt``/``.npz``) file in name order.
 
+    A file that cannot be read (dangling or escaping symlink, not a regular file, bad
+    content) gives one broken entry named after it; the other files are still read.
+    """
     indexes = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.index.json"))
     if indexes:
         yield from iter_index(indexes[0])
         return
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        files = sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".npz"))
+    files = _directory_files(path)
     if not files:
         raise CheckpointError(path, "directory holds no checkpoint file (.safetensors, .bin, "
                                     ".pt, .pth, .npz or an index)")
     for file in files:
-        yield from open_checkpoint(file)
+        if file.is_symlink() and file.exists() and not inside(path, file):
+            yield file.name, LazyTensor.broken(file.name, str(file), "symbolic link to a file "
+                                                                     "outside the directory: "
+                                                                     "refused")
+            continue
+        yield from _guarded(file)
+
+
+@dataclass(frozen=True)
+class NpyMember:
+    """Loader of one array of a .npz archive (picklable)."""
+
+    entry: ZipEntry
+    header_len: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+
+    def __call__(self) -> np.ndarray:
+        nbytes = math.prod(self.shape) * self.dtype.itemsize
+        raw = self.entry.read(self.header_len, self.header_len + nbytes)
+        return raw.view(self.dtype).reshape(self.shape, order="F" if self.fortran_order else "C")
+
+
+def _npy_header(raw: bytes) -> tuple[dict[str, Any], int]:
+    """The header dict of a .npy member and its length, parsed as a literal (no code)."""
+    if raw[:6] != b"\x93NUMPY" or len(raw) < 10:
+        raise ValueError("not a .npy member (bad magic)")
+    major = raw[6]
+    if major == 1:
+        length, start = int.from_bytes(raw[8:10], "little"), 10
+    elif major in (2, 3):
+        length, start = int.from_bytes(raw[8:12], "little"), 12
+    else:
+        raise ValueError(f"unknown .npy format version {major}")
+    if length > MAX_NPY_HEADER or start + length > len(raw):
+        raise ValueError(f"header of {length} bytes is longer than the member or the "
+                         f"{MAX_NPY_HEADER}-byte limit")
+    text = raw[start:start + length].decode("utf8" if major == 3 else "latin1")
+    header = ast.literal_eval(text)
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise ValueError("header is not a dict of descr, fortran_order and shape")
+    return header, start + length
 
 
 def iter_npz(path: Path) -> Iterator[tuple[str, LazyTensor]]:
-    """Arrays of a NumPy ``.npz`` archive (``allow_pickle=False``: object arrays are refused)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if n.endswith(".npy")]
-            headers = {}
-            for member in members:
-                with zf.open(member) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(fh)
-                headers[member[:-4]] = (tuple(shape), np.dtype(dtype))
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(path, f"unreadable .npz ({type(err).__name__}: {err})") from None
-    for name, (shape, dtype) in headers.items():
-        if dtype.hasobject:
-            raise CheckpointError(path, f"array {name!r} holds Python objects (pickle refused)")
+    """Arrays of a NumPy ``.npz`` archive, read without NumPy's pickle path.
 
-        def loader(name: str = name) -> np.ndarray:
-            try:
-                with np.load(path, allow_pickle=False) as npz:
-                    return npz[name]
-            except (ValueError, OSError, zipfile.BadZipFile) as err:
-                raise CheckpointError(path, f"array {name!r}: {err}") from None
-
-        yield name, LazyTensor(name, shape, dtype, str(path), loader)
+    Headers are parsed as literals; an array whose header is malformed, holds Python
+    objects, or claims more bytes than its member holds becomes a broken entry.
+    """
+    identity = FileIdentity.of(path)
+    zf, infos = open_zip(path)
+    zf.close()
+    for member, info in infos.items():
+        if not member.endswith(".npy"):
+            continue
+        name = member[:-4]
+        entry = ZipEntry.of(identity, info, f"array {name!r}: ")
+        try:
+            problem = entry_problem(info)
+            if problem:
+                raise ValueError(problem)
+            header, header_len = _npy_header(entry.head(MAX_NPY_HEADER + 12))
+            dtype = np.lib.format.descr_to_dtype(header["descr"])
+            shape = checked_shape(header["shape"], path, f"array {name!r}")
+            if dtype.hasobject:
+                raise ValueError("holds Python objects (pickle refused)")
+            if not isinstance(header["fortran_order"], bool):
+                raise ValueError("fortran_order is not a boolean")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if header_len + nbytes > info.file_size:
+                raise ValueError(f"header claims {nbytes} bytes of data, the member holds "
+                                 f"{info.file_size - header_len}")
+            if info.compress_type != 0 and entry_problem(info, header_len + nbytes):
+                raise ValueError(entry_problem(info, header_len + nbytes))
+        except CheckpointError as err:
+            yield name, LazyTensor.broken(name, str(path), err.problem)
+            continue
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError,
+                UnicodeDecodeError, KeyError) as err:
+            yield name, LazyTensor.broken(name, str(path), f"array {name!r}: {str(err)[:200]}")
+            continue
+        loader = NpyMember(entry, header_len, dtype, shape, header["fortran_order"])
+        yield name, LazyTensor(name, shape, dtype, str(path), loader,
+                               data_key=(str(path), member))
 
 
 def iter_mapping(weights: Mapping[str, Any]) -> Iterator[tuple[str, LazyTensor]]:
@@ -109,3 +252,4 @@ def iter_module(module: Any) -> Iterator[tuple[str, LazyTensor]]:
         dtype = np.dtype(_torch_to_numpy(t.flatten()[:0]).dtype)
         yield name, LazyTensor(name, tuple(t.shape), dtype, type(module).__name__,
                                lambda t=t: _torch_to_numpy(t))
+

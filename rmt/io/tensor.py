@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from rmt.errors import CheckpointError
+
+# No format stores tensors of more dimensions than this; a header claiming more is hostile.
+MAX_NDIM = 64
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,18 @@ class LazyTensor:
         Storage dtype (``ml_dtypes`` types for bfloat16 and float8).
     source : str
         File it lives in.
+    data_key : hashable, optional
+        Identity of the bytes behind the tensor (file and byte range or storage view);
+        two tensors with the same key are the same data (tied weights), read once.
+    error : str, optional
+        Set for an entry that could not be listed (an unreadable shard, a refused view):
+        the reason, naming the file. ``load`` raises it as a ``CheckpointError``.
+
+    Notes
+    -----
+    File-backed loaders are small picklable objects (file, offset, dtype, shape), so a
+    worker process reads its tensor directly from the task it is given, without walking
+    the checkpoint again.
     """
 
     name: str
@@ -30,6 +48,16 @@ class LazyTensor:
     dtype: np.dtype
     source: str
     _loader: Callable[[], Any] = field(repr=False, compare=False)
+    data_key: Hashable | None = field(default=None, compare=False)
+    error: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def broken(cls, name: str, source: str, problem: str, shape: tuple[int, ...] = (),
+               dtype: Any = None) -> LazyTensor:
+        """An entry standing for a tensor (or a whole file) that cannot be read: its
+        declared shape and dtype where known, and the reason as ``error``."""
+        return cls(name, tuple(shape), np.dtype(dtype if dtype is not None else np.uint8),
+                   source, _Broken(source, problem), error=f"{source}: {problem}")
 
     @property
     def ndim(self) -> int:
@@ -37,17 +65,27 @@ class LazyTensor:
         return len(self.shape)
 
     @property
+    def size(self) -> int:
+        """Number of elements (a Python int: exact for any declared shape)."""
+        return math.prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
         """Bytes in storage."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.size * self.dtype.itemsize
 
     def load(self, dtype: Any = None) -> np.ndarray:
-        """The tensor as an array: a read-only memory map of the file where possible.
+        """The tensor as an array in memory owned by this process.
 
         Parameters
         ----------
         dtype : numpy dtype, optional
-            Convert to this dtype (a copy); default: the storage dtype, no copy.
+            Convert to this dtype (a copy); default: the storage dtype.
+
+        Raises
+        ------
+        rmt.errors.CheckpointError
+            The bytes cannot be read (file changed or shrank, damaged container, ...).
         """
         arr = self._loader()
         return arr if dtype is None else np.asarray(arr).astype(dtype)
@@ -57,3 +95,32 @@ class LazyTensor:
         arr = self._loader()
         for start in range(0, self.shape[0] if self.shape else 0, rows):
             yield arr[start : start + rows]
+
+
+@dataclass(frozen=True)
+class _Broken:
+    source: str
+    problem: str
+
+    def __call__(self) -> np.ndarray:
+        raise CheckpointError(self.source, self.problem)
+
+
+def checked_shape(values: Any, path: object, what: str) -> tuple[int, ...]:
+    """A shape from a file header: a list of non-negative Python ints, else an error.
+
+    Strings, floats and booleans are refused rather than coerced (``"22"`` is not
+    ``[2, 2]``, ``2.5`` is not ``2``), and so are more than :data:`MAX_NDIM` axes.
+    """
+    if not isinstance(values, list | tuple) or len(values) > MAX_NDIM:
+        raise CheckpointError(path, f"{what}: shape must be a list of at most {MAX_NDIM} "
+                                    f"integers, got {_short(values)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise CheckpointError(path, f"{what}: shape entries must be non-negative integers, "
+                                    f"got {_short(values)}")
+    return tuple(int(v) for v in values)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,20 +3,38 @@
 ``torch.save`` writes a zip: ``<prefix>/data.pkl`` (a pickle of the object, tensors
 pickled as calls to ``torch._utils._rebuild_tensor_v2`` on storages given by persistent
 ids) and ``<prefix>/data/<key>`` (the raw storages, stored uncompressed and 64-byte
-aligned). The pickle is read by a restricted unpickler whose ``find_class`` knows only
-containers, the tensor-rebuild functions and the storage types, each mapped to a harmless
-stand-in; anything else — ``os.system``, ``builtins.eval``, any class — is refused with a
-:class:`~rmt.errors.CheckpointError` before it could run. Storages are memory-mapped at
-their offsets in the zip (read into memory if the entry is compressed) and tensors are
-strided views of them, so transposed and offset views come back bit-exact.
+aligned).
+
+The pickle is run by a restricted interpreter (the pure-Python unpickler with its own
+opcode loop), never by ``pickle.load``:
+
+- ``find_class`` knows only containers, the tensor-rebuild functions and the storage
+  types; anything else (``os.system``, ``builtins.eval``, any class) is refused before
+  it could run. The stand-ins it hands out are created afresh for every load, so
+  nothing one file does can outlive its own load or change how another file is read.
+- ``REDUCE`` calls only those allowed functions; ``BUILD`` is accepted only on the
+  dicts and tensors the pickle itself created (its state is discarded); ``INST``,
+  ``OBJ``, ``NEWOBJ``, the extension registry and out-of-band buffers are refused.
+- The pickle may be at most :data:`MAX_PICKLE_BYTES` long and run at most
+  :data:`MAX_OPS` opcodes, and the memo is a dict (a huge memo index costs nothing), so
+  memory stays proportional to what the file holds.
+
+The object is then walked without recursion, each container once (shared references
+cannot multiply the tensors: sixty doubling levels over one tensor list it once), at
+most :data:`MAX_DEPTH` levels and :data:`MAX_TENSORS` tensors. Every tensor view is
+checked with Python integers: it must lie inside its storage, have no stride-0 or
+overlapping axes, and its storage entry must exist with at least the bytes it needs; a
+bad view becomes that tensor's failed entry, the others are still read. Storages are
+read with ``pread`` at their offset in the zip (CRC-32 verified once per entry) or,
+when compressed, decompressed as a stream up to exactly the bytes needed.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
-import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +45,9 @@ import ml_dtypes
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.tensor import LazyTensor
+from rmt.io.files import FileIdentity
+from rmt.io.tensor import MAX_NDIM, LazyTensor
+from rmt.io.zipentry import ZIP_ERRORS, ZipEntry, entry_problem, open_zip
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
@@ -37,10 +57,21 @@ _STORAGE_DTYPES = {
     "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
 
+# Bounds on what one pickle may do. A real state dict needs ~30 opcodes and ~300 bytes of
+# pickle per tensor (a 7B model: ~300 tensors, 100 kB), so these admit ~130,000 tensors.
+MAX_PICKLE_BYTES = 64 * 2**20
+MAX_OPS = 4 * 2**20
+MAX_DEPTH = 64
+MAX_TENSORS = 1_000_000
 
-@dataclass(frozen=True)
+
 class _StorageType:
-    dtype: np.dtype
+    """Stand-in for ``torch.<X>Storage``; one fresh instance per load (never shared)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
 
 
 @dataclass(frozen=True)
@@ -58,117 +89,280 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or len(value) > MAX_NDIM or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise pickle.UnpicklingError(f"tensor {what} must be a tuple of at most {MAX_NDIM} "
+                                     f"integers, got {str(value)[:60]}")
+    return tuple(value)
+
+
 def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any,
                     *_: Any) -> _TensorRef:
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("tensor without a storage")
-    return _TensorRef(storage, int(storage_offset), tuple(int(s) for s in size),
-                      tuple(int(s) for s in stride))
+    if not isinstance(storage_offset, int) or isinstance(storage_offset, bool):
+        raise pickle.UnpicklingError(f"tensor offset must be an integer, got "
+                                     f"{str(storage_offset)[:40]}")
+    shape, strides = _ints(size, "size"), _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise pickle.UnpicklingError(f"tensor size {shape} and stride {strides} differ in "
+                                     "length")
+    return _TensorRef(storage, storage_offset, shape, strides)
 
 
 def _rebuild_parameter(data: Any, *_: Any) -> Any:
     return data
 
 
-_ALLOWED: dict[str, Any] = {
+_CALLABLE = {
     "collections.OrderedDict": collections.OrderedDict,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-    **{f"torch.{name}": _StorageType(np.dtype(dt)) for name, dt in _STORAGE_DTYPES.items()},
 }
+_REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+                                 pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEXT_BUFFER,
+                                 pickle.READONLY_BUFFER)}
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python unpickler with an allow-list of names, opcodes and BUILD targets."""
+
     def __init__(self, data: bytes, path: Path) -> None:
         super().__init__(io.BytesIO(data))
         self._path = path
+        # Fresh stand-ins for this load only: a BUILD or SETITEM aimed at them cannot
+        # reach another load (and BUILD on them is refused anyway).
+        self._names: dict[str, Any] = {
+            **_CALLABLE,
+            **{f"torch.{name}": _StorageType(np.dtype(dt))
+               for name, dt in _STORAGE_DTYPES.items()},
+        }
+        self._storages: dict[str, tuple[np.dtype, int]] = {}
+        self.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+        self.dispatch[pickle.REDUCE[0]] = _RestrictedUnpickler._reduce
+        self.dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
+        self.dispatch[pickle.APPENDS[0]] = _RestrictedUnpickler._appends
+        self.dispatch[pickle.APPEND[0]] = _RestrictedUnpickler._append
+
+    def _refuse(self, problem: str) -> CheckpointError:
+        return CheckpointError(self._path, f"refused pickle content: {problem}")
 
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
-        if key in _ALLOWED:
-            return _ALLOWED[key]
-        raise CheckpointError(self._path, f"refused to unpickle {key}: only tensors and "
+        if key in self._names:
+            return self._names[key]
+        raise CheckpointError(self._path, f"refused to unpickle {key[:120]}: only tensors and "
                                           "containers are read (no code from a checkpoint runs)")
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
-            raise CheckpointError(self._path, f"unexpected persistent id {pid!r:.80}")
-        return _Storage(str(pid[2]), pid[1].dtype, int(pid[4]))
+                and isinstance(pid[1], _StorageType)
+                and any(pid[1] is v for v in self._names.values())
+                and isinstance(pid[2], str) and isinstance(pid[4], int)
+                and not isinstance(pid[4], bool) and pid[4] >= 0):
+            raise CheckpointError(self._path, f"unexpected persistent id {str(pid)[:80]}")
+        key, dtype, numel = pid[2], pid[1].dtype, pid[4]
+        if self._storages.setdefault(key, (dtype, numel)) != (dtype, numel):
+            raise CheckpointError(self._path, f"storage {key!r} is declared with two different "
+                                              "dtypes or sizes")
+        return _Storage(key, dtype, numel)
+
+    def _reduce(self) -> None:
+        args = self.stack.pop()
+        func = self.stack[-1]
+        if not any(func is f for f in _CALLABLE.values()) or not isinstance(args, tuple):
+            raise self._refuse(f"call of {type(func).__name__} (only tensor rebuilds and "
+                               "OrderedDict are called)")
+        self.stack[-1] = func(*args)
+
+    def _build(self) -> None:
+        self.stack.pop()  # the state: torch's _metadata and tensor attributes, not needed
+        target = self.stack[-1]
+        if type(target) not in (dict, collections.OrderedDict, _TensorRef):
+            raise self._refuse(f"BUILD on {type(target).__name__} (only the pickle's own "
+                               "dicts and tensors take state)")
+
+    def _appends(self) -> None:
+        items = self.pop_mark()
+        if type(self.stack[-1]) is not list:
+            raise self._refuse(f"APPENDS to {type(self.stack[-1]).__name__}")
+        self.stack[-1].extend(items)
+
+    def _append(self) -> None:
+        value = self.stack.pop()
+        if type(self.stack[-1]) is not list:
+            raise self._refuse(f"APPEND to {type(self.stack[-1]).__name__}")
+        self.stack[-1].append(value)
+
+    def load(self) -> Any:
+        """``pickle._Unpickler.load`` with the opcode allow-list and the opcode budget."""
+        self._unframer = pickle._Unframer(self._file_read, self._file_readline)  # type: ignore[attr-defined]
+        self.read = self._unframer.read
+        self.readinto = self._unframer.readinto
+        self.readline = self._unframer.readline
+        self.metastack = []
+        self.stack = []
+        self.append = self.stack.append
+        self.proto = 0
+        read, dispatch = self.read, self.dispatch
+        try:
+            for _ in range(MAX_OPS):
+                key = read(1)
+                if not key:
+                    raise EOFError
+                if key[0] in _REFUSED_OPS:
+                    raise self._refuse(f"opcode {key!r} (builds arbitrary objects)")
+                dispatch[key[0]](self)
+        except pickle._Stop as stop:  # type: ignore[attr-defined]
+            return stop.value
+        raise self._refuse(f"more than {MAX_OPS} opcodes")
 
 
-def _data_offset(path: Path, info: zipfile.ZipInfo) -> int:
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-    if len(local) < 30 or local[:4] != b"PK\x03\x04":
-        raise CheckpointError(path, f"corrupt zip entry {info.filename}")
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + name_len + extra_len
+def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef]]:
+    """(dotted name, tensor) of a nested structure, without recursion, each container once."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any, int]] = [("", obj, 0)]
+    found = 0
+    while stack:
+        prefix, node, depth = stack.pop()
+        if isinstance(node, _TensorRef):
+            found += 1
+            if found > MAX_TENSORS:
+                raise CheckpointError(path, f"more than {MAX_TENSORS} tensors")
+            yield prefix, node
+            continue
+        if isinstance(node, dict):
+            items: list[tuple[Any, Any]] = list(node.items())
+        elif isinstance(node, list | tuple):
+            items = list(enumerate(node))
+        else:
+            continue
+        if id(node) in seen:
+            continue  # a shared container: its tensors were listed under its first name
+        seen.add(id(node))
+        if depth >= MAX_DEPTH:
+            raise CheckpointError(path, f"objects nested deeper than {MAX_DEPTH} levels "
+                                        f"under {prefix[:80]!r}")
+        for key, value in reversed(items):  # reversed: the stack pops them in order
+            name = f"{prefix}.{key}" if prefix else str(key)
+            stack.append((name, value, depth + 1))
 
 
-def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, _TensorRef]]:
-    if isinstance(obj, _TensorRef):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            yield from _flatten(v, f"{prefix}.{i}" if prefix else str(i))
+def view_problem(ref: _TensorRef) -> str | None:
+    """Why a tensor view cannot be read as a matrix of its own bytes (None: it can).
+
+    All arithmetic is on Python integers, so shapes like [2**62 + 1, 4] cannot wrap.
+    """
+    numel = math.prod(ref.shape)
+    if ref.offset < 0:
+        return f"negative storage offset {ref.offset}"
+    if numel == 0:
+        return None
+    if numel > ref.storage.numel:
+        return (f"view of {numel} elements on a storage of {ref.storage.numel} (stride-0 or "
+                "overlapping view)")
+    axes = sorted((st, sz) for sz, st in zip(ref.shape, ref.stride, strict=True) if sz > 1)
+    extent = 1
+    for st, sz in axes:
+        if st < extent:
+            return (f"size {list(ref.shape)} with stride {list(ref.stride)} reads elements "
+                    "more than once (stride-0, negative or overlapping axes)")
+        extent += (sz - 1) * st
+    if ref.offset + extent > ref.storage.numel:
+        return (f"view past the end of its storage (needs {ref.offset + extent} elements, "
+                f"has {ref.storage.numel})")
+    return None
+
+
+@dataclass(frozen=True)
+class ZipStorageView:
+    """Loader of one tensor view of a storage entry in a torch zip (picklable)."""
+
+    entry: ZipEntry
+    dtype: np.dtype
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def __call__(self) -> np.ndarray:
+        if math.prod(self.shape) == 0:
+            return np.empty(self.shape, dtype=self.dtype)
+        extent = 1 + sum((sz - 1) * st for sz, st in zip(self.shape, self.stride, strict=True)
+                         if sz > 1)
+        item = self.dtype.itemsize
+        base = self.entry.read(self.offset * item, (self.offset + extent) * item).view(self.dtype)
+        strides = tuple(s * item for s in self.stride)
+        return np.lib.stride_tricks.as_strided(base, shape=self.shape, strides=strides,
+                                               writeable=False)
+
+
+def _read_pickle(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    problem = entry_problem(info)
+    if problem is None and info.file_size > MAX_PICKLE_BYTES:
+        problem = f"data.pkl of {info.file_size} bytes (more than {MAX_PICKLE_BYTES})"
+    if problem:
+        raise CheckpointError(path, f"{info.filename}: {problem}")
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(MAX_PICKLE_BYTES + 1)
+    except ZIP_ERRORS as err:
+        raise CheckpointError(path, f"{info.filename}: damaged zip entry "
+                                    f"({type(err).__name__}: {err})") from None
+    return data
 
 
 def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     """(name, LazyTensor) for every tensor in a torch zip checkpoint (nested dicts are
-    flattened with dots, e.g. ``state_dict.fc.weight``)."""
+    flattened with dots, e.g. ``state_dict.fc.weight``).
+
+    A tensor whose view or storage entry is bad is yielded as a broken entry (its
+    ``error`` says why); problems with the archive or the pickle raise
+    :class:`~rmt.errors.CheckpointError`.
+    """
     path = Path(path)
-    try:
-        zf = zipfile.ZipFile(path)
-        names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(path, f"not a readable zip archive ({err})") from None
+    identity = FileIdentity.of(path)
+    zf, infos = open_zip(path)
     with zf:
-        pkl = [n for n in names if n.endswith("data.pkl")]
+        pkl = [n for n in infos if n.endswith("data.pkl")]
         if len(pkl) != 1:
             raise CheckpointError(path, "not a torch zip checkpoint (no single data.pkl)")
         prefix = pkl[0][: -len("data.pkl")]
-        byteorder = f"{prefix}byteorder"
-        if byteorder in names and zf.read(byteorder).strip() not in (b"little", b""):
-            raise CheckpointError(path, "big-endian torch checkpoints are not supported")
-        try:
-            obj = _RestrictedUnpickler(zf.read(pkl[0]), path).load()
-        except CheckpointError:
-            raise
-        except Exception as err:  # truncated or malformed pickle stream
-            raise CheckpointError(path, f"unreadable pickle ({type(err).__name__}: {err})"
-                                  ) from None
-        infos = {n: zf.getinfo(n) for n in names}
-    for name, ref in _flatten(obj):
-        entry = f"{prefix}data/{ref.storage.key}"
-        if entry not in infos:
-            raise CheckpointError(path, f"tensor {name!r}: storage {entry} missing from the zip")
-        info = infos[entry]
-        dtype = np.dtype(ref.storage.dtype)
-        if info.file_size < ref.storage.numel * dtype.itemsize:
-            raise CheckpointError(path, f"tensor {name!r}: storage {entry} is truncated")
-        extent = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride, strict=True)
-                                  if s > 0) + 1
-        if ref.offset < 0 or min(ref.stride, default=0) < 0 or (
-                min(ref.shape, default=1) > 0 and extent > ref.storage.numel):
-            raise CheckpointError(path, f"tensor {name!r}: view past the end of its storage")
+        byteorder = infos.get(f"{prefix}byteorder")
+        if byteorder is not None:
+            order = _read_pickle(zf, byteorder, path)[:16].strip()
+            if order not in (b"little", b""):
+                raise CheckpointError(path, "big-endian torch checkpoints are not supported")
+        data = _read_pickle(zf, infos[pkl[0]], path)
+    try:
+        obj = _RestrictedUnpickler(data, path).load()
+    except CheckpointError:
+        raise
+    except Exception as err:  # truncated or malformed pickle stream, bad arguments
+        raise CheckpointError(path, f"unreadable pickle ({type(err).__name__}: "
+                                    f"{str(err)[:120]})") from None
+    del data
+    for name, ref in _walk(obj, path):
+        yield name, _lazy(path, identity, infos, prefix, name, ref)
 
-        def loader(info=info, ref=ref, dtype=dtype) -> np.ndarray:
-            if info.compress_type == zipfile.ZIP_STORED:
-                base = np.memmap(path, dtype=np.uint8, mode="r", offset=_data_offset(path, info),
-                                 shape=(ref.storage.numel * dtype.itemsize,)).view(dtype)
-            else:
-                with zipfile.ZipFile(path) as z:
-                    base = np.frombuffer(z.read(info.filename), dtype=dtype)[: ref.storage.numel]
-            if 0 in ref.shape:
-                return np.empty(ref.shape, dtype=dtype)
-            strides = tuple(s * dtype.itemsize for s in ref.stride)
-            return np.lib.stride_tricks.as_strided(base[ref.offset:], shape=ref.shape,
-                                                   strides=strides, writeable=False)
 
-        yield name, LazyTensor(name, ref.shape, dtype, str(path), loader)
+def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo], prefix: str,
+          name: str, ref: _TensorRef) -> LazyTensor:
+    entry = f"{prefix}data/{ref.storage.key}"
+    dtype = np.dtype(ref.storage.dtype)
+    info = infos.get(entry)
+    needed = ref.storage.numel * dtype.itemsize
+    if info is None:
+        problem: str | None = f"storage {entry} missing from the zip"
+    elif info.file_size < needed:
+        problem = f"storage {entry} is truncated ({info.file_size} of {needed} bytes)"
+    else:
+        problem = entry_problem(info, needed) or view_problem(ref)
+    if problem or info is None:
+        return LazyTensor.broken(name, str(path), f"tensor {name!r}: {problem}", ref.shape,
+                                 dtype)
+    loader = ZipStorageView(ZipEntry.of(identity, info, f"tensor {name!r}: "), dtype,
+                            ref.offset, ref.shape, ref.stride)
+    return LazyTensor(name, ref.shape, dtype, str(path), loader,
+                      data_key=(str(path), entry, ref.offset, ref.shape, ref.stride))
