@@ -1,9 +1,12 @@
-"""Explicit BLAS and Numba thread counts.
+"""BLAS and Numba thread counts: explicit when asked, never above the caller's.
 
 Oversubscription (BLAS threads x Numba threads x processes > cores) made eigensolves
-ten times slower on a shared 2-core machine, so every compute entry point takes
-``n_threads`` and pins both pools for its duration, restoring them afterwards
-(the pynndescent etiquette).
+ten times slower on a shared 2-core machine. Every compute entry point takes
+``n_threads``: an explicit count pins both pools for the call and restores them
+afterwards (the pynndescent etiquette); ``None`` uses the limits already in force —
+``OMP_NUM_THREADS``, an active ``threadpoolctl`` limit, ``numba.set_num_threads`` —
+taking the smallest of them for both pools, so rmt never runs more threads than the
+caller allowed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import os
 from collections.abc import Iterator
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 
@@ -36,6 +40,23 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def threads_in_force() -> int:
+    """The thread budget the caller has set: the smallest of Numba's current count, every
+    BLAS/OpenMP pool's current count (threadpoolctl) and ``OMP_NUM_THREADS`` if set."""
+    import numba
+
+    counts = [numba.get_num_threads(), default_threads()]
+    counts += [int(lib["num_threads"]) for lib in _controller().info()
+               if int(lib.get("num_threads") or 0) > 0]
+    try:
+        env = int(os.environ.get("OMP_NUM_THREADS", "") or 0)
+    except ValueError:
+        env = 0
+    if env > 0:
+        counts.append(env)
+    return max(1, min(counts))
+
+
 @contextlib.contextmanager
 def limit_threads(n_threads: int | None) -> Iterator[int]:
     """Pin BLAS/OpenMP (threadpoolctl) and Numba to ``n_threads`` inside the block.
@@ -43,7 +64,8 @@ def limit_threads(n_threads: int | None) -> Iterator[int]:
     Parameters
     ----------
     n_threads : int or None
-        Threads for both pools; ``None`` means all cores this process may use.
+        Threads for both pools; ``None`` means :func:`threads_in_force` — the caller's
+        own limits, never more (inside an outer ``limit_threads``, its count).
 
     Yields
     ------
@@ -51,10 +73,14 @@ def limit_threads(n_threads: int | None) -> Iterator[int]:
         The thread count in force.
     """
     global _pinned
-    n = default_threads() if n_threads is None else int(n_threads)
-    if n < 1:
-        raise ValueError(f"n_threads must be >= 1 or None, got {n_threads!r}")
-    if _pinned == n:  # nested call with the same count (analyze -> esd -> fits): no-op
+    if n_threads is not None and (not isinstance(n_threads, int | np.integer)
+                                  or isinstance(n_threads, bool) or n_threads < 1):
+        raise ValueError(f"n_threads must be an integer >= 1 or None, got {n_threads!r}")
+    if n_threads is None and _pinned is not None:
+        yield _pinned  # inside analyze -> esd -> fits: the outer count holds
+        return
+    n = threads_in_force() if n_threads is None else int(n_threads)
+    if _pinned == n:  # nested call with the same count: no-op
         yield n
         return
     import numba

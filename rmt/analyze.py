@@ -1,20 +1,22 @@
 """``rmt.analyze``: a checkpoint in, one row per layer out (pandas DataFrame).
 
-Streaming: tensors are visited one at a time through memory maps and row blocks, so the
-peak memory is one layer's Gram matrix plus one block. Parallel runs ship tasks of
-``(path, tensor name, options)`` to any ``concurrent.futures.Executor`` — a process pool
-for ``n_jobs > 1``, or a Dask ``Client.get_executor()`` on a cluster — never weights.
-Every finished layer can be appended to a JSON-lines file (``resume=``) so that nothing
-computed is lost; a rerun skips the layers already there.
+Streaming: tensors are visited one at a time, so the peak memory is one tensor plus its
+Gram matrix. Parallel runs ship chunks of tasks to any ``concurrent.futures.Executor`` —
+a process pool for ``n_jobs > 1``, or a Dask ``Client.get_executor()`` on a cluster.
+A task carries what its worker needs to read its tensor directly (file, offset or zip
+entry, dtype, shape), never the weights, and never a name to look up. Every finished
+layer can be appended to a resume file (:mod:`rmt.resume`), so nothing computed is lost;
+a rerun of the same checkpoint with the same options skips the layers already there.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import math
 import multiprocessing
 import os
+import re
+import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,22 @@ import numpy as np
 import pandas as pd
 
 from rmt._device import resolve_device
-from rmt._threads import default_threads, limit_threads
-from rmt.errors import CheckpointError
-from rmt.io import get_tensor, open_checkpoint
-from rmt.layers import COLUMNS, Options, analyze_tensor, phase_params, select
+from rmt._threads import limit_threads, threads_in_force
+from rmt.errors import AnalysisError
+from rmt.io import LazyTensor, open_checkpoint
+from rmt.layers import COLUMNS, Options, analyze_tensor, failed_row, phase_params, select
+from rmt.resume import ResumeLog, checkpoint_identity
 
 __all__ = ["COLUMNS", "analyze", "summary"]
 
 SUMMARY_COLUMNS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank", "mp_softrank")
+
+# Parallel runs: tasks per chunk at most, and chunks in flight per worker.
+CHUNK_TASKS = 64
+IN_FLIGHT_PER_WORKER = 2
+
+Task = tuple[int, str, LazyTensor]
 
 
 def _worker_init(n_threads: int) -> None:
@@ -41,38 +50,10 @@ def _worker_init(n_threads: int) -> None:
     numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def _task(path: str, layer_id: int, name: str, opts: Options) -> list[dict[str, Any]]:
-    """Run in a worker: open the checkpoint itself, read one tensor, return its rows."""
-    try:
-        tensor = get_tensor(path, name)
-    except (CheckpointError, KeyError, OSError) as err:
-        return [{"layer_id": layer_id, "name": name, "alpha": np.nan, "status": "failed",
-                 "warning": f"unreadable: {err}"}]
+def _run_chunk(tasks: list[Task], opts: Options) -> list[tuple[int, str, list[dict[str, Any]]]]:
+    """Run in a worker: read each tensor from its own loader, return its rows."""
     with limit_threads(opts.n_threads):
-        return analyze_tensor(layer_id, name, tensor, opts)
-
-
-def _load_resume(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interrupted run: that layer is redone
-    return rows
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        out[k] = v
-    return out
+        return [(i, name, analyze_tensor(i, name, tensor, opts)) for i, name, tensor in tasks]
 
 
 def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -87,6 +68,66 @@ def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return df.fillna({"warning": ""}).infer_objects()
 
 
+def _int_option(value: Any, name: str, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; "
+                         f"got {value!r}")
+
+
+def _validate(layers: Any, min_evals: Any, max_evals: Any, n_jobs: Any, conv: Any,
+              candidates: Any, n_threads: Any, on_error: Any, device: Any) -> None:
+    """Check every option before the checkpoint is touched (``ValueError`` naming it)."""
+    _int_option(min_evals, "min_evals", 0)
+    _int_option(max_evals, "max_evals", 0, allow_none=True)
+    _int_option(n_jobs, "n_jobs", 1)
+    _int_option(n_threads, "n_threads", 1, allow_none=True)
+    _choice(conv, "conv", ("slices", "flatten"))
+    _choice(candidates, "candidates", ("powerlaw", "ww"))
+    _choice(on_error, "on_error", ("record", "raise"))
+    _choice(device, "device", ("auto", "cpu", "gpu"))
+    if isinstance(layers, str):
+        try:
+            re.compile(layers)
+        except re.error as err:
+            raise ValueError(f"layers: {layers!r} is not a valid regular expression "
+                             f"({err})") from None
+    elif layers is not None and not isinstance(layers, Iterable):
+        raise ValueError(f"layers must be None, a regex, or names/ids; got {layers!r}")
+
+
+def _unique_names(listing: list[tuple[int, str, LazyTensor]]
+                  ) -> tuple[list[str], dict[int, str]]:
+    """Display names with duplicates disambiguated, and a warning per renamed entry.
+
+    The same name in two files of a directory becomes ``file::name``; the same name twice
+    in one file (nested dicts flattening alike) gets ``#2``, ``#3``, ...
+    """
+    counts = Counter(name for _, name, _ in listing)
+    names, notes = [], {}
+    used: Counter[str] = Counter()
+    for i, name, tensor in listing:
+        if counts[name] == 1:
+            names.append(name)
+            continue
+        files = {t.source for _, n, t in listing if n == name}
+        shown = f"{Path(tensor.source).name}::{name}" if len(files) > 1 else name
+        used[shown] += 1
+        if used[shown] > 1 or (len(files) == 1 and counts[name] > 1):
+            shown = f"{shown}#{used[shown]}"
+        names.append(shown)
+        notes[i] = (f"tensor name {name!r} occurs {counts[name]} times in the checkpoint "
+                    f"(listed as {shown!r})")
+    return names, notes
+
+
 def analyze(
     source: Any,
     *,
@@ -98,11 +139,13 @@ def analyze(
     executor: concurrent.futures.Executor | None = None,
     progress: bool | None = None,
     resume: str | Path | None = None,
+    restart: bool = False,
     normalize: bool = True,
     conv: str = "slices",
     candidates: str = "powerlaw",
     n_threads: int | None = None,
     plot_dir: str | Path | None = None,
+    on_error: str = "record",
     **fit_options: Any,
 ) -> pd.DataFrame:
     """Analyse every 2-D weight and conv kernel of a checkpoint: one row per layer.
@@ -113,7 +156,8 @@ def analyze(
         Anything :func:`rmt.io.open_checkpoint` reads (safetensors, shards, torch zip,
         .npz, ...). 0-D and 1-D tensors (biases, norms) get no row.
     layers : None, str, or iterable of str/int
-        Which tensors: a regex searched in each name, exact names, or layer ids.
+        Which tensors: a regex searched in each name, exact names, or layer ids. A
+        selection that matches nothing gives an empty table and a warning.
     min_evals : int, default 10
         Layers with fewer eigenvalues are ``failed`` ("too few eigenvalues").
     max_evals : int, optional
@@ -122,16 +166,21 @@ def analyze(
     device : {"auto", "cpu", "gpu"}
         Where ESDs and fits run.
     n_jobs : int, default 1
-        Worker processes (a process pool; each worker gets cores/n_jobs BLAS and Numba
-        threads). Needs a file path source.
+        Worker processes (a spawned process pool). Needs a file path source.
     executor : concurrent.futures.Executor, optional
         Run tasks on this executor instead (e.g. ``dask.distributed.Client(...)
         .get_executor()``); workers must see the checkpoint path.
     progress : bool, optional
         tqdm progress bar over layers (default: only when stderr is a terminal).
     resume : path, optional
-        JSON-lines file: each finished layer is appended as it completes, and layers
-        already in it are not recomputed.
+        Resume file (:mod:`rmt.resume`): each finished layer is written to it as it
+        completes (all rows of a layer at once, flushed to disk), and layers already in
+        it are not recomputed. It records the checkpoint's identity and the options; a
+        file from another checkpoint, other options or another rmt version raises
+        :class:`rmt.resume.ResumeError` instead of mixing results. It is locked for the
+        run.
+    restart : bool, default False
+        Discard a resume file that belongs to another run and start it anew.
     normalize : bool, default True
         Eigenvalues of X = WᵀW/N (False: WᵀW, WeightWatcher's units).
     conv : {"slices", "flatten"}
@@ -139,10 +188,16 @@ def analyze(
     candidates : {"powerlaw", "ww"}
         Power-law fit convention (``"ww"`` reproduces WeightWatcher's ``alpha``).
     n_threads : int, optional
-        BLAS/Numba threads per layer (default: all cores, or cores/n_jobs per worker).
+        BLAS/Numba threads per layer. Default: the limits already in force
+        (``OMP_NUM_THREADS``, threadpoolctl, ``numba.set_num_threads``), never more;
+        with ``n_jobs`` workers, that budget divided among them.
     plot_dir : path, optional
         Write one PNG per layer there (ESD + MP fit + spikes | tail + power law, phase in
         the title) and ``summary.png`` for the model (needs matplotlib, the ``plot`` extra).
+    on_error : {"record", "raise"}, default "record"
+        ``"record"``: a tensor that cannot be read or analysed (any exception) becomes a
+        failed row naming the file, the tensor and the problem, and the run carries on.
+        ``"raise"``: stop at the first such error (for debugging).
     **fit_options
         Classifier thresholds (``rmt.phases.DEFAULTS``: fpr, mp_tolerance, ...).
 
@@ -150,75 +205,184 @@ def analyze(
     -------
     pandas.DataFrame
         One row per layer (stacked 3-D tensors: one per matrix); columns documented in
-        :data:`rmt.analyze.COLUMNS`, sorted by ``layer_id``.
+        :data:`rmt.analyze.COLUMNS`, sorted by ``layer_id``. Tensors whose names occur
+        more than once are listed as ``file::name`` or ``name#k`` with a warning; a
+        tensor with the same bytes as an earlier one (tied weights) is computed once and
+        its row says so.
+
+    Raises
+    ------
+    ValueError
+        A bad option (named), before the checkpoint is opened.
+    rmt.errors.CheckpointError
+        The checkpoint file itself cannot be read (bad tensors are failed rows instead).
+    rmt.resume.ResumeError
+        The resume file belongs to another run, or is in use.
+    rmt.errors.AnalysisError
+        The run stopped part-way (disk full, a worker killed, ``on_error="raise"``); its
+        ``table`` holds every finished row.
     """
     from tqdm.auto import tqdm
 
+    from rmt import __version__
+
+    _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
+              device)
     params = phase_params(fit_options)
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    parallel = executor is not None or n_jobs > 1
+    if parallel and not isinstance(source, str | os.PathLike):
+        raise ValueError("parallel runs need a checkpoint path (tasks carry file offsets, "
+                         "never weights)")
     dev = resolve_device(device)
-    if n_threads is None and (n_jobs > 1 or executor is not None):
-        n_threads = max(1, default_threads() // n_jobs)
-    opts = Options(normalize=normalize, conv=conv, device=dev, min_evals=min_evals,
-                   max_evals=max_evals, candidates=candidates, n_threads=n_threads,
-                   phase_params=params, plot_dir=None if plot_dir is None else str(plot_dir))
+    if n_threads is None and executor is None and n_jobs > 1:
+        n_threads = max(1, threads_in_force() // n_jobs)
+    opts = Options(normalize=normalize, conv=conv, device=dev, min_evals=int(min_evals),
+                   max_evals=None if max_evals is None else int(max_evals),
+                   candidates=candidates, n_threads=n_threads, phase_params=params,
+                   plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error)
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
+
     listing = [(i, name, t) for i, (name, t) in enumerate(open_checkpoint(source))]
-    chosen = select([name for _, name, _ in listing], layers)
-    todo = [(i, name, t) for (i, name, t), keep in zip(listing, chosen, strict=True)
-            if keep and t.ndim >= 2]
-    resume_path = Path(resume) if resume is not None else None
-    done_rows = _load_resume(resume_path) if resume_path else []
-    done = {row.get("layer_id") for row in done_rows}
-    todo = [item for item in todo if item[0] not in done]
-    rows = list(done_rows)
-    sink = open(resume_path, "a") if resume_path else None  # closed in the finally below
-    bar = tqdm(total=len(todo), disable=(not progress) if progress is not None else None,
+    names, notes = _unique_names(listing)
+    chosen = select(names, layers)
+    todo: list[Task] = [(i, shown, t) for (i, _, t), shown, keep
+                        in zip(listing, names, chosen, strict=True)
+                        if (keep and t.ndim >= 2) or (t.error and t.ndim == 0)]
+    if layers is not None and not any(chosen):
+        warnings.warn(f"no layer matched layers={layers!r} ({len(listing)} tensors in the "
+                      "checkpoint)", stacklevel=2)
+
+    log = None
+    if resume is not None:
+        options = {"normalize": bool(normalize), "conv": conv, "candidates": candidates,
+                   "min_evals": int(min_evals),
+                   "max_evals": None if max_evals is None else int(max_evals),
+                   "phase_params": {k: float(v) for k, v in sorted(params.items())}}
+        log = ResumeLog(resume, checkpoint_identity(source), options, __version__, restart)
+
+    rows: list[dict[str, Any]] = []
+    first_of: dict[Any, Task] = {}
+    aliases: list[tuple[Task, Task]] = []
+    pending: list[Task] = []
+    for task in todo:
+        i, shown, tensor = task
+        if log is not None and (i, shown) in log.done:
+            rows.extend(log.done[(i, shown)])
+            continue
+        key = tensor.data_key
+        if key is not None and key in first_of:
+            aliases.append((task, first_of[key]))
+            continue
+        if key is not None:
+            first_of[key] = task
+        pending.append(task)
+
+    results: dict[int, list[dict[str, Any]]] = {}
+    bar = tqdm(total=len(pending) + len(aliases),
+               disable=(not progress) if progress is not None else None,
                unit="layer", desc="rmt.analyze")
 
-    def collect(new_rows: list[dict[str, Any]]) -> None:
+    def collect(i: int, shown: str, new_rows: list[dict[str, Any]]) -> None:
+        if i in notes:
+            new_rows = [_with_warning(r, notes[i]) for r in new_rows]
+        results[i] = new_rows
         rows.extend(new_rows)
-        if sink:
-            for row in new_rows:
-                sink.write(json.dumps(_jsonable(row)) + "\n")
-            sink.flush()
+        if log is not None:
+            log.append(i, shown, new_rows)
         bar.update(1)
 
     try:
-        parallel = executor is not None or n_jobs > 1
-        path_source = isinstance(source, str | os.PathLike)
-        if parallel and not path_source:
-            raise ValueError("parallel runs need a checkpoint path (tasks carry paths, "
-                             "never weights)")
         if not parallel:
             with limit_threads(n_threads):
-                for i, name, tensor in todo:
-                    collect(analyze_tensor(i, name, tensor, opts))
+                for i, shown, tensor in pending:
+                    collect(i, shown, analyze_tensor(i, shown, tensor, opts))
         else:
-            own = executor is None
-            # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
-            pool = executor or concurrent.futures.ProcessPoolExecutor(
-                n_jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init, initargs=(n_threads,))
-            try:
-                futures = [pool.submit(_task, str(source), i, name, opts) for i, name, _ in todo]
-                for fut in concurrent.futures.as_completed(futures):
-                    collect(fut.result())
-            finally:
-                if own:
-                    pool.shutdown()
+            _run_parallel(pending, opts, executor, n_jobs, n_threads, collect)
+        for (i, shown, tensor), (j, first, _) in aliases:
+            if j in results:
+                copied = [_alias_row(r, i, shown, first, tensor) for r in results[j]]
+            else:  # the original came from the resume file
+                copied = [_alias_row(r, i, shown, first, tensor) for r in log.done.get(
+                    (j, first), [])] if log is not None else []
+            collect(i, shown, copied or [failed_row(
+                {"layer_id": i, "name": shown}, f"same data as {first!r}, which has no row")])
+    except KeyboardInterrupt as err:
+        err.table = _frame(rows)  # type: ignore[attr-defined]  # the CLI prints it
+        raise
+    except Exception as err:
+        raise AnalysisError(f"analysis stopped after {len(results)} of {len(pending)} layers "
+                            f"({type(err).__name__}: {err}); finished rows are in .table"
+                            + (f" and in {resume}" if resume is not None else ""),
+                            _frame(rows)) from err
     finally:
         bar.close()
-        if sink:
-            sink.close()
+        if log is not None:
+            log.close()
     df = _frame(rows)
     if plot_dir is not None:
         from rmt.plot import plot_model
 
         plot_model(df, path=Path(plot_dir) / "summary.png")
     return df
+
+
+def _with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
+    warning = row.get("warning") or ""
+    return {**row, "warning": f"{warning}; {note}" if warning else note}
+
+
+def _alias_row(row: dict[str, Any], i: int, shown: str, first: str,
+               tensor: LazyTensor) -> dict[str, Any]:
+    suffix = row["name"][len(first):] if str(row.get("name", "")).startswith(first) else ""
+    copied = {**row, "layer_id": i, "name": shown + suffix}
+    return _with_warning(copied, f"same data as {first!r} (tied weights): computed once")
+
+
+def _chunks(tasks: list[Task], n_workers: int) -> list[list[Task]]:
+    """Tasks grouped so that each chunk holds about an equal share of the bytes (at most
+    :data:`CHUNK_TASKS` tasks): many tiny tensors travel together, a big one alone."""
+    total = sum(t.nbytes for _, _, t in tasks) or 1
+    target = total / max(1, 4 * n_workers)
+    chunks: list[list[Task]] = [[]]
+    size = 0
+    for task in tasks:
+        if chunks[-1] and (size >= target or len(chunks[-1]) >= CHUNK_TASKS):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(task)
+        size += task[2].nbytes
+    return [c for c in chunks if c]
+
+
+def _run_parallel(pending: list[Task], opts: Options,
+                  executor: concurrent.futures.Executor | None, n_jobs: int,
+                  n_threads: int | None, collect: Any) -> None:
+    own = executor is None
+    # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
+    pool = executor or concurrent.futures.ProcessPoolExecutor(
+        n_jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(n_threads or 1,))
+    chunks = iter(_chunks(pending, n_jobs))
+    limit = max(2, IN_FLIGHT_PER_WORKER * n_jobs)
+    try:
+        running = set()
+        for chunk in chunks:
+            running.add(pool.submit(_run_chunk, chunk, opts))
+            if len(running) >= limit:
+                break
+        while running:
+            done, running = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                for i, shown, new_rows in fut.result():
+                    collect(i, shown, new_rows)
+                nxt = next(chunks, None)
+                if nxt is not None:
+                    running.add(pool.submit(_run_chunk, nxt, opts))
+    finally:
+        if own:
+            pool.shutdown(cancel_futures=True)
 
 
 def summary(df: pd.DataFrame) -> dict[str, Any]:

@@ -10,9 +10,12 @@ progress and the summary go to stderr. An error prints one line and exits with s
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,25 +53,59 @@ def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
             fh.write(df[TABLE_COLUMNS].to_string(index=False) + "\n")
 
 
+def _check_writable(out: str) -> None:
+    """Refuse an ``--out`` that cannot be written, before any work is done."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out}: is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: directory {parent} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ValueError(f"--out {out}: not writable")
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from rmt.analyze import analyze, summary
+    from rmt.errors import AnalysisError
+
+    if args.out is not None:
+        _check_writable(args.out)
 
     def run(executor: Any = None) -> pd.DataFrame:
-        return analyze(args.path, layers=args.layers, device=args.device, n_jobs=args.jobs,
-                       executor=executor, resume=args.resume, plot_dir=args.plot,
-                       normalize=not args.raw, candidates=args.candidates,
-                       min_evals=args.min_evals, max_evals=args.max_evals)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="no layer matched")
+            return analyze(args.path, layers=args.layers, device=args.device,
+                           n_jobs=args.jobs, executor=executor, resume=args.resume,
+                           restart=args.restart, plot_dir=args.plot, normalize=not args.raw,
+                           candidates=args.candidates, min_evals=args.min_evals,
+                           max_evals=args.max_evals,
+                           on_error="raise" if args.debug else "record")
 
     start = time.perf_counter()
-    if args.scheduler:
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise RuntimeError("--scheduler needs Dask: pip install 'rmt[dask]'") from None
-        with Client(args.scheduler) as client:
-            df = run(client.get_executor())
-    else:
-        df = run()
+    try:
+        if args.scheduler:
+            try:
+                from dask.distributed import Client
+            except ImportError:
+                raise RuntimeError("--scheduler needs Dask: pip install 'rmt[dask]'") from None
+            with Client(args.scheduler) as client:
+                df = run(client.get_executor())
+        else:
+            df = run()
+    except AnalysisError as err:
+        if args.debug:
+            raise
+        _write(err.table, args.format, args.out)  # type: ignore[arg-type]
+        print(f"rmt analyze: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        table = getattr(err, "table", None)
+        if table is not None:
+            _write(table, args.format, args.out)
+        raise
+    if args.layers is not None and df.empty:
+        raise ValueError(f"no layer matched --layers {args.layers!r}")
     _write(df, args.format, args.out)
     info = summary(df)
     phases = ", ".join(f"{k} {v}" for k, v in info.get("phases", {}).items())
@@ -162,6 +199,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=root)
 
 
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid regular expression "
+                                         f"({err})") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rmt`` command."""
     parser = argparse.ArgumentParser(prog="rmt", description=__doc__.splitlines()[0])
@@ -171,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the demo weights")
     demo.add_argument("--format", choices=("table", "csv", "json"), default="table")
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    demo.add_argument("--n-threads", type=int, default=None, help="BLAS/Numba threads")
+    demo.add_argument("--n-threads", type=_count(1), default=None, help="BLAS/Numba threads")
     demo.add_argument("--raw", action="store_true",
                       help="eigenvalues of WᵀW without 1/N (WeightWatcher's convention)")
     demo.set_defaults(func=_cmd_demo)
@@ -180,24 +240,29 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("path", help="safetensors file, shard index, directory, torch .pt/.bin, .npz")
     an.add_argument("--format", choices=("table", "csv", "json"), default="table")
     an.add_argument("--out", help="write the table to this file instead of stdout")
-    an.add_argument("--layers", help="regex: only tensors whose name matches")
+    an.add_argument("--layers", type=_regex, help="regex: only tensors whose name matches")
     an.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    an.add_argument("--jobs", type=int, default=1, help="worker processes")
+    an.add_argument("--jobs", type=_count(1), default=1, help="worker processes")
     an.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
     an.add_argument("--plot", metavar="DIR", help="write one PNG per layer and summary.png")
-    an.add_argument("--resume", metavar="FILE", help="JSON-lines file of finished layers")
+    an.add_argument("--resume", metavar="FILE", help="JSON-lines file of finished layers "
+                    "(tied to this checkpoint and these options)")
+    an.add_argument("--restart", action="store_true",
+                    help="start the --resume file anew if it belongs to another run")
+    an.add_argument("--debug", action="store_true",
+                    help="stop at the first bad tensor and show the traceback")
     an.add_argument("--raw", action="store_true", help="eigenvalues of WᵀW without 1/N")
     an.add_argument("--candidates", choices=("powerlaw", "ww"), default="powerlaw",
                     help="power-law fit convention ('ww' reproduces WeightWatcher's alpha)")
-    an.add_argument("--min-evals", type=int, default=10)
-    an.add_argument("--max-evals", type=int, default=None)
+    an.add_argument("--min-evals", type=_count(0), default=10)
+    an.add_argument("--max-evals", type=_count(0), default=None)
     an.set_defaults(func=_cmd_analyze)
 
     en = sub.add_parser("energy",
                         help="Pennington & Bahri's minimiser energy: theory vs experiment")
-    en.add_argument("--n", type=int, default=8, help="network width (P = 2n^2)")
+    en.add_argument("--n", type=_count(1), default=8, help="network width (P = 2n^2)")
     en.add_argument("--phis", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    en.add_argument("--seeds", type=int, default=6, help="runs per phi")
+    en.add_argument("--seeds", type=_count(1), default=6, help="runs per phi")
     en.add_argument("--seed", type=int, default=0, help="master random seed")
     en.add_argument("--format", choices=("table", "csv", "json"), default="table")
     en.add_argument("--plot", metavar="FILE", help="write energy against phi as a PNG")
@@ -223,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rmt: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # one line, no traceback, non-zero exit
+        if getattr(args, "debug", False):
+            raise
         print(f"rmt {args.command}: error: {err}", file=sys.stderr)
         return 1
 

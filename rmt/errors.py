@@ -8,6 +8,7 @@ the caller gave one) and the problem.
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisError",
     "CheckpointError",
     "DTypeError",
     "DataError",
@@ -70,3 +71,19 @@ class CheckpointError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class AnalysisError(RuntimeError):
+    """A run of :func:`rmt.analyze` stopped part-way (disk full, a worker process killed,
+    an error with ``on_error="raise"``).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The rows of every layer finished before the stop (also in the resume file, if
+        one was given); the cause is the exception's ``__cause__``.
+    """
+
+    def __init__(self, message: str, table: object) -> None:
+        super().__init__(message)
+        self.table = table

@@ -73,6 +73,7 @@ class Options:
     n_threads: int | None = None
     phase_params: dict[str, float] = field(default_factory=dict)
     plot_dir: str | None = None
+    on_error: str = "record"
 
 
 # Last axis at most this long (and shorter than both others) reads a 3-D tensor as a
@@ -147,35 +148,66 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
 def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list[dict[str, Any]]:
     """Rows for one checkpoint tensor: one, or one per matrix of a stacked 3-D tensor.
 
-    Never raises for a bad tensor: problems become ``status="failed"`` rows.
+    Never raises for a bad tensor (with ``opts.on_error="record"``): any exception while
+    reading or analysing it — a refused view, a file that changed on disk, a library
+    error, ``MemoryError``, ``RecursionError`` — becomes a ``status="failed"`` row naming
+    the problem. ``on_error="raise"`` re-raises instead, for debugging.
     """
     base = {"layer_id": layer_id, "name": name, "shape": "x".join(map(str, tensor.shape)),
             "dtype": str(tensor.dtype)}
     try:
+        if getattr(tensor, "error", None):
+            if opts.on_error == "raise":
+                tensor.load()
+            return [failed_row(base, f"unreadable: {tensor.error}")]
         if len(tensor.shape) > 4:
             return [failed_row(base, f"{len(tensor.shape)}-D tensor: no rule reads it as "
                                      "matrices")]
         if 0 in tensor.shape:
             return [failed_row(base, f"empty tensor (shape {tensor.shape})")]
         storage_kind(tensor.dtype, name)  # integer/bool buffers fail here, before any read
+        stacked = len(tensor.shape) == 3 and split_3d(tensor.shape) == "stack"
+        if stacked:
+            each = weight_shape(tensor.shape[1:], opts.conv, name)  # type: ignore[arg-type]
+            if each.num_evals < opts.min_evals:  # one row, not one per tiny matrix
+                return [failed_row(base, f"stack of {tensor.shape[0]} matrices, each with too "
+                                         f"few eigenvalues ({each.num_evals} < min_evals="
+                                         f"{opts.min_evals})")]
         W = tensor.load()
-        if len(tensor.shape) == 3 and split_3d(tensor.shape) == "stack":
+        if stacked:
             return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
                     for e in range(tensor.shape[0])]
         return [_safe_row(name, W, base, opts)]
     except WeightError as err:
+        if opts.on_error == "raise":
+            raise
         return [failed_row(base, err.problem)]
-    except (CheckpointError, OSError) as err:
+    except CheckpointError as err:
+        if opts.on_error == "raise":
+            raise
         return [failed_row(base, f"unreadable: {err}")]
+    except Exception as err:  # contained: one tensor never stops the run
+        if opts.on_error == "raise":
+            raise
+        return [failed_row(base, _describe(err))]
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
 def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
     try:
         return _row(name, W, base, opts)
     except (WeightError, DataError, CheckpointError) as err:
+        if opts.on_error == "raise":
+            raise
         return failed_row(base, getattr(err, "problem", None) or str(err))
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
-        return failed_row(base, f"{type(err).__name__}: {err}")
+    except Exception as err:  # numerical library errors, MemoryError, ...
+        if opts.on_error == "raise":
+            raise
+        return failed_row(base, _describe(err))
 
 
 def select(names: list[str], layers: Any) -> list[bool]:

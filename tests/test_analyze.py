@@ -116,7 +116,10 @@ def test_resume_skips_finished_layers_and_survives_a_cut_line(checkpoint, tmp_pa
     log = tmp_path / "done.jsonl"
     first = analyze(checkpoint, resume=log, progress=False)
     lines = log.read_text().splitlines()
-    assert len(lines) == len(first) and all(json.loads(line) for line in lines)
+    # a header line, then one line per layer holding all its rows (the stack: 3 rows)
+    assert len(lines) == 1 + first["layer_id"].nunique()
+    assert json.loads(lines[0])["rmt_resume"] == 1
+    assert sum(len(json.loads(line)["rows"]) for line in lines[1:]) == len(first)
     import sys
 
     module = sys.modules["rmt.analyze"]  # rmt.analyze is the function

@@ -48,7 +48,7 @@ def test_analyze_table_plot_and_resume(checkpoint, tmp_path, capsys):
     assert main(["analyze", str(checkpoint), "--plot", str(plots), "--resume", str(resume),
                  "--candidates", "ww", "--raw"]) == 0
     assert "random-like" in capsys.readouterr().out
-    assert (plots / "summary.png").is_file() and len(resume.read_text().splitlines()) == 2
+    assert (plots / "summary.png").is_file() and len(resume.read_text().splitlines()) == 3
 
 
 def test_errors_print_one_line_and_exit_nonzero(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rmt.errors import CheckpointError
+from rmt.io.files import regular_file_stat
 from rmt.io.optional import iter_gguf, iter_hdf5, iter_onnx
 from rmt.io.safetensors import (
     iter_safetensors,
@@ -27,7 +28,6 @@ from rmt.io.safetensors import (
     stream_safetensors,
     write_safetensors,
 )
-from rmt.io.files import regular_file_stat
 from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
 from rmt.io.tensor import LazyTensor
 from rmt.io.torchzip import iter_torch_zip

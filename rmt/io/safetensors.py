@@ -144,11 +144,11 @@ def read_header(path: str | Path) -> tuple[dict, int]:
             raise CheckpointError(path, f"tensor {name!r}: offsets past the end of the file "
                                         f"(truncated: needs {data_start + end} bytes, has {size})")
         spans.append((begin, end, name))
-    spans.sort()
-    for (_, end_a, name_a), (begin_b, _, name_b) in zip(spans, spans[1:], strict=False):
-        if begin_b < end_a:
-            raise CheckpointError(path, f"tensors {name_a!r} and {name_b!r}: data offsets "
-                                        "overlap")
+    reach, last = 0, ""  # furthest end so far, and whose: catches nested spans too
+    for begin, end, name in sorted(s for s in spans if s[1] > s[0]):
+        if begin < reach:
+            raise CheckpointError(path, f"tensors {last!r} and {name!r}: data offsets overlap")
+        reach, last = end, name
     return header, data_start
 
 
