@@ -111,16 +111,19 @@ def _unique_names(listing: list[tuple[int, str, LazyTensor]]
     in one file (nested dicts flattening alike) gets ``#2``, ``#3``, ...
     """
     counts = Counter(name for _, name, _ in listing)
+    sources: dict[str, set[str]] = {}
+    for _, name, tensor in listing:
+        if counts[name] > 1:
+            sources.setdefault(name, set()).add(tensor.source)
     names, notes = [], {}
     used: Counter[str] = Counter()
     for i, name, tensor in listing:
         if counts[name] == 1:
             names.append(name)
             continue
-        files = {t.source for _, n, t in listing if n == name}
-        shown = f"{Path(tensor.source).name}::{name}" if len(files) > 1 else name
+        shown = f"{Path(tensor.source).name}::{name}" if len(sources[name]) > 1 else name
         used[shown] += 1
-        if used[shown] > 1 or (len(files) == 1 and counts[name] > 1):
+        if used[shown] > 1:
             shown = f"{shown}#{used[shown]}"
         names.append(shown)
         notes[i] = (f"tensor name {name!r} occurs {counts[name]} times in the checkpoint "

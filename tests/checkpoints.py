@@ -52,19 +52,38 @@ def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
     monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
 
     storages: list[_Storage] = []
+    memo: dict[int, object] = {}  # shared containers stay shared in the pickle
+    alive: list[object] = []  # memoised objects stay alive, so no id is reused
 
     def convert(value):
+        if id(value) in memo:
+            return memo[id(value)]
         if isinstance(value, dict):
-            return OrderedDict((k, convert(v)) for k, v in value.items())
+            memo[id(value)] = out = OrderedDict()
+            alive.append(value)
+            out.update((k, convert(v)) for k, v in value.items())
+            return out
+        if isinstance(value, list):
+            memo[id(value)] = out = []
+            alive.append(value)
+            out.extend(convert(v) for v in value)
+            return out
         if isinstance(value, tuple) and len(value) == 4:  # (base array, offset, shape, stride)
             base, offset, shape, stride = value
         else:
             base = np.ascontiguousarray(value)
             offset, shape = 0, base.shape
             stride = tuple(s // base.itemsize for s in base.strides) if base.ndim else ()
-        storage = _Storage(str(len(storages)), np.ascontiguousarray(base).ravel())
-        storages.append(storage)
-        return _Tensor(storage, offset, tuple(shape), tuple(stride))
+        if id(base) in memo:  # views of one array share one storage
+            storage = memo[id(base)]
+        else:
+            storage = _Storage(str(len(storages)), np.ascontiguousarray(base).ravel())
+            storages.append(storage)
+            memo[id(base)] = storage
+        tensor = _Tensor(storage, offset, tuple(shape), tuple(stride))
+        memo[id(value)] = tensor
+        alive.extend((base, value))
+        return tensor
 
     converted = convert(obj)
 

@@ -50,6 +50,7 @@ def _guarded(path: Path, names: list[str] | None = None) -> Iterator[tuple[str, 
     wanted = None if names is None else set(names)
     seen: set[str] = set()
     try:
+        regular_file_stat(path)  # a directory or FIFO named like a checkpoint file
         for name, tensor in open_file(path):
             if wanted is None or name in wanted:
                 seen.add(name)

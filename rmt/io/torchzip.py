@@ -343,8 +343,12 @@ def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
         raise CheckpointError(path, f"unreadable pickle ({type(err).__name__}: "
                                     f"{str(err)[:120]})") from None
     del data
+    found = 0
     for name, ref in _walk(obj, path):
+        found += 1
         yield name, _lazy(path, identity, infos, prefix, name, ref)
+    if not found:
+        raise CheckpointError(path, "holds no tensors (its pickle rebuilds none)")
 
 
 def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo], prefix: str,
