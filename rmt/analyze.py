@@ -262,7 +262,8 @@ def analyze(
                    "min_evals": int(min_evals),
                    "max_evals": None if max_evals is None else int(max_evals),
                    "phase_params": {k: float(v) for k, v in sorted(params.items())}}
-        log = ResumeLog(resume, checkpoint_identity(source), options, __version__, restart)
+        log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
+                        __version__, restart)
 
     rows: list[dict[str, Any]] = []
     first_of: dict[Any, Task] = {}

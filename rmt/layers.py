@@ -222,9 +222,18 @@ def select(names: list[str], layers: Any) -> list[bool]:
 
 
 def phase_params(params: dict[str, Any]) -> dict[str, float]:
-    """Validate classifier keyword arguments passed through ``analyze``."""
+    """Validate classifier keyword arguments passed through ``analyze``: known names
+    (``TypeError`` otherwise), finite positive numbers, probabilities and shares in (0, 1)
+    (``ValueError`` naming the argument)."""
     unknown = set(params) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; classifier parameters are "
                         f"{sorted(DEFAULTS)}")
+    shares = ("fpr", "max_spike_fraction", "rank_loss_threshold", "gap_fraction")
+    for key, value in params.items():
+        if (not isinstance(value, int | float | np.integer | np.floating)
+                or isinstance(value, bool) or not np.isfinite(value) or value <= 0
+                or (key in shares and value >= 1)):
+            allowed = "a number in (0, 1)" if key in shares else "a finite number > 0"
+            raise ValueError(f"{key} must be {allowed}, got {value!r}")
     return dict(params)

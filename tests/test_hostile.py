@@ -647,3 +647,24 @@ def test_bf16_and_fp8_tensors_still_read_exactly(tmp_path):
         got = t.load()
         assert got.dtype == tensors[name].dtype
         np.testing.assert_array_equal(got.view(np.uint8), tensors[name].view(np.uint8))
+
+
+def test_a_directory_named_like_a_file_and_bad_thresholds(tmp_path):
+    (tmp_path / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        analyze(tmp_path / "model.safetensors")
+    for bad in ({"fpr": 1.5}, {"fpr": float("nan")}, {"mp_tolerance": -1},
+                {"min_tail": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            analyze(tmp_path / "does-not-exist", **bad)
+
+
+def test_a_resume_file_inside_the_checkpoint_directory(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    _st(folder / "m.safetensors", {"w": _w(70, (40, 20))})
+    log = folder / "run.json"  # a .json name, inside the directory it describes
+    first = analyze(folder, resume=log, progress=False)
+    again = analyze(folder, resume=log, progress=False)  # not "another checkpoint"
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"),
+                                  check_dtype=False)

@@ -37,14 +37,19 @@ __all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "open_file
            "read_header", "sniff", "stream_safetensors", "write_safetensors"]
 
 
+# Names that promise a file: a directory called like this is refused, not walked.
+FILE_SUFFIXES = (".safetensors", ".index.json", ".pt", ".pth", ".bin", ".npz", ".gguf",
+                 ".onnx", ".h5", ".keras", ".pkl")
+
+
 def sniff(path: str | Path) -> str:
     """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
     ``torch-zip``, ``npz``, ``gguf``, ``hdf5`` (Keras), ``onnx`` — by content where the
     format has a signature. FIFOs, devices and sockets are refused without being opened."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not path.name.endswith(FILE_SUFFIXES):
         return "directory"
-    regular_file_stat(path)
+    regular_file_stat(path)  # FIFOs, devices and directories named like files are refused
     if path.name.endswith(".index.json"):
         return "index"
     try:

@@ -32,10 +32,10 @@ import ml_dtypes
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.files import FileIdentity, read_bytes, regular_file_stat
+from rmt.io.files import FileIdentity, read_bytes
 from rmt.io.sources import _contained
 from rmt.io.tensor import LazyTensor, checked_shape
-from rmt.io.zipentry import MAX_INFLATE_RATIO, ZIP_ERRORS, open_zip
+from rmt.io.zipentry import MAX_INFLATE_RATIO, open_zip
 
 
 def _need(module: str, extra: str, path: Path) -> Any:
@@ -138,14 +138,14 @@ class OnnxInitializer:
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
-    external: tuple[str, int, int] | None  # (file, offset, length) of external data
+    external: tuple[FileIdentity, int] | None  # (file, offset) of external data
 
     def __call__(self) -> np.ndarray:
         what = f"initializer {self.name!r}: "
         nbytes = math.prod(self.shape) * self.dtype.itemsize
         if self.external is not None:
-            file, offset, _ = self.external
-            data = read_bytes(FileIdentity.of(file), offset, nbytes, what)
+            file, offset = self.external
+            data = read_bytes(file, offset, nbytes, what)
             return data.view(self.dtype).reshape(self.shape)
         from onnx import numpy_helper
 
@@ -159,14 +159,15 @@ class OnnxInitializer:
             raise CheckpointError(self.identity.path, f"{what}{err}") from None
 
 
-def _external(path: Path, init: Any, nbytes: int) -> tuple[str, int, int]:
+def _external(path: Path, init: Any, nbytes: int) -> tuple[FileIdentity, int]:
     info = {entry.key: entry.value for entry in init.external_data}
     location = info.get("location", "")
     target = _contained(path.parent, location)
     if target is None:
         raise CheckpointError(path, f"initializer {init.name!r}: external data {location!r} "
                                     "is not a file inside the model's directory: refused")
-    size = regular_file_stat(target).st_size
+    identity = FileIdentity.of(target)
+    size = identity.size
     try:
         offset = int(info.get("offset", 0))
         length = int(info.get("length", size - offset))
@@ -177,7 +178,7 @@ def _external(path: Path, init: Any, nbytes: int) -> tuple[str, int, int]:
         raise CheckpointError(path, f"initializer {init.name!r}: external data {offset}.."
                                     f"{offset + length} of a {size}-byte file does not hold "
                                     f"its {nbytes} bytes")
-    return str(target), offset, length
+    return identity, offset
 
 
 def iter_onnx(path: Path) -> Iterator[tuple[str, LazyTensor]]:
@@ -288,7 +289,9 @@ def iter_hdf5(path: Path) -> Iterator[tuple[str, LazyTensor]]:
                                   _dataset_problem(obj)))
 
             handle.visititems(visit)
-    except (OSError, ValueError, KeyError, RuntimeError, *ZIP_ERRORS) as err:
+    except CheckpointError:
+        raise
+    except Exception as err:  # h5py raises OSError, KeyError, TypeError, RuntimeError alike
         raise CheckpointError(path, f"unreadable HDF5 ({type(err).__name__}: "
                                     f"{str(err)[:160]})") from None
     for name, shape, dtype, problem in found:
