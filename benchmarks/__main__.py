@@ -5,7 +5,8 @@ and ``.md`` and refreshes its table in the README), then writes
 ``benchmarks/results/summary.md`` with the headline ratios, the machine and the thread
 counts, and refreshes the README's summary. ``--quick`` keeps to a few minutes: the
 MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
-run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, WeightWatcher
+run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, the parallel and
+thread etiquette (``benchmarks.etiquette``), WeightWatcher
 on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv) and
 the GPU benchmarks (``benchmarks.gpu``: skipped, saying so, without a CUDA device).
 ``rmt bench`` runs this from a source checkout.
@@ -18,13 +19,13 @@ import json
 import sys
 import time
 
-from benchmarks import analyze_llm, esd, gpu, hessian, powerlaw_fit, weightwatcher
+from benchmarks import analyze_llm, esd, etiquette, gpu, hessian, powerlaw_fit, weightwatcher
 from benchmarks._common import RESULTS, machine, update_readme
 
 QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
-        "analyze_llm": (analyze_llm, []),
+        "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []),
         "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
 
 
@@ -64,6 +65,12 @@ def summary_table() -> str:
     if (d := _load("analyze_llm")) is not None:
         rows.append(("LLM-shaped bf16 checkpoint", f"{d['ratio']:.2f}× the float64 floor, "
                      f"peak RSS {d['rmt']['rss_MiB']:.0f} MiB"))
+    if (d := _load("etiquette")) is not None:
+        p, t = d["parallel"], d["threads_under_load"]
+        rows.append(("parallel and thread etiquette",
+                     f"{p['tensors']} tiny tensors with n_jobs=2: {p['ratio']:.2f}× serial; "
+                     f"MiniLM under load with OMP_NUM_THREADS=1: default {t['ratio']:.2f}× "
+                     "n_threads=1"))
     if (d := _load("hessian")) is not None:
         ours = [x for x in d["results"] if x["method"].startswith("rmt")]
         rows.append(("Hessian SLQ (320 matvecs)",

@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(python -m benchmarks)")
     be.add_argument("--quick", action="store_true", help="the few-minute subset")
     be.add_argument("--only", help="comma-separated: esd, powerlaw_fit, hessian, analyze_llm, "
-                    "weightwatcher, gpu")
+                    "etiquette, weightwatcher, gpu")
     be.add_argument("--checkout", metavar="DIR", help="the repository clone to run from "
                     "(default: the working directory or the editable install's source)")
     be.set_defaults(func=_cmd_bench)

@@ -668,3 +668,29 @@ def test_a_resume_file_inside_the_checkpoint_directory(tmp_path):
     again = analyze(folder, resume=log, progress=False)  # not "another checkpoint"
     pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"),
                                   check_dtype=False)
+
+
+def test_indexes_that_name_themselves_or_carry_nul_bytes(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    _st(folder / "s.safetensors", {"ok": _w(71, (40, 20))})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"ok": "s.safetensors",
+                                                "loop": "model.safetensors.index.json",
+                                                "nul": "s\u0000.safetensors"}}))
+    df = _rows(analyze(folder, progress=False))
+    assert df.loc["ok", "status"] == "success"
+    assert "indexes do not nest" in df.loc["loop", "warning"]
+    assert df.loc["nul", "status"] == "failed"
+    with pytest.raises(CheckpointError, match="not a valid path"):
+        analyze(str(tmp_path / "a\x00b.safetensors"))
+
+
+def test_negative_view_sizes_are_refused(tmp_path, monkeypatch):
+    base = np.arange(64, dtype=np.float32)
+    write_torch_zip(tmp_path / "neg.pt", {"neg": (base, 0, (-4, 8), (8, 1)),
+                                          "ok": (base, 0, (8, 8), (8, 1))},
+                    monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    entries = dict(rio.open_checkpoint(tmp_path / "neg.pt"))
+    assert "negative size" in entries["neg"].error and entries["ok"].error is None

@@ -75,6 +75,8 @@ def regular_file_stat(path: str | Path) -> os.stat_result:
         raise CheckpointError(path, "no such file or directory") from None
     except OSError as err:  # permission denied, symlink loop, name too long
         raise CheckpointError(path, f"cannot stat ({err.strerror or err})") from None
+    except ValueError as err:  # an embedded NUL byte
+        raise CheckpointError(repr(str(path)), f"not a valid path ({err})") from None
     if not stat.S_ISREG(st.st_mode):
         kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO"
                 if stat.S_ISFIFO(st.st_mode) else "a device or socket")
@@ -140,6 +142,6 @@ def inside(base: Path, candidate: Path) -> bool:
     try:
         real_base = base.resolve(strict=True)
         real = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, or a symlink loop (RuntimeError before 3.13)
-        return False
+    except (OSError, RuntimeError, ValueError):  # missing, a loop (RuntimeError before 3.13),
+        return False                                # or a NUL byte in the name
     return real == real_base or real_base in real.parents

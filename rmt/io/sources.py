@@ -102,6 +102,11 @@ def iter_index(path: Path) -> Iterator[tuple[str, LazyTensor]]:
         by_shard.setdefault(shard, []).append(name)
     for shard, names in by_shard.items():
         shard_path = _contained(path.parent, shard)
+        if shard.endswith(".index.json"):
+            for name in names:
+                yield name, LazyTensor.broken(name, str(path), f"shard {shard!r} is an index "
+                                                               "itself (indexes do not nest)")
+            continue
         if shard_path is None:
             target = path.parent / shard
             problem = (f"shard {shard!r} listed in the index is missing"

@@ -255,6 +255,8 @@ def view_problem(ref: _TensorRef) -> str | None:
 
     All arithmetic is on Python integers, so shapes like [2**62 + 1, 4] cannot wrap.
     """
+    if min(ref.shape, default=0) < 0:
+        return f"negative size {list(ref.shape)}"
     numel = math.prod(ref.shape)
     if ref.offset < 0:
         return f"negative storage offset {ref.offset}"
