@@ -11,6 +11,7 @@ a rerun of the same checkpoint with the same options skips the layers already th
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import multiprocessing
 import os
@@ -359,34 +360,79 @@ def _chunks(tasks: list[Task], n_workers: int) -> list[list[Task]]:
     return [c for c in chunks if c]
 
 
+def _warm_up() -> bool:
+    """Run in a new worker: import the analysis and load its compiled kernels."""
+    analyze_tensor(0, "warm-up", _WARM_UP, Options(min_evals=2))
+    return True
+
+
+_WARM_UP = LazyTensor("warm-up", (16, 8), np.dtype(np.float64), "<warm-up>",
+                      lambda: np.random.default_rng(0).standard_normal((16, 8)))
+
+
 def _run_parallel(pending: list[Task], opts: Options,
                   executor: concurrent.futures.Executor | None, n_jobs: int,
                   n_threads: int | None, collect: Any) -> None:
+    queue = collections.deque(_chunks(pending, n_jobs))
     own = executor is None
     # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
     pool = executor or concurrent.futures.ProcessPoolExecutor(
         n_jobs, mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init, initargs=(n_threads or 1,))
-    chunks = iter(_chunks(pending, n_jobs))
-    limit = max(2, IN_FLIGHT_PER_WORKER * n_jobs)
     try:
-        running = set()
-        for chunk in chunks:
-            running.add(pool.submit(_run_chunk, chunk, opts))
-            if len(running) >= limit:
-                break
+        if own:
+            # Spawned workers take seconds to import and load their kernels. Until the
+            # first is ready this process works through the queue itself, so a parallel
+            # run costs no more than a serial one (a small job never waits for the pool).
+            warming = {pool.submit(_warm_up) for _ in range(n_jobs)}
+            _work_while_starting(queue, warming, opts, collect)
+            if not queue:
+                return
+        limit = max(2, IN_FLIGHT_PER_WORKER * n_jobs)
+        running = {pool.submit(_run_chunk, queue.popleft(), opts)
+                   for _ in range(min(limit, len(queue)))}
         while running:
             done, running = concurrent.futures.wait(
                 running, return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in done:
                 for i, shown, new_rows in fut.result():
                     collect(i, shown, new_rows)
-                nxt = next(chunks, None)
-                if nxt is not None:
-                    running.add(pool.submit(_run_chunk, nxt, opts))
+                if queue:
+                    running.add(pool.submit(_run_chunk, queue.popleft(), opts))
     finally:
         if own:
-            pool.shutdown(cancel_futures=True)
+            _stop(pool)
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for workers still starting up."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.join(timeout=5)
+
+
+def _work_while_starting(queue: collections.deque, warming: set, opts: Options,
+                         collect: Any) -> None:
+    """Run queued tasks here, one at a time, until a worker is ready; the rest of a chunk
+    begun here goes back to the front of the queue. A worker that failed to start raises
+    here (BrokenProcessPool), as a task would."""
+    with limit_threads(opts.n_threads):
+        while queue and not any(f.done() for f in warming):
+            chunk = queue.popleft()
+            while chunk and not any(f.done() for f in warming):
+                i, shown, tensor = chunk.pop(0)
+                collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+            if chunk:
+                queue.appendleft(chunk)
+    for fut in warming:
+        if fut.done():
+            fut.result()
 
 
 def summary(df: pd.DataFrame) -> dict[str, Any]:

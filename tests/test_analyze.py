@@ -146,6 +146,15 @@ def test_process_pool_gives_the_serial_table(checkpoint, table):
     parallel = analyze(checkpoint, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(_comparable(parallel), _comparable(table), check_dtype=False,
                                   rtol=1e-9)
+    # every task in a spawned worker (n_jobs lets this process work while workers start)
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(
+            2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        remote = analyze(checkpoint, executor=pool, progress=False)
+    pd.testing.assert_frame_equal(_comparable(remote), _comparable(table), check_dtype=False,
+                                  rtol=1e-9)
 
 
 def test_dask_local_cluster_gives_the_serial_table(checkpoint, table):

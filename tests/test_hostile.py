@@ -185,14 +185,20 @@ def test_duplicate_names_across_files_are_both_analysed(tmp_path):
     a, b = _w(5, (60, 30)), 3 * _w(6, (60, 30))
     _st(folder / "a.safetensors", {"layers.0.weight": a})
     _st(folder / "b.safetensors", {"layers.0.weight": b})
-    for n_jobs in (1, 2):
-        df = _rows(analyze(folder, n_jobs=n_jobs, progress=False))
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(
+        2, mp_context=multiprocessing.get_context("spawn"))
+    for kwargs in ({}, {"n_jobs": 2}, {"executor": pool}):  # serial, pool, spawned workers
+        df = _rows(analyze(folder, progress=False, **kwargs))
         assert set(df.index) == {"a.safetensors::layers.0.weight", "b.safetensors::layers.0.weight"}
         assert df.loc["a.safetensors::layers.0.weight", "lambda_max"] == pytest.approx(
             rmt.esd(a).max())
         assert df.loc["b.safetensors::layers.0.weight", "lambda_max"] == pytest.approx(
             rmt.esd(b).max())
         assert df["warning"].str.contains("occurs 2 times").all()
+    pool.shutdown()
 
 
 def test_names_that_flatten_alike_in_one_torch_zip(tmp_path, monkeypatch):
@@ -694,3 +700,35 @@ def test_negative_view_sizes_are_refused(tmp_path, monkeypatch):
     monkeypatch.undo()
     entries = dict(rio.open_checkpoint(tmp_path / "neg.pt"))
     assert "negative size" in entries["neg"].error and entries["ok"].error is None
+
+
+def test_a_small_parallel_job_does_not_wait_for_the_pool(two_layers, monkeypatch):
+    # this process works until a worker is ready: two tiny layers finish before any is
+    started = []
+    real = analyze_module._work_while_starting
+
+    def spy(queue, warming, opts, collect):
+        real(queue, warming, opts, collect)
+        started.append(len(queue))
+
+    monkeypatch.setattr(analyze_module, "_work_while_starting", spy)
+    df = analyze(two_layers, n_jobs=2, progress=False)
+    assert started == [0] and (df["status"] == "success").all()
+
+
+def test_a_parallel_job_hands_over_to_ready_workers(tmp_path, monkeypatch):
+    path = _st(tmp_path / "m.safetensors", {f"l{i}": _w(80 + i, (30, 20)) for i in range(24)})
+    serial = analyze(path, progress=False)
+    real = analyze_module.analyze_tensor
+    here = []
+
+    def slow(i, name, tensor, opts):  # this process only: spawned workers run the real one
+        here.append(i)
+        time.sleep(0.5)
+        return real(i, name, tensor, opts)
+
+    monkeypatch.setattr(analyze_module, "analyze_tensor", slow)
+    parallel = analyze(path, n_jobs=2, progress=False)
+    assert 0 < len(here) < 24  # some tasks here while the workers started, the rest there
+    pd.testing.assert_frame_equal(parallel.drop(columns="seconds"),
+                                  serial.drop(columns="seconds"), check_dtype=False)
