@@ -16,6 +16,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from rmt.errors import AnalysisError
 from rmt.io import LazyTensor, open_checkpoint
 from rmt.layers import COLUMNS, Options, analyze_tensor, failed_row, phase_params, select
 from rmt.resume import ResumeLog, checkpoint_identity
+from rmt.spectra import weight_shape
 
 __all__ = ["COLUMNS", "analyze", "summary"]
 
@@ -40,6 +42,9 @@ SUMMARY_COLUMNS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
 # Parallel runs: tasks per chunk at most, and chunks in flight per worker.
 CHUNK_TASKS = 64
 IN_FLIGHT_PER_WORKER = 2
+# Seconds a spawned worker takes to import rmt and load its compiled kernels (measured
+# 2-4 s on 2 cores): work that would finish sooner runs in this process.
+POOL_STARTUP_SECONDS = 3.0
 
 Task = tuple[int, str, LazyTensor]
 
@@ -375,15 +380,20 @@ def _run_parallel(pending: list[Task], opts: Options,
                   n_threads: int | None, collect: Any) -> None:
     queue = collections.deque(_chunks(pending, n_jobs))
     own = executor is None
+    if own:
+        # A spawned worker needs seconds to import and load its kernels. This process
+        # starts on the queue itself and creates the pool only when what is left would
+        # take longer than that, then keeps working until the first worker is ready: a
+        # parallel run costs no more than a serial one.
+        _work_until_a_pool_pays(queue, opts, collect, n_jobs)
+        if not queue:
+            return
     # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
     pool = executor or concurrent.futures.ProcessPoolExecutor(
         n_jobs, mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init, initargs=(n_threads or 1,))
     try:
         if own:
-            # Spawned workers take seconds to import and load their kernels. Until the
-            # first is ready this process works through the queue itself, so a parallel
-            # run costs no more than a serial one (a small job never waits for the pool).
             warming = {pool.submit(_warm_up) for _ in range(n_jobs)}
             _work_while_starting(queue, warming, opts, collect)
             if not queue:
@@ -402,6 +412,44 @@ def _run_parallel(pending: list[Task], opts: Options,
     finally:
         if own:
             _stop(pool)
+
+
+def _cost(tensor: LazyTensor) -> float:
+    """A priori seconds for one tensor on one core: a fixed millisecond of fits plus the
+    Gram matrix and eigensolve at ~50 GFLOP/s (a 4096×4096 layer: ~5.5 s)."""
+    try:
+        shape = weight_shape(tensor.shape)
+    except (ValueError, TypeError):
+        return 1e-3
+    return 1e-3 + shape.num_slices * (shape.N * shape.M**2 + 4 * shape.M**3) / 5e10
+
+
+def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: Any,
+                            n_jobs: int) -> None:
+    """Run tasks here while the rest would finish before a pool could start.
+
+    The a-priori costs (:func:`_cost`) are rescaled by the time the tasks done here took,
+    so the estimate of what is left follows this machine and its load.
+    """
+    costs = {id(t): _cost(t[2]) for chunk in queue for t in chunk}
+    left = sum(costs.values())
+    scale = 1.0
+    start, spent = time.perf_counter(), 0.0
+    with limit_threads(opts.n_threads):
+        while queue:
+            elapsed = time.perf_counter() - start
+            if spent > 0 and elapsed > 0.1:
+                scale = elapsed / spent
+            if left * scale * (1 - 1 / n_jobs) > POOL_STARTUP_SECONDS:
+                return
+            chunk = queue.popleft()
+            task = chunk.pop(0)
+            if chunk:
+                queue.appendleft(chunk)
+            i, shown, tensor = task
+            collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+            spent += costs[id(task)]
+            left -= costs[id(task)]
 
 
 def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
