@@ -298,7 +298,8 @@ def analyze(
             new_rows = [_with_warning(r, notes[i]) for r in new_rows]
         results[i] = new_rows
         rows.extend(new_rows)
-        if log is not None:
+        unread = all(str(r.get("warning", "")).startswith("unreadable:") for r in new_rows)
+        if log is not None and not unread:  # reading may work next time: not recorded
             log.append(i, shown, new_rows)
         bar.update(1)
 

@@ -11,7 +11,8 @@ line is one finished layer with all its rows::
 
     {"layer_id": 3, "name": "mlp.up.weight", "rows": [{...}, ...]}
 
-A layer is done only when its whole line is there: it is written in one ``write`` and
+Layers that could not be read are not recorded (reading may work next time). A layer
+is done only when its whole line is there: it is written in one ``write`` and
 flushed to disk (``fsync``) before the next layer starts, so a run cut at any moment
 leaves at most one partial last line, which is repaired and redone. A file that
 belongs to another checkpoint or other options is refused (``restart=True`` starts it
@@ -129,6 +130,8 @@ class ResumeLog:
         self.path = Path(path)
         self.header = {"rmt_resume": FORMAT, "rmt_version": version,
                        "checkpoint": checkpoint, "options": options}
+        if self.path.exists() and not self.path.is_file():
+            raise ResumeError(f"resume file {self.path} is not a regular file")
         try:
             self._fh: IO[str] = open(self.path, "a+", encoding="utf-8")
         except OSError as err:

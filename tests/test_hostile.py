@@ -726,3 +726,24 @@ def test_a_parallel_job_hands_over_to_ready_workers(tmp_path, monkeypatch):
     assert 0 < len(here) < 24  # some tasks here while the workers started, the rest there
     pd.testing.assert_frame_equal(parallel.drop(columns="seconds"),
                                   serial.drop(columns="seconds"), check_dtype=False)
+
+
+def test_unreadable_layers_are_retried_on_resume(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    _st(folder / "a.safetensors", {"a": _w(90, (40, 20))})
+    index = {"weight_map": {"a": "a.safetensors", "b": "b.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    log = tmp_path / "run.jsonl"
+    first = _rows(analyze(folder, resume=log, progress=False))
+    assert first.loc["b", "status"] == "failed"
+    assert len(log.read_text().splitlines()) == 2  # header + layer a only
+
+
+def test_a_bare_tensor_at_the_top_of_a_torch_zip_is_named(tmp_path, monkeypatch):
+    w = _w(91, (30, 20))
+    write_torch_zip(tmp_path / "bare.pt", w, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    ((name, t),) = rio.open_checkpoint(tmp_path / "bare.pt")
+    assert name == "<root>"
+    np.testing.assert_array_equal(t.load(), w)

@@ -67,7 +67,7 @@ def sniff(path: str | Path) -> str:
         zf, infos = open_zip(path)
         zf.close()
         names = list(infos)
-        if any(n.endswith("data.pkl") for n in names):
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             return "torch-zip"
         if names and all(n.endswith(".npy") for n in names):
             return "npz"

@@ -35,7 +35,7 @@ from rmt.errors import CheckpointError
 from rmt.io.files import FileIdentity, read_bytes
 from rmt.io.sources import _contained
 from rmt.io.tensor import LazyTensor, checked_shape
-from rmt.io.zipentry import MAX_INFLATE_RATIO, open_zip
+from rmt.io.zipentry import MAX_INFLATE_RATIO, entry_problem, open_zip
 
 
 def _need(module: str, extra: str, path: Path) -> Any:
@@ -280,6 +280,9 @@ def iter_hdf5(path: Path) -> Iterator[tuple[str, LazyTensor]]:
         if not members:
             raise CheckpointError(path, ".keras archive without model.weights.h5")
         member = members[0]
+        problem = entry_problem(infos[member])
+        if problem:
+            raise CheckpointError(path, f"{member}: {problem}")
     found: list[tuple[str, tuple[int, ...], np.dtype, str | None]] = []
     try:
         with _h5_open(identity, member) as handle:

@@ -231,7 +231,7 @@ def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef]]:
             found += 1
             if found > MAX_TENSORS:
                 raise CheckpointError(path, f"more than {MAX_TENSORS} tensors")
-            yield prefix, node
+            yield prefix or "<root>", node  # a file holding one bare tensor
             continue
         if isinstance(node, dict):
             items: list[tuple[Any, Any]] = list(node.items())
@@ -327,7 +327,7 @@ def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     identity = FileIdentity.of(path)
     zf, infos = open_zip(path)
     with zf:
-        pkl = [n for n in infos if n.endswith("data.pkl")]
+        pkl = [n for n in infos if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkl) != 1:
             raise CheckpointError(path, "not a torch zip checkpoint (no single data.pkl)")
         prefix = pkl[0][: -len("data.pkl")]
