@@ -257,7 +257,8 @@ def analyze(
     chosen = select(names, layers)
     todo: list[Task] = [(i, shown, t) for (i, _, t), shown, keep
                         in zip(listing, names, chosen, strict=True)
-                        if (keep and t.ndim >= 2) or (t.error and t.ndim == 0)]
+                        if (keep and (t.ndim >= 2 or (t.error and not t.ndim)))
+                        or t.stands_for_file]
     if layers is not None and not any(chosen):
         warnings.warn(f"no layer matched layers={layers!r} ({len(listing)} tensors in the "
                       "checkpoint)", stacklevel=2)
@@ -271,22 +272,7 @@ def analyze(
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
                         __version__, restart)
 
-    rows: list[dict[str, Any]] = []
-    first_of: dict[Any, Task] = {}
-    aliases: list[tuple[Task, Task]] = []
-    pending: list[Task] = []
-    for task in todo:
-        i, shown, tensor = task
-        if log is not None and (i, shown) in log.done:
-            rows.extend(log.done[(i, shown)])
-            continue
-        key = tensor.data_key
-        if key is not None and key in first_of:
-            aliases.append((task, first_of[key]))
-            continue
-        if key is not None:
-            first_of[key] = task
-        pending.append(task)
+    rows, pending, aliases = _plan(todo, log)
 
     results: dict[int, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending) + len(aliases),
@@ -336,6 +322,30 @@ def analyze(
 
         plot_model(df, path=Path(plot_dir) / "summary.png")
     return df
+
+
+def _plan(todo: list[Task], log: ResumeLog | None
+          ) -> tuple[list[dict[str, Any]], list[Task], list[tuple[Task, Task]]]:
+    """Split the selected tasks: rows already in the resume file, tasks to run, and
+    aliases (a tensor whose bytes an earlier task reads: tied weights) with their
+    original."""
+    rows: list[dict[str, Any]] = []
+    first_of: dict[Any, Task] = {}
+    aliases: list[tuple[Task, Task]] = []
+    pending: list[Task] = []
+    for task in todo:
+        i, shown, tensor = task
+        if log is not None and (i, shown) in log.done:
+            rows.extend(log.done[(i, shown)])
+            continue
+        key = tensor.data_key
+        if key is not None and key in first_of:
+            aliases.append((task, first_of[key]))
+            continue
+        if key is not None:
+            first_of[key] = task
+        pending.append(task)
+    return rows, pending, aliases
 
 
 def _with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
@@ -405,7 +415,8 @@ def _run_parallel(pending: list[Task], opts: Options,
         while running:
             done, running = concurrent.futures.wait(
                 running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for fut in done:
+            # finished chunks first: a failed one (a killed worker) must not lose them
+            for fut in sorted(done, key=lambda f: f.exception() is not None):
                 for i, shown, new_rows in fut.result():
                     collect(i, shown, new_rows)
                 if queue:

@@ -747,3 +747,16 @@ def test_a_bare_tensor_at_the_top_of_a_torch_zip_is_named(tmp_path, monkeypatch)
     ((name, t),) = rio.open_checkpoint(tmp_path / "bare.pt")
     assert name == "<root>"
     np.testing.assert_array_equal(t.load(), w)
+
+
+def test_selection_applies_to_broken_tensors_but_not_to_broken_files(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    _st(folder / "a.safetensors", {"attn.weight": _w(92, (40, 20))})
+    (folder / "b.safetensors").write_bytes(b"junk" * 4)
+    df = analyze(folder, layers="attn", progress=False)
+    assert list(df["name"]) == ["attn.weight", "b.safetensors"]  # the bad file is never hidden
+    index = {"weight_map": {"attn.weight": "a.safetensors", "mlp.weight": "gone.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert list(analyze(folder, layers="attn", progress=False)["name"]) == ["attn.weight"]
+    assert "mlp.weight" in set(analyze(folder, progress=False)["name"])

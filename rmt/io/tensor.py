@@ -60,6 +60,12 @@ class LazyTensor:
                    source, _Broken(source, problem), error=f"{source}: {problem}")
 
     @property
+    def stands_for_file(self) -> bool:
+        """A broken entry standing for a whole unreadable file (named after the file)."""
+        return self.error is not None and self.name == self.source.replace("\\", "/").rsplit(
+            "/", 1)[-1]
+
+    @property
     def ndim(self) -> int:
         """Number of dimensions."""
         return len(self.shape)
