@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 import re
@@ -447,7 +448,8 @@ def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: An
     left = sum(costs.values())
     scale = 1.0
     start, spent = time.perf_counter(), 0.0
-    with limit_threads(opts.n_threads):
+    opts = dataclasses.replace(opts, n_threads=None)  # no workers yet: the whole budget
+    with limit_threads(None):
         while queue:
             elapsed = time.perf_counter() - start
             if spent > 0 and elapsed > 0.1:

@@ -760,3 +760,17 @@ def test_selection_applies_to_broken_tensors_but_not_to_broken_files(tmp_path):
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     assert list(analyze(folder, layers="attn", progress=False)["name"]) == ["attn.weight"]
     assert "mlp.weight" in set(analyze(folder, progress=False)["name"])
+
+
+def test_tied_weights_in_dicts_and_modules_are_computed_once():
+    w = _w(93, (40, 20))
+    df = _rows(analyze({"embed": w, "head": w, "other": w.copy()}, progress=False))
+    assert "same data as 'embed'" in df.loc["head", "warning"]
+    assert df.loc["other", "warning"] == ""
+    assert df.loc["head", "lambda_max"] == df.loc["embed", "lambda_max"]
+    torch = pytest.importorskip("torch", reason="torch not installed (the 'torch' extra)")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 50))
+    model[1].weight = model[0].weight  # tied input and output embeddings
+    rows = _rows(analyze(model, progress=False))
+    assert "same data as '0.weight'" in rows.loc["1.weight", "warning"]

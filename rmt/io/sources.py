@@ -235,8 +235,13 @@ def iter_mapping(weights: Mapping[str, Any]) -> Iterator[tuple[str, LazyTensor]]
     """A dict of arrays (NumPy, memmaps, CuPy, or anything ``np.asarray`` accepts)."""
     for name, value in weights.items():
         arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
+        key = None
+        if isinstance(arr, np.ndarray):  # the same memory under two names: tied weights
+            key = ("<dict>", arr.__array_interface__["data"][0], arr.shape, arr.strides,
+                   arr.dtype.str)
         yield str(name), LazyTensor(str(name), tuple(int(s) for s in arr.shape),
-                                    np.dtype(arr.dtype), "<dict>", lambda arr=arr: arr)
+                                    np.dtype(arr.dtype), "<dict>", lambda arr=arr: arr,
+                                    data_key=key)
 
 
 def _torch_to_numpy(t: Any) -> np.ndarray:
@@ -256,6 +261,8 @@ def iter_module(module: Any) -> Iterator[tuple[str, LazyTensor]]:
     """Parameters and buffers of a ``torch.nn.Module`` (its ``state_dict``), no copies."""
     for name, t in module.state_dict().items():
         dtype = np.dtype(_torch_to_numpy(t.flatten()[:0]).dtype)
+        key = (type(module).__name__, t.device.type, t.data_ptr(), tuple(t.shape),
+               tuple(t.stride()), str(t.dtype))  # tied parameters share it
         yield name, LazyTensor(name, tuple(t.shape), dtype, type(module).__name__,
-                               lambda t=t: _torch_to_numpy(t))
+                               lambda t=t: _torch_to_numpy(t), data_key=key)
 
