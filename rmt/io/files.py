@@ -110,7 +110,7 @@ def read_bytes(identity: FileIdentity, offset: int, nbytes: int, what: str = "")
         done = 0
         while done < nbytes:
             step = min(READ_CHUNK, nbytes - done)
-            got = os.preadv(fd, [view[done:done + step]], offset + done)
+            got = _pread_into(fd, view[done:done + step], offset + done)
             if got <= 0:
                 raise CheckpointError(identity.path, f"{what}file ended at byte "
                                                      f"{offset + done} while reading (it "
@@ -119,6 +119,19 @@ def read_bytes(identity: FileIdentity, offset: int, nbytes: int, what: str = "")
     finally:
         os.close(fd)
     return out
+
+
+def _pread_into(fd: int, buffer: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):  # Linux, macOS: no seek, no copy
+        return os.preadv(fd, [buffer], offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.readv(fd, [buffer]) if hasattr(os, "readv") else _read_into(fd, buffer)
+
+
+def _read_into(fd: int, buffer: memoryview) -> int:  # pragma: no cover - Windows
+    data = os.read(fd, len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
 
 
 def fingerprint(path: str | Path, head: int = 65536, tail: int = 4096) -> str:
