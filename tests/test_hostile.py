@@ -774,3 +774,48 @@ def test_tied_weights_in_dicts_and_modules_are_computed_once():
     model[1].weight = model[0].weight  # tied input and output embeddings
     rows = _rows(analyze(model, progress=False))
     assert "same data as '0.weight'" in rows.loc["1.weight", "warning"]
+
+
+def test_resume_from_another_version_and_the_cli_restart_flag(two_layers, tmp_path, capsys):
+    log = tmp_path / "run.jsonl"
+    analyze(two_layers, resume=log, progress=False)
+    lines = log.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["rmt_version"] = "0.0.1"
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(ResumeError, match=r"rmt version 0\.0\.1"):
+        analyze(two_layers, resume=log, progress=False)
+    assert main(["analyze", str(two_layers), "--resume", str(log), "--raw"]) == 1
+    assert "belongs to another run" in capsys.readouterr().err
+    assert main(["analyze", str(two_layers), "--resume", str(log), "--raw", "--restart"]) == 0
+    assert json.loads(log.read_text().splitlines()[0])["options"]["normalize"] is False
+
+
+def test_cli_debug_shows_the_traceback(two_layers, monkeypatch):
+    def broken(name, W, base, opts):
+        raise OverflowError("deep inside a library")
+
+    monkeypatch.setattr(rmt.layers, "_row", broken)
+    assert main(["analyze", str(two_layers)]) == 0  # recorded as failed rows
+    with pytest.raises(AnalysisError) as info:
+        main(["analyze", str(two_layers), "--debug"])
+    assert isinstance(info.value.__cause__, OverflowError)
+
+
+def test_a_file_that_shrinks_while_a_tensor_is_read(tmp_path, monkeypatch):
+    from rmt.io import files
+
+    path = _st(tmp_path / "m.safetensors", {"big": _w(94, (256, 128)), "next": _w(95, (40, 20))})
+    monkeypatch.setattr(files, "READ_CHUNK", 4096)
+    real, calls = files._pread_into, []
+
+    def shrink_midway(fd, buffer, offset):
+        calls.append(offset)
+        if len(calls) == 3:  # the re-download truncates the file under the reader
+            os.truncate(path, 1000)
+        return real(fd, buffer, offset)
+
+    monkeypatch.setattr(files, "_pread_into", shrink_midway)
+    df = _rows(analyze(path, progress=False))
+    assert df.loc["big", "status"] == "failed" and "shrank" in df.loc["big", "warning"]
+    assert "changed on disk" in df.loc["next", "warning"]
