@@ -156,25 +156,29 @@ def worker(seed: int, start: int, stop: int, folder: Path) -> None:
         warm.write_bytes(seeds[kind])
         run_one(warm)
     print("ready", flush=True)
+    crash_at = int(os.environ.get("RMT_FUZZ_CRASH_AT", "-1"))  # to test the harness itself
     for index in range(start, stop):
         kind, data = case(seeds, seed, index)
         path = folder / f"case{SUFFIX[kind]}"
         path.write_bytes(data)
         print(f"case {index}", flush=True)
+        if index == crash_at:
+            os.abort()
         problem = run_one(path)
         if problem:
             print(f"fail {index} {json.dumps(problem)}", flush=True)
 
 
 def fuzz(seconds: float, seed: int = 0, max_cases: int = 20000, workers: int = 2,
-         ) -> dict[str, object]:
-    """Run workers for about ``seconds``; cases run and failures ``{index: reason}``."""
+         env: dict[str, str] | None = None) -> dict[str, object]:
+    """Run workers for about ``seconds`` (or until ``max_cases`` ran); the number of cases
+    run and the failures ``{index: reason}``."""
     deadline = time.monotonic() + seconds
     failures: dict[int, str] = {}
     done = 0
     ranges = [(w * max_cases // workers, (w + 1) * max_cases // workers) for w in range(workers)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1"}
+           "OPENBLAS_NUM_THREADS": "1", **(env or {})}
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         procs: dict[int, tuple[subprocess.Popen, int, float]] = {}

@@ -42,3 +42,9 @@ def test_cases_are_deterministic(tmp_path, index):
     seeds = fuzz.seed_files(tmp_path)
     assert fuzz.case(seeds, 0, index) == fuzz.case(seeds, 0, index)
     assert fuzz.case(seeds, 0, index)[1] != fuzz.case(seeds, 1, index)[1]
+
+
+def test_a_crashing_case_is_charged_and_the_run_goes_on():
+    result = fuzz.fuzz(60, max_cases=40, workers=1, env={"RMT_FUZZ_CRASH_AT": "7"})
+    assert result["failures"] == {7: "worker died (exit -6)"}
+    assert result["cases"] == 40  # the worker was restarted after case 7 and finished
