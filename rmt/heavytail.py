@@ -317,7 +317,8 @@ def fit_powerlaw(
     device : {"auto", "cpu", "gpu"}, default "auto"
         Where the KS scan runs.
     n_threads : int, optional
-        Numba/BLAS threads for the scan (default: all cores of this process).
+        Numba/BLAS threads for the scan (default: the limits already in force,
+        never more; see :func:`rmt._threads.limit_threads`).
 
     Returns
     -------

@@ -221,7 +221,8 @@ def esd(
         Accumulation and eigensolver dtype. float64 error ≈ (√N + M)·1.1e-16·λmax;
         float32 error ≈ (√N + M)·6e-8·λmax.
     n_threads : int, optional
-        BLAS and Numba threads for this call (default: all cores of this process).
+        BLAS and Numba threads for this call (default: the limits already in force —
+        ``OMP_NUM_THREADS``, threadpoolctl, Numba — never more).
     block_rows : int, optional
         Rows per block of the Gram accumulation (default: ~1 MiB, ≥ 512-row blocks on the
         CPU, or
