@@ -94,6 +94,11 @@ def test_pickle_bombs_are_cheap(tmp_path, monkeypatch):
     _pickle_zip(tmp_path / "deep.pt", deep)
     with pytest.raises(CheckpointError, match="nested deeper"):
         list(rio.open_checkpoint(tmp_path / "deep.pt"))
+    # more opcodes than the budget (each a list kept alive): refused, not run to the end
+    many = b"\x80\x02]" + b"]a" * (2**20 + 10) + b"."
+    _pickle_zip(tmp_path / "many.pt", many)
+    with pytest.raises(CheckpointError, match="opcodes"):
+        list(rio.open_checkpoint(tmp_path / "many.pt"))
     # billion laughs: 60 doubling levels over one tensor list it once
     t = _w(1, (12, 10))
     level: list = [t, t]
