@@ -72,15 +72,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_writable(args.out)
 
+    unmatched: list[str] = []
+
     def run(executor: Any = None) -> pd.DataFrame:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="no layer matched")
-            return analyze(args.path, layers=args.layers, device=args.device,
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = analyze(args.path, layers=args.layers, device=args.device,
                            n_jobs=args.jobs, executor=executor, resume=args.resume,
                            restart=args.restart, plot_dir=args.plot, normalize=not args.raw,
                            candidates=args.candidates, min_evals=args.min_evals,
                            max_evals=args.max_evals,
                            on_error="raise" if args.debug else "record")
+        for w in caught:
+            if str(w.message).startswith("no layer matched"):
+                unmatched.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return df
 
     start = time.perf_counter()
     try:
@@ -104,8 +112,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if table is not None:
             _write(table, args.format, args.out)
         raise
-    if args.layers is not None and df.empty:
-        raise ValueError(f"no layer matched --layers {args.layers!r}")
+    if unmatched:
+        raise ValueError(unmatched[0].replace("layers=", "--layers "))
     _write(df, args.format, args.out)
     info = summary(df)
     phases = ", ".join(f"{k} {v}" for k, v in info.get("phases", {}).items())
@@ -287,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rmt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rmt analyze ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # one line, no traceback, non-zero exit
         if getattr(args, "debug", False):
             raise

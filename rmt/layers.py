@@ -159,6 +159,8 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         if getattr(tensor, "error", None):
             if opts.on_error == "raise":
                 tensor.load()
+            if not tensor.shape:  # nothing is known about it: no shape or dtype to show
+                base = {**base, "shape": "", "dtype": ""}
             return [failed_row(base, f"unreadable: {tensor.error}")]
         if len(tensor.shape) > 4:
             return [failed_row(base, f"{len(tensor.shape)}-D tensor: no rule reads it as "

@@ -761,6 +761,8 @@ def test_selection_applies_to_broken_tensors_but_not_to_broken_files(tmp_path):
     (folder / "b.safetensors").write_bytes(b"junk" * 4)
     df = analyze(folder, layers="attn", progress=False)
     assert list(df["name"]) == ["attn.weight", "b.safetensors"]  # the bad file is never hidden
+    assert df.loc[1, "shape"] == "" and df.loc[1, "dtype"] == ""  # nothing known about it
+    assert main(["analyze", str(folder), "--layers", "nothing-like-this"]) == 1  # unmatched
     index = {"weight_map": {"attn.weight": "a.safetensors", "mlp.weight": "gone.safetensors"}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     assert list(analyze(folder, layers="attn", progress=False)["name"]) == ["attn.weight"]
