@@ -71,7 +71,7 @@ def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
     order = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
-    df = df[order].sort_values(["layer_id", "name"], kind="stable").reset_index(drop=True)
+    df = df[order].sort_values("layer_id", kind="stable").reset_index(drop=True)
     return df.fillna({"warning": ""}).infer_objects()
 
 

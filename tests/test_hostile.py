@@ -826,3 +826,11 @@ def test_a_file_that_shrinks_while_a_tensor_is_read(tmp_path, monkeypatch):
     df = _rows(analyze(path, progress=False))
     assert df.loc["big", "status"] == "failed" and "shrank" in df.loc["big", "warning"]
     assert "changed on disk" in df.loc["next", "warning"]
+
+
+def test_rows_of_a_stack_come_in_numeric_order(tmp_path):
+    path = _st(tmp_path / "moe.safetensors", {"experts": _w(96, (12, 40, 30))})
+    log = tmp_path / "run.jsonl"
+    for _ in range(2):  # computed, then read back from the resume file
+        df = analyze(path, resume=log, progress=False)
+        assert list(df["name"]) == [f"experts[{e}]" for e in range(12)]
