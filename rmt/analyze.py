@@ -297,12 +297,10 @@ def analyze(
                     collect(i, shown, analyze_tensor(i, shown, tensor, opts))
         else:
             _run_parallel(pending, opts, executor, n_jobs, n_threads, collect)
-        for (i, shown, tensor), (j, first, _) in aliases:
-            if j in results:
-                copied = [_alias_row(r, i, shown, first, tensor) for r in results[j]]
-            else:  # the original came from the resume file
-                copied = [_alias_row(r, i, shown, first, tensor) for r in log.done.get(
-                    (j, first), [])] if log is not None else []
+        for (i, shown, _), (j, first, _) in aliases:
+            # the original's rows: computed in this run, or read from the resume file
+            original = results.get(j) or (log.done.get((j, first), []) if log else [])
+            copied = [_alias_row(r, i, shown, first) for r in original]
             collect(i, shown, copied or [failed_row(
                 {"layer_id": i, "name": shown}, f"same data as {first!r}, which has no row")])
     except KeyboardInterrupt as err:
@@ -354,8 +352,7 @@ def _with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
     return {**row, "warning": f"{warning}; {note}" if warning else note}
 
 
-def _alias_row(row: dict[str, Any], i: int, shown: str, first: str,
-               tensor: LazyTensor) -> dict[str, Any]:
+def _alias_row(row: dict[str, Any], i: int, shown: str, first: str) -> dict[str, Any]:
     suffix = row["name"][len(first):] if str(row.get("name", "")).startswith(first) else ""
     copied = {**row, "layer_id": i, "name": shown + suffix}
     return _with_warning(copied, f"same data as {first!r} (tied weights): computed once")
@@ -456,14 +453,20 @@ def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: An
                 scale = elapsed / spent
             if left * scale * (1 - 1 / n_jobs) > POOL_STARTUP_SECONDS:
                 return
-            chunk = queue.popleft()
-            task = chunk.pop(0)
-            if chunk:
-                queue.appendleft(chunk)
+            task = _next_task(queue)
             i, shown, tensor = task
             collect(i, shown, analyze_tensor(i, shown, tensor, opts))
             spent += costs[id(task)]
             left -= costs[id(task)]
+
+
+def _next_task(queue: collections.deque) -> Task:
+    """The first task of the first chunk; the rest of that chunk stays at the front."""
+    chunk = queue.popleft()
+    task = chunk.pop(0)
+    if chunk:
+        queue.appendleft(chunk)
+    return task
 
 
 def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -481,17 +484,12 @@ def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 def _work_while_starting(queue: collections.deque, warming: set, opts: Options,
                          collect: Any) -> None:
-    """Run queued tasks here, one at a time, until a worker is ready; the rest of a chunk
-    begun here goes back to the front of the queue. A worker that failed to start raises
-    here (BrokenProcessPool), as a task would."""
+    """Run queued tasks here, one at a time, until a worker is ready. A worker that failed
+    to start raises here (BrokenProcessPool), as a task would."""
     with limit_threads(opts.n_threads):
         while queue and not any(f.done() for f in warming):
-            chunk = queue.popleft()
-            while chunk and not any(f.done() for f in warming):
-                i, shown, tensor = chunk.pop(0)
-                collect(i, shown, analyze_tensor(i, shown, tensor, opts))
-            if chunk:
-                queue.appendleft(chunk)
+            i, shown, tensor = _next_task(queue)
+            collect(i, shown, analyze_tensor(i, shown, tensor, opts))
     for fut in warming:
         if fut.done():
             fut.result()

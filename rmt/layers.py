@@ -180,17 +180,13 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
             return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
                     for e in range(tensor.shape[0])]
         return [_safe_row(name, W, base, opts)]
-    except WeightError as err:
-        if opts.on_error == "raise":
-            raise
-        return [failed_row(base, err.problem)]
-    except CheckpointError as err:
-        if opts.on_error == "raise":
-            raise
-        return [failed_row(base, f"unreadable: {err}")]
     except Exception as err:  # contained: one tensor never stops the run
         if opts.on_error == "raise":
             raise
+        if isinstance(err, WeightError):
+            return [failed_row(base, err.problem)]
+        if isinstance(err, CheckpointError):
+            return [failed_row(base, f"unreadable: {err}")]
         return [failed_row(base, _describe(err))]
 
 
@@ -202,13 +198,11 @@ def _describe(err: BaseException) -> str:
 def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
     try:
         return _row(name, W, base, opts)
-    except (WeightError, DataError, CheckpointError) as err:
-        if opts.on_error == "raise":
-            raise
-        return failed_row(base, getattr(err, "problem", None) or str(err))
     except Exception as err:  # numerical library errors, MemoryError, ...
         if opts.on_error == "raise":
             raise
+        if isinstance(err, WeightError | DataError | CheckpointError):
+            return failed_row(base, getattr(err, "problem", None) or str(err))
         return failed_row(base, _describe(err))
 
 

@@ -44,6 +44,13 @@ def _st(path, tensors):
     return path
 
 
+def _assert_failed(df, expected):
+    """Each ``name -> fragment``: that row failed and its warning says ``fragment``."""
+    for name, fragment in expected.items():
+        assert df.loc[name, "status"] == "failed", name
+        assert fragment in df.loc[name, "warning"], (name, df.loc[name, "warning"])
+
+
 # --- 1. pickle content cannot outlive its load -------------------------------------------
 
 def _pickle_zip(path, payload: bytes):
@@ -245,12 +252,11 @@ def test_bad_members_of_a_directory_are_failed_rows(tmp_path):
     (folder / "f.safetensors").symlink_to(folder / "f.safetensors")  # a loop
     df = _rows(analyze(folder, progress=False))
     assert df.loc["good.weight", "status"] == "success"
-    for name, fragment in [("b.safetensors", "bad header"), ("c.safetensors", "dangling"),
-                           ("d.safetensors", "not a regular file"),
-                           ("e.safetensors", "outside the directory"),
-                           ("f.safetensors", "cannot stat")]:
-        assert df.loc[name, "status"] == "failed" and fragment in df.loc[name, "warning"], name
-        assert name in df.loc[name, "warning"]
+    bad = {"b.safetensors": "bad header", "c.safetensors": "dangling",
+           "d.safetensors": "not a regular file", "e.safetensors": "outside the directory",
+           "f.safetensors": "cannot stat"}
+    _assert_failed(df, bad)
+    _assert_failed(df, {name: name for name in bad})  # each row names its file
     assert "secret" not in df.index
 
 
@@ -267,11 +273,10 @@ def test_index_shards_missing_corrupt_or_outside(tmp_path):
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     df = _rows(analyze(folder, progress=False))
     assert df.loc["l0.weight", "status"] == "success"
-    for name, fragment in [("l1.weight", "s2.safetensors"), ("l2.weight", "missing"),
-                           ("l3.weight", "leaves the checkpoint directory"),
-                           ("l4.weight", "leaves the checkpoint directory"),
-                           ("l5.weight", "not in this shard")]:
-        assert df.loc[name, "status"] == "failed" and fragment in df.loc[name, "warning"], name
+    _assert_failed(df, {"l1.weight": "s2.safetensors", "l2.weight": "missing",
+                        "l3.weight": "leaves the checkpoint directory",
+                        "l4.weight": "leaves the checkpoint directory",
+                        "l5.weight": "not in this shard"})
 
 
 def test_torch_zip_with_one_bad_view_keeps_the_others(tmp_path, monkeypatch):
@@ -512,9 +517,8 @@ def test_hdf5_external_virtual_and_empty_datasets(tmp_path):
     df = _rows(analyze(path, progress=False))
     assert time.perf_counter() - start < 10
     assert df.loc["good", "lambda_max"] == pytest.approx(rmt.esd(good).max())
-    for name, fragment in (("external", "external raw storage"), ("nodata", "no data"),
-                           ("virtual", "virtual")):
-        assert df.loc[name, "status"] == "failed" and fragment in df.loc[name, "warning"]
+    _assert_failed(df, {"external": "external raw storage", "nodata": "no data",
+                        "virtual": "virtual"})
 
 
 def test_onnx_external_data_outside_and_mis_sized_initializers(tmp_path):
@@ -546,10 +550,9 @@ def test_onnx_external_data_outside_and_mis_sized_initializers(tmp_path):
     df = _rows(analyze(folder / "m.onnx", progress=False))
     assert df.loc["good", "status"] == "success" and df.loc["inside", "status"] == "success"
     assert df.loc["inside", "lambda_max"] == pytest.approx(rmt.esd(_w(54, (20, 20))).max())
-    for name, fragment in (("outside", "inside the model's directory"),
-                           ("absolute", "inside the model's directory"),
-                           ("short", "does not hold"), ("missized", "raw data of 100 bytes")):
-        assert df.loc[name, "status"] == "failed" and fragment in df.loc[name, "warning"], name
+    _assert_failed(df, {"outside": "inside the model's directory",
+                        "absolute": "inside the model's directory", "short": "does not hold",
+                        "missized": "raw data of 100 bytes"})
 
 
 # --- clear errors, validated up front --------------------------------------------------------

@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -158,3 +158,14 @@ def inside(base: Path, candidate: Path) -> bool:
     except (OSError, RuntimeError, ValueError):  # missing, a loop (RuntimeError before 3.13),
         return False                                # or a NUL byte in the name
     return real == real_base or real_base in real.parents
+
+
+def contained(base: Path, relative: str) -> Path | None:
+    """``base / relative`` if ``relative`` is a relative path (no ``..``, no drive) naming
+    an existing path inside ``base`` once symlinks are resolved, else None. How an index
+    or a model names its other files: nothing it names may lie outside its directory."""
+    parts = PurePosixPath(relative.replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts or not relative or ":" in parts.parts[0]:
+        return None
+    candidate = base / Path(*parts.parts)
+    return candidate if inside(base, candidate) else None

@@ -32,8 +32,7 @@ import ml_dtypes
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.files import FileIdentity, read_bytes
-from rmt.io.sources import _contained
+from rmt.io.files import FileIdentity, contained, read_bytes
 from rmt.io.tensor import LazyTensor, checked_shape
 from rmt.io.zipentry import MAX_INFLATE_RATIO, entry_problem, open_zip
 
@@ -162,7 +161,7 @@ class OnnxInitializer:
 def _external(path: Path, init: Any, nbytes: int) -> tuple[FileIdentity, int]:
     info = {entry.key: entry.value for entry in init.external_data}
     location = info.get("location", "")
-    target = _contained(path.parent, location)
+    target = contained(path.parent, location)
     if target is None:
         raise CheckpointError(path, f"initializer {init.name!r}: external data {location!r} "
                                     "is not a file inside the model's directory: refused")

@@ -14,28 +14,19 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rmt.errors import CheckpointError
-from rmt.io.files import FileIdentity, inside, regular_file_stat
+from rmt.io.files import FileIdentity, contained, inside, regular_file_stat
 from rmt.io.tensor import LazyTensor, checked_shape
 from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
 MAX_INDEX_BYTES = 64 * 2**20
 # .npy headers are short dict literals; NumPy itself refuses longer ones by default.
 MAX_NPY_HEADER = 10000
-
-
-def _contained(base: Path, relative: str) -> Path | None:
-    """``base / relative`` if it names a regular file inside ``base``, else None."""
-    parts = PurePosixPath(relative.replace("\\", "/"))
-    if parts.is_absolute() or ".." in parts.parts or not relative or ":" in parts.parts[0]:
-        return None
-    candidate = base / Path(*parts.parts)
-    return candidate if inside(base, candidate) else None
 
 
 def _guarded(path: Path, names: list[str] | None = None) -> Iterator[tuple[str, LazyTensor]]:
@@ -101,7 +92,7 @@ def iter_index(path: Path) -> Iterator[tuple[str, LazyTensor]]:
     for name, shard in weight_map.items():
         by_shard.setdefault(shard, []).append(name)
     for shard, names in by_shard.items():
-        shard_path = _contained(path.parent, shard)
+        shard_path = contained(path.parent, shard)
         if shard.endswith(".index.json"):
             for name in names:
                 yield name, LazyTensor.broken(name, str(path), f"shard {shard!r} is an index "
@@ -217,8 +208,9 @@ def iter_npz(path: Path) -> Iterator[tuple[str, LazyTensor]]:
             if header_len + nbytes > info.file_size:
                 raise ValueError(f"header claims {nbytes} bytes of data, the member holds "
                                  f"{info.file_size - header_len}")
-            if info.compress_type != 0 and entry_problem(info, header_len + nbytes):
-                raise ValueError(entry_problem(info, header_len + nbytes))
+            problem = entry_problem(info, header_len + nbytes)  # now that the need is known
+            if problem:
+                raise ValueError(problem)
         except CheckpointError as err:
             yield name, LazyTensor.broken(name, str(path), err.problem)
             continue

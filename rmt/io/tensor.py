@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,7 @@ class LazyTensor:
     @property
     def stands_for_file(self) -> bool:
         """A broken entry standing for a whole unreadable file (named after the file)."""
-        return self.error is not None and self.name == self.source.replace("\\", "/").rsplit(
-            "/", 1)[-1]
+        return self.error is not None and self.name == PurePath(self.source).name
 
     @property
     def ndim(self) -> int:

@@ -47,7 +47,7 @@ import numpy as np
 from rmt.errors import CheckpointError
 from rmt.io.files import FileIdentity
 from rmt.io.tensor import MAX_NDIM, LazyTensor
-from rmt.io.zipentry import ZIP_ERRORS, ZipEntry, entry_problem, open_zip
+from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
@@ -268,6 +268,11 @@ def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef]]:
         stack.append((name, grandchildren))
 
 
+def _extent(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements from a view's first to its last, inclusive (axes of size 0 or 1 add none)."""
+    return 1 + sum((sz - 1) * st for sz, st in zip(shape, stride, strict=True) if sz > 1)
+
+
 def view_problem(ref: _TensorRef) -> str | None:
     """Why a tensor view cannot be read as a matrix of its own bytes (None: it can).
 
@@ -309,8 +314,7 @@ class ZipStorageView:
     def __call__(self) -> np.ndarray:
         if math.prod(self.shape) == 0:
             return np.empty(self.shape, dtype=self.dtype)
-        extent = 1 + sum((sz - 1) * st for sz, st in zip(self.shape, self.stride, strict=True)
-                         if sz > 1)
+        extent = _extent(self.shape, self.stride)
         item = self.dtype.itemsize
         base = self.entry.read(self.offset * item, (self.offset + extent) * item).view(self.dtype)
         strides = tuple(s * item for s in self.stride)
@@ -318,19 +322,13 @@ class ZipStorageView:
                                                writeable=False)
 
 
-def _read_pickle(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+def _read_member(identity: FileIdentity, info: zipfile.ZipInfo) -> bytes:
+    """A small member (data.pkl, byteorder), refused if damaged or over
+    :data:`MAX_PICKLE_BYTES`."""
     problem = entry_problem(info)
-    if problem is None and info.file_size > MAX_PICKLE_BYTES:
-        problem = f"data.pkl of {info.file_size} bytes (more than {MAX_PICKLE_BYTES})"
     if problem:
-        raise CheckpointError(path, f"{info.filename}: {problem}")
-    try:
-        with zf.open(info) as fh:
-            data = fh.read(MAX_PICKLE_BYTES + 1)
-    except ZIP_ERRORS as err:
-        raise CheckpointError(path, f"{info.filename}: damaged zip entry "
-                                    f"({type(err).__name__}: {err})") from None
-    return data
+        raise CheckpointError(identity.path, f"{info.filename}: {problem}")
+    return ZipEntry.of(identity, info).read_all(MAX_PICKLE_BYTES)
 
 
 def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
@@ -344,17 +342,17 @@ def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     path = Path(path)
     identity = FileIdentity.of(path)
     zf, infos = open_zip(path)
-    with zf:
-        pkl = [n for n in infos if n == "data.pkl" or n.endswith("/data.pkl")]
-        if len(pkl) != 1:
-            raise CheckpointError(path, "not a torch zip checkpoint (no single data.pkl)")
-        prefix = pkl[0][: -len("data.pkl")]
-        byteorder = infos.get(f"{prefix}byteorder")
-        if byteorder is not None:
-            order = _read_pickle(zf, byteorder, path)[:16].strip()
-            if order not in (b"little", b""):
-                raise CheckpointError(path, "big-endian torch checkpoints are not supported")
-        data = _read_pickle(zf, infos[pkl[0]], path)
+    zf.close()
+    pkl = [n for n in infos if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pkl) != 1:
+        raise CheckpointError(path, "not a torch zip checkpoint (no single data.pkl)")
+    prefix = pkl[0][: -len("data.pkl")]
+    byteorder = infos.get(f"{prefix}byteorder")
+    if byteorder is not None:
+        order = _read_member(identity, byteorder)[:16].strip()
+        if order not in (b"little", b""):
+            raise CheckpointError(path, "big-endian torch checkpoints are not supported")
+    data = _read_member(identity, infos[pkl[0]])
     try:
         obj = _RestrictedUnpickler(data, path).load()
     except CheckpointError:
