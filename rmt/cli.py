@@ -96,7 +96,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             try:
                 from dask.distributed import Client
             except ImportError:
-                raise RuntimeError("--scheduler needs Dask: pip install 'rmt[dask]'") from None
+                raise RuntimeError("--scheduler needs Dask: pip install 'dask[distributed]' "
+                                   "(or rmt's [dask] extra)") from None
             with Client(args.scheduler) as client:
                 df = run(client.get_executor())
         else:

@@ -6,6 +6,7 @@ documents every column (units, normalisation) in one place.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 from rmt._dtypes import storage_kind
 from rmt.errors import CheckpointError, DataError, WeightError
 from rmt.heavytail import fit_powerlaw
+from rmt.io.layout import infer_layout
 from rmt.metrics import esd_metrics, numerical_zero_threshold
 from rmt.mp import fit_mp
 from rmt.phases import DEFAULTS, classify_esd
@@ -26,6 +28,8 @@ COLUMNS: dict[str, str] = {
     "name": "tensor name as stored; stacked 3-D tensors get one row per matrix, name[e]",
     "shape": "stored shape",
     "dtype": "storage dtype",
+    "layout": "what the stored tensor was read as (matrix, convNd, stack of E) and why: the "
+              "framework's layer type, the name, or the shape rule (rmt.io.layout)",
     "N": "rows of each matrix after orienting so that N >= M",
     "M": "columns of each matrix (N >= M)",
     "Q": "N/M",
@@ -74,17 +78,6 @@ class Options:
     phase_params: dict[str, float] = field(default_factory=dict)
     plot_dir: str | None = None
     on_error: str = "record"
-
-
-# Last axis at most this long (and shorter than both others) reads a 3-D tensor as a
-# Conv1d kernel (out, in, k); otherwise it is a stack of matrices (E, out, in).
-CONV1D_MAX_K = 16
-
-
-def split_3d(shape: tuple[int, ...]) -> str:
-    """``"conv1d"`` or ``"stack"``: how a 3-D tensor is read (see :data:`CONV1D_MAX_K`)."""
-    k = shape[2]
-    return "conv1d" if k <= CONV1D_MAX_K and k < min(shape[0], shape[1]) else "stack"
 
 
 def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
@@ -162,23 +155,35 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
             if not tensor.shape:  # nothing is known about it: no shape or dtype to show
                 base = {**base, "shape": "", "dtype": ""}
             return [failed_row(base, f"unreadable: {tensor.error}")]
-        if len(tensor.shape) > 4:
-            return [failed_row(base, f"{len(tensor.shape)}-D tensor: no rule reads it as "
-                                     "matrices")]
         if 0 in tensor.shape:
             return [failed_row(base, f"empty tensor (shape {tensor.shape})")]
         storage_kind(tensor.dtype, name)  # integer/bool buffers fail here, before any read
-        stacked = len(tensor.shape) == 3 and split_3d(tensor.shape) == "stack"
+        layout = getattr(tensor, "layout", None) or infer_layout(name, tensor.shape)
+        shape = layout.shape(tensor.shape)
+        base["layout"] = layout.describe(tensor.shape)
+        if len(shape) > 4:
+            return [failed_row(base, f"{len(shape)}-D tensor: rmt reads matrices, stacks of "
+                                     "matrices and conv kernels of at most 4 axes")]
+        # A kernel with one input (or output) channel has vector slices, no spectrum: its
+        # filters are read as one out x (in * k) matrix instead (an STFT basis, depthwise).
+        vector_slices = (layout.kind == "conv" and len(shape) > 2 and opts.conv == "slices"
+                         and min(shape[0], shape[1]) == 1)
+        if vector_slices:
+            shape = (shape[0], math.prod(shape[1:]))
+            base["layout"] += f"; 1 channel: read as {shape[0]}x{shape[1]}"
+        stacked = layout.kind == "stack" and len(shape) == 3
         if stacked:
-            each = weight_shape(tensor.shape[1:], opts.conv, name)  # type: ignore[arg-type]
+            each = weight_shape(shape[1:], opts.conv, name)  # type: ignore[arg-type]
             if each.num_evals < opts.min_evals:  # one row, not one per tiny matrix
-                return [failed_row(base, f"stack of {tensor.shape[0]} matrices, each with too "
+                return [failed_row(base, f"stack of {shape[0]} matrices, each with too "
                                          f"few eigenvalues ({each.num_evals} < min_evals="
                                          f"{opts.min_evals})")]
-        W = tensor.load()
+        W = layout.apply(tensor.load())
+        if vector_slices:
+            W = W.reshape(shape)
         if stacked:
             return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
-                    for e in range(tensor.shape[0])]
+                    for e in range(shape[0])]
         return [_safe_row(name, W, base, opts)]
     except Exception as err:  # contained: one tensor never stops the run
         if opts.on_error == "raise":

@@ -3,8 +3,9 @@
 ``open_checkpoint(source)`` sniffs the format and yields the tensors one at a time, each
 read only when asked (memory maps where the format allows), so a whole model never sits
 in memory. Sources: a ``.safetensors`` file, a sharded Hugging Face checkpoint (its
-``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` zip (read without torch and
-without running pickle code), a ``.npz`` archive, a dict of arrays, or a
+``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` file (zip or legacy
+pre-1.6 format) or TorchScript archive (read without torch and without running pickle
+code), a ``.npz`` archive, a dict of arrays, or a
 ``torch.nn.Module``; with their optional libraries, GGUF, ONNX and Keras/HDF5. Unreadable
 files raise :class:`rmt.errors.CheckpointError` naming the file and the problem; a bad
 tensor, or a bad file of a directory or shard index, is a broken entry instead, so the
@@ -21,7 +22,9 @@ from typing import Any
 
 from rmt.errors import CheckpointError
 from rmt.io.files import regular_file_stat
-from rmt.io.optional import iter_gguf, iter_hdf5, iter_onnx
+from rmt.io.gguf_file import iter_gguf
+from rmt.io.keras_h5 import iter_hdf5
+from rmt.io.onnx_model import iter_onnx
 from rmt.io.safetensors import (
     iter_safetensors,
     read_header,
@@ -30,6 +33,7 @@ from rmt.io.safetensors import (
 )
 from rmt.io.sources import iter_directory, iter_index, iter_mapping, iter_module, iter_npz
 from rmt.io.tensor import LazyTensor
+from rmt.io.torchlegacy import LEGACY_SIGNATURE, iter_torch_legacy
 from rmt.io.torchzip import iter_torch_zip
 from rmt.io.zipentry import open_zip
 
@@ -44,8 +48,9 @@ FILE_SUFFIXES = (".safetensors", ".index.json", ".pt", ".pth", ".bin", ".npz", "
 
 def sniff(path: str | Path) -> str:
     """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
-    ``torch-zip``, ``npz``, ``gguf``, ``hdf5`` (Keras), ``onnx`` — by content where the
-    format has a signature. FIFOs, devices and sockets are refused without being opened."""
+    ``torch-zip`` (also TorchScript), ``torch-legacy``, ``npz``, ``gguf``, ``hdf5``
+    (Keras), ``onnx`` — by content where the format has a signature. FIFOs, devices
+    and sockets are refused without being opened."""
     path = Path(path)
     if path.is_dir() and not path.name.endswith(FILE_SUFFIXES):
         return "directory"
@@ -54,7 +59,7 @@ def sniff(path: str | Path) -> str:
         return "index"
     try:
         with open(path, "rb") as fh:
-            head = fh.read(16)
+            head = fh.read(512)
     except OSError as err:
         raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
     if head[:4] == b"GGUF":
@@ -76,16 +81,24 @@ def sniff(path: str | Path) -> str:
         raise CheckpointError(path, "zip archive that is neither a torch checkpoint nor .npz")
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "safetensors"  # read_header then says precisely what is wrong, if anything
-    if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin", ".pkl"):
-        raise CheckpointError(path, "legacy (pre-zip) torch pickle or plain pickle: refused "
-                                    "(pickles run code; re-save with torch >= 1.6 or safetensors)")
-    raise CheckpointError(path, "unrecognised checkpoint format (expected safetensors, a torch "
-                                "zip, .npz, a shard index or a directory)")
+    if head.startswith(LEGACY_SIGNATURE):
+        return "torch-legacy"
+    if head[257:262] == b"ustar":
+        raise CheckpointError(path, "tar archive (torch < 0.4 saved checkpoints as tar): not a "
+                                    "format rmt reads; re-save it with a newer torch")
+    if head[:1] == b"\x80":
+        raise CheckpointError(path, "a plain pickle, not a torch checkpoint: refused (a pickle "
+                                    "can run code; rmt reads torch.save files, safetensors, "
+                                    ".npz, GGUF, ONNX and Keras HDF5)")
+    raise CheckpointError(path, f"unrecognised checkpoint format (first bytes "
+                                f"{head[:8].hex(' ')}): not safetensors, a torch zip or "
+                                "legacy torch file, TorchScript, .npz, GGUF, ONNX, Keras "
+                                "HDF5, a shard index or a directory")
 
 
 _READERS = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
-            "torch-zip": iter_torch_zip, "npz": iter_npz, "gguf": iter_gguf,
-            "onnx": iter_onnx, "hdf5": iter_hdf5}
+            "torch-zip": iter_torch_zip, "torch-legacy": iter_torch_legacy, "npz": iter_npz,
+            "gguf": iter_gguf, "onnx": iter_onnx, "hdf5": iter_hdf5}
 
 
 def open_file(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:

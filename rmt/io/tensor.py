@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from rmt.errors import CheckpointError
+from rmt.io.layout import Layout
 
 # No format stores tensors of more dimensions than this; a header claiming more is hostile.
 MAX_NDIM = 64
@@ -33,6 +34,10 @@ class LazyTensor:
     data_key : hashable, optional
         Identity of the bytes behind the tensor (file and byte range or storage view);
         two tensors with the same key are the same data (tied weights), read once.
+    layout : Layout, optional
+        How the stored array is read as matrices, when the format says (a Keras conv
+        kernel is channels-last, an ONNX ``Conv`` input is a kernel, ...); None: decided
+        from the name and shape by :func:`rmt.io.layout.infer_layout`.
     error : str, optional
         Set for an entry that could not be listed (an unreadable shard, a refused view):
         the reason, naming the file. ``load`` raises it as a ``CheckpointError``.
@@ -51,6 +56,7 @@ class LazyTensor:
     _loader: Callable[[], Any] = field(repr=False, compare=False)
     data_key: Hashable | None = field(default=None, compare=False)
     error: str | None = field(default=None, compare=False)
+    layout: Layout | None = field(default=None, compare=False)
 
     @classmethod
     def broken(cls, name: str, source: str, problem: str, shape: tuple[int, ...] = (),

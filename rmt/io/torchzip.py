@@ -46,6 +46,7 @@ import numpy as np
 
 from rmt.errors import CheckpointError
 from rmt.io.files import FileIdentity
+from rmt.io.layout import Layout, torch_module_layout
 from rmt.io.tensor import MAX_NDIM, LazyTensor
 from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
@@ -81,6 +82,28 @@ class _Storage:
     key: str
     dtype: np.dtype
     numel: int
+    start: int = 0  # first element within the root storage (legacy storage views)
+
+
+class _ScriptClass:
+    """Stand-in for a TorchScript class (``__torch__.<module> <Name>``): only its name
+    is kept; one fresh instance per load."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _ScriptObject:
+    """An instance of a TorchScript class: its attributes (submodules, parameters,
+    buffers) as the pickle's BUILD gave them; no method of it exists or runs."""
+
+    __slots__ = ("attrs", "class_name")
+
+    def __init__(self, class_name: str) -> None:
+        self.class_name = class_name
+        self.attrs: dict[Any, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,11 @@ class _TensorRef:
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+
+
+def _count(value: Any) -> bool:
+    """A non-negative Python int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
@@ -117,13 +145,23 @@ def _rebuild_parameter(data: Any, *_: Any) -> Any:
     return data
 
 
+def _build_list(items: Any) -> Any:
+    """``torch.jit._pickle.build_*list``: TorchScript's typed lists, kept as lists."""
+    if not isinstance(items, list):
+        raise pickle.UnpicklingError("typed list of something other than a list")
+    return items
+
+
 _CALLABLE = {
     "collections.OrderedDict": collections.OrderedDict,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
+    "torch._utils._rebuild_tensor": _rebuild_tensor,  # pre-1.0 legacy files
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    **{f"torch.jit._pickle.build_{kind}list": _build_list
+       for kind in ("int", "double", "bool", "tensor")},
 }
-_REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+_REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX,
                                  pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEXT_BUFFER,
                                  pickle.READONLY_BUFFER)}
 
@@ -131,9 +169,14 @@ _REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.
 class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The pure-Python unpickler with an allow-list of names, opcodes and BUILD targets."""
 
-    def __init__(self, data: bytes, path: Path) -> None:
-        super().__init__(io.BytesIO(data))
+    def __init__(self, data: bytes | Any, path: Path, *, script: bool = False,
+                 legacy: bool = False) -> None:
+        super().__init__(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data)
         self._path = path
+        # TorchScript archives pickle their modules as __torch__.* class instances:
+        # accepted as inert stand-ins (a name and an attribute dict), never imported.
+        self._script = script
+        self._legacy = legacy  # legacy files may describe storage views
         # Fresh stand-ins for this load only: a BUILD or SETITEM aimed at them cannot
         # reach another load (and BUILD on them is refused anyway).
         self._names: dict[str, Any] = {
@@ -141,12 +184,13 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             **{f"torch.{name}": _StorageType(np.dtype(dt))
                for name, dt in _STORAGE_DTYPES.items()},
         }
-        self._storages: dict[str, tuple[np.dtype, int]] = {}
+        self.storages: dict[str, tuple[np.dtype, int]] = {}
         self.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
         self.dispatch[pickle.REDUCE[0]] = _RestrictedUnpickler._reduce
         self.dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
         self.dispatch[pickle.APPENDS[0]] = _RestrictedUnpickler._appends
         self.dispatch[pickle.APPEND[0]] = _RestrictedUnpickler._append
+        self.dispatch[pickle.NEWOBJ[0]] = _RestrictedUnpickler._newobj
 
     def _refuse(self, problem: str) -> CheckpointError:
         return CheckpointError(self._path, f"refused pickle content: {problem}")
@@ -155,21 +199,31 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         key = f"{module}.{name}"
         if key in self._names:
             return self._names[key]
+        if self._script and module.startswith("__torch__."):
+            return self._names.setdefault(key, _ScriptClass(key))
         raise CheckpointError(self._path, f"refused to unpickle {key[:120]}: only tensors and "
                                           "containers are read (no code from a checkpoint runs)")
 
     def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType)
                 and any(pid[1] is v for v in self._names.values())
-                and isinstance(pid[2], str) and isinstance(pid[4], int)
-                and not isinstance(pid[4], bool) and pid[4] >= 0):
+                and isinstance(pid[2], str) and _count(pid[4])
+                and (len(pid) == 5 or pid[5] is None or self._legacy)):
             raise CheckpointError(self._path, f"unexpected persistent id {str(pid)[:80]}")
         key, dtype, numel = pid[2], pid[1].dtype, pid[4]
-        if self._storages.setdefault(key, (dtype, numel)) != (dtype, numel):
+        if self.storages.setdefault(key, (dtype, numel)) != (dtype, numel):
             raise CheckpointError(self._path, f"storage {key!r} is declared with two different "
                                               "dtypes or sizes")
-        return _Storage(key, dtype, numel)
+        view = pid[5] if len(pid) == 6 else None
+        if view is None:
+            return _Storage(key, dtype, numel)
+        # legacy storage view: (view key, first element, length) of the root storage
+        if not (isinstance(view, tuple) and len(view) == 3 and _count(view[1])
+                and _count(view[2]) and view[1] + view[2] <= numel):
+            raise CheckpointError(self._path, f"storage view {str(view)[:80]} does not lie "
+                                              f"inside its {numel}-element storage")
+        return _Storage(key, dtype, view[2], view[1])
 
     def _reduce(self) -> None:
         args = self.stack.pop()
@@ -179,9 +233,24 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                                "OrderedDict are called)")
         self.stack[-1] = func(*args)
 
+    def _newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not (isinstance(cls, _ScriptClass) and self._names.get(cls.name) is cls
+                and args == ()):
+            raise self._refuse(f"NEWOBJ of {type(cls).__name__} (only TorchScript module "
+                               "stand-ins are created)")
+        self.append(_ScriptObject(cls.name))
+
     def _build(self) -> None:
-        self.stack.pop()  # the state: torch's _metadata and tensor attributes, not needed
+        state = self.stack.pop()
         target = self.stack[-1]
+        if type(target) is _ScriptObject:
+            if type(state) is not dict or target.attrs:
+                raise self._refuse("TorchScript object state is not a dict, or set twice")
+            target.attrs = state  # its attributes: submodules, parameters, buffers
+            return
+        # other state (torch's _metadata, tensor attributes) is not needed: discarded
         if type(target) not in (dict, collections.OrderedDict, _TensorRef):
             raise self._refuse(f"BUILD on {type(target).__name__} (only the pickle's own "
                                "dicts and tensors take state)")
@@ -227,36 +296,42 @@ def _children(node: Any) -> Iterator[tuple[Any, Any]] | None:
         return iter(node.items())
     if isinstance(node, list | tuple):
         return enumerate(node)
+    if isinstance(node, _ScriptObject):
+        return iter(node.attrs.items())
     return None
 
 
-def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef]]:
-    """(dotted name, tensor) of a nested structure, depth first in order, without
-    recursion and without materialising a container's children (memory O(depth)); each
-    container is entered once."""
+def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef, str | None]]:
+    """(dotted name, tensor, class of the TorchScript module holding it or None) of a
+    nested structure, depth first in order, without recursion and without materialising
+    a container's children (memory O(depth)); each container is entered once. Entries
+    whose key starts with ``optim`` (``optimizer``, ``optimizer_state_dict``, ...) are
+    training state, not weights, and are skipped."""
     if isinstance(obj, _TensorRef):
-        yield "<root>", obj  # a file holding one bare tensor
+        yield "<root>", obj, None  # a file holding one bare tensor
         return
     seen: set[int] = set()
     found = 0
-    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = []
+    stack: list[tuple[str, Iterator[tuple[Any, Any]], str | None]] = []
     top = _children(obj)
     if top is not None:
         seen.add(id(obj))
-        stack.append(("", top))
+        stack.append(("", top, getattr(obj, "class_name", None)))
     while stack:
-        prefix, children = stack[-1]
+        prefix, children, owner = stack[-1]
         item = next(children, None)
         if item is None:
             stack.pop()
             continue
         key, value = item
+        if isinstance(key, str) and key.lower().startswith("optim"):
+            continue  # optimizer state (Adam moments, ...) is not model weights
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, _TensorRef):
             found += 1
             if found > MAX_TENSORS:
                 raise CheckpointError(path, f"more than {MAX_TENSORS} tensors")
-            yield name, value
+            yield name, value, owner
             continue
         grandchildren = _children(value)
         if grandchildren is None or id(value) in seen:
@@ -265,7 +340,15 @@ def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef]]:
         if len(stack) >= MAX_DEPTH:
             raise CheckpointError(path, f"objects nested deeper than {MAX_DEPTH} levels "
                                         f"under {prefix[:80]!r}")
-        stack.append((name, grandchildren))
+        stack.append((name, grandchildren, getattr(value, "class_name", None)))
+
+
+def owner_layout(name: str, owner: str | None, ndim: int) -> Layout | None:
+    """The layout a TorchScript module's class gives its tensor (``Conv1d.weight``: a
+    kernel), or None."""
+    if owner is None:
+        return None
+    return torch_module_layout(owner.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1], ndim)
 
 
 def _extent(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
@@ -331,9 +414,26 @@ def _read_member(identity: FileIdentity, info: zipfile.ZipInfo) -> bytes:
     return ZipEntry.of(identity, info).read_all(MAX_PICKLE_BYTES)
 
 
+def unpickle(data: bytes | Any, path: Path, *, script: bool = False,
+             legacy: bool = False) -> tuple[Any, dict[str, tuple[np.dtype, int]]]:
+    """The object of one pickle, by the restricted unpickler, and the storages its
+    persistent ids declared (key -> (dtype, elements)); any failure is a
+    :class:`~rmt.errors.CheckpointError`."""
+    unpickler = _RestrictedUnpickler(data, path, script=script, legacy=legacy)
+    try:
+        return unpickler.load(), unpickler.storages
+    except CheckpointError:
+        raise
+    except Exception as err:  # truncated or malformed pickle stream, bad arguments
+        raise CheckpointError(path, f"unreadable pickle ({type(err).__name__}: "
+                                    f"{str(err)[:120]})") from None
+
+
 def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     """(name, LazyTensor) for every tensor in a torch zip checkpoint (nested dicts are
-    flattened with dots, e.g. ``state_dict.fc.weight``).
+    flattened with dots, e.g. ``state_dict.fc.weight``) or TorchScript archive
+    (parameters and buffers by module path, e.g. ``encoder.0.conv.weight``; the
+    archive's tensor constants as ``constants.<i>``).
 
     A tensor whose view or storage entry is bad is yielded as a broken entry (its
     ``error`` says why); problems with the archive or the pickle raise
@@ -352,26 +452,27 @@ def iter_torch_zip(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
         order = _read_member(identity, byteorder)[:16].strip()
         if order not in (b"little", b""):
             raise CheckpointError(path, "big-endian torch checkpoints are not supported")
-    data = _read_member(identity, infos[pkl[0]])
-    try:
-        obj = _RestrictedUnpickler(data, path).load()
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated or malformed pickle stream, bad arguments
-        raise CheckpointError(path, f"unreadable pickle ({type(err).__name__}: "
-                                    f"{str(err)[:120]})") from None
-    del data
+    script = f"{prefix}constants.pkl" in infos or any(
+        n.startswith(f"{prefix}code/") for n in infos)
+    obj, _ = unpickle(_read_member(identity, infos[pkl[0]]), path, script=script)
     found = 0
-    for name, ref in _walk(obj, path):
+    for name, ref, owner in _walk(obj, path):
         found += 1
-        yield name, _lazy(path, identity, infos, prefix, name, ref)
+        yield name, _lazy(path, identity, infos, f"{prefix}data/", name, ref,
+                          owner_layout(name, owner, len(ref.shape)))
+    if script:
+        constants, _ = unpickle(_read_member(identity, infos[f"{prefix}constants.pkl"]),
+                                path, script=True)
+        for name, ref, _owner in _walk({"constants": constants}, path):
+            found += 1
+            yield name, _lazy(path, identity, infos, f"{prefix}constants/", name, ref, None)
     if not found:
         raise CheckpointError(path, "holds no tensors (its pickle rebuilds none)")
 
 
-def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo], prefix: str,
-          name: str, ref: _TensorRef) -> LazyTensor:
-    entry = f"{prefix}data/{ref.storage.key}"
+def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo], storages: str,
+          name: str, ref: _TensorRef, layout: Layout | None) -> LazyTensor:
+    entry = f"{storages}{ref.storage.key}"
     dtype = np.dtype(ref.storage.dtype)
     info = infos.get(entry)
     needed = ref.storage.numel * dtype.itemsize
@@ -387,4 +488,5 @@ def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo],
     loader = ZipStorageView(ZipEntry.of(identity, info, f"tensor {name!r}: "), dtype,
                             ref.offset, ref.shape, ref.stride)
     return LazyTensor(name, ref.shape, dtype, str(path), loader,
-                      data_key=(str(path), entry, ref.offset, ref.shape, ref.stride))
+                      data_key=(str(path), entry, ref.offset, ref.shape, ref.stride),
+                      layout=layout)
