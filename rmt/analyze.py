@@ -258,11 +258,16 @@ def analyze(
     chosen = select(names, layers)
     todo: list[Task] = [(i, shown, t) for (i, _, t), shown, keep
                         in zip(listing, names, chosen, strict=True)
-                        if (keep and (t.ndim >= 2 or (t.error and not t.ndim)))
+                        if (keep and ((t.ndim >= 2 and _is_weight(t))
+                                      or (t.error and not t.ndim)))
                         or t.stands_for_file]
     if layers is not None and not any(chosen):
         warnings.warn(f"no layer matched layers={layers!r} ({len(listing)} tensors in the "
                       "checkpoint)", stacklevel=2)
+    elif not todo:
+        count = f"{len(listing)} tensor{'s' if len(listing) != 1 else ''}"
+        warnings.warn(f"no weight tensors in {_label(source)} ({count} listed, none a matrix, "
+                      "stack or conv kernel)", stacklevel=2)
 
     log = None
     if resume is not None:
@@ -422,6 +427,15 @@ def _run_parallel(pending: list[Task], opts: Options,
     finally:
         if own:
             _stop(pool)
+
+
+def _label(source: Any) -> str:
+    return str(source) if isinstance(source, str | Path) else type(source).__name__
+
+
+def _is_weight(tensor: LazyTensor) -> bool:
+    """Not known to be a bias or other non-matrix (see :class:`rmt.io.layout.Layout`)."""
+    return tensor.layout is None or tensor.layout.is_weight
 
 
 def _cost(tensor: LazyTensor) -> float:

@@ -84,7 +84,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            max_evals=args.max_evals,
                            on_error="raise" if args.debug else "record")
         for w in caught:
-            if str(w.message).startswith("no layer matched"):
+            if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -112,7 +112,7 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         alpha = pl.alpha
         row.update(alpha=alpha, xmin=pl.xmin, xmax=float(ev[-1]), D=pl.D, sigma=pl.sigma,
                    num_pl_spikes=pl.n_tail, alpha_weighted=alpha * m.log_spectral_norm,
-                   log_alpha_norm=float(np.log10(np.sum(nonzero**alpha))))
+                   log_alpha_norm=_log10_sum_power(nonzero, alpha))
         if pl.warning:
             warnings.append(pl.warning)
     except DataError as err:
@@ -136,6 +136,13 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
                reason=phase.reason, status="success", warning="; ".join(warnings),
                seconds=time.perf_counter() - start)
     return row
+
+
+def _log10_sum_power(x: np.ndarray, alpha: float) -> float:
+    """log10(sum(x**alpha)) in log space: no overflow or underflow for any alpha."""
+    logs = alpha * np.log(x)
+    top = float(logs.max())
+    return (top + float(np.log(np.sum(np.exp(logs - top))))) / np.log(10.0)
 
 
 def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list[dict[str, Any]]:

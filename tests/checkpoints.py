@@ -33,11 +33,10 @@ class _Tensor:
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
 
 
-def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
-                    compress: bool = False) -> None:
-    """Write ``obj`` (nested dicts whose leaves are NumPy arrays or (array, offset, shape,
-    stride) views) in torch.save's zip layout, without torch: fake ``torch`` modules make
-    pickle emit the same GLOBAL names torch does."""
+def torch_pickle(obj, *, monkeypatch, legacy: bool = False) -> tuple[bytes, list[_Storage]]:
+    """Pickle ``obj`` (nested dicts whose leaves are NumPy arrays or (array, offset, shape,
+    stride) views) as torch.save does, without torch: fake ``torch`` modules make pickle
+    emit the same GLOBAL names torch does. Returns the pickle and its storages."""
     fake_torch = types.ModuleType("torch")
     fake_utils = types.ModuleType("torch._utils")
     _rebuild_tensor_v2.__module__ = "torch._utils"
@@ -90,8 +89,9 @@ def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
     class Pickler(pickle.Pickler):
         def persistent_id(self, value):
             if isinstance(value, _Storage):
-                return ("storage", storage_types[value.array.dtype], value.key, "cpu",
-                        value.array.size)
+                pid = ("storage", storage_types[value.array.dtype], value.key, "cpu",
+                       value.array.size)
+                return (*pid, None) if legacy else pid  # legacy ids end in view metadata
             return None
 
         def reducer_override(self, value):
@@ -102,13 +102,49 @@ def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
 
     buf = io.BytesIO()
     Pickler(buf, protocol=2).dump(converted)
+    return buf.getvalue(), storages
+
+
+def write_torch_zip(path: Path, obj, *, monkeypatch, prefix: str = "archive",
+                    compress: bool = False) -> None:
+    """Write ``obj`` (see :func:`torch_pickle`) in torch.save's zip layout, without torch."""
+    data, storages = torch_pickle(obj, monkeypatch=monkeypatch)
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", compression=mode) as zf:
-        zf.writestr(f"{prefix}/data.pkl", buf.getvalue())
+        zf.writestr(f"{prefix}/data.pkl", data)
         zf.writestr(f"{prefix}/byteorder", "little")
         for storage in storages:
             zf.writestr(f"{prefix}/data/{storage.key}", storage.array.tobytes())
         zf.writestr(f"{prefix}/version", "3\n")
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def legacy_header(little_endian: bool = True) -> bytes:
+    """The three pickles a legacy torch file starts with (magic, version, sys_info)."""
+    sys_info = {"protocol_version": 1001, "little_endian": little_endian,
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    return b"".join(pickle.dumps(v, protocol=2) for v in (LEGACY_MAGIC, 1001, sys_info))
+
+
+def write_torch_legacy(path: Path, obj, *, monkeypatch, body: bytes | None = None,
+                       count_delta: int = 0) -> None:
+    """Write ``obj`` in torch's legacy (pre-zip) layout, without torch, following
+    ``torch.serialization._legacy_save``: header pickles, the object, the sorted storage
+    keys, then each storage as an int64 element count and its bytes. ``body`` replaces
+    the object pickle; ``count_delta`` corrupts every stored count."""
+    data, storages = torch_pickle(obj, monkeypatch=monkeypatch, legacy=True)
+    keys = sorted(s.key for s in storages)
+    by_key = {s.key: s for s in storages}
+    with open(path, "wb") as fh:
+        fh.write(legacy_header())
+        fh.write(body if body is not None else data)
+        fh.write(pickle.dumps(keys, protocol=2))
+        for key in keys:
+            array = by_key[key].array
+            fh.write((array.size + count_delta).to_bytes(8, "little", signed=True))
+            fh.write(array.tobytes())
 
 
 def malicious_pickle(marker: Path) -> bytes:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["matrix", "conv", "stack"]
+Kind = Literal["matrix", "conv", "stack", "vector"]
 
 # A 3-D tensor with no other clue is a Conv1d kernel (out, in, k) when its last axis is
 # this short and shorter than both others; otherwise a stack of matrices (E, rows, cols).
@@ -40,7 +40,9 @@ class Layout:
     kind : {"matrix", "conv", "stack"}
         ``matrix``: one matrix; ``conv``: a kernel ``(out, in, *kernel)`` read as
         ``prod(kernel)`` slices of ``out x in`` (or flattened, see ``conv=``);
-        ``stack``: ``(E, rows, cols)``, one matrix per leading index.
+        ``stack``: ``(E, rows, cols)``, one matrix per leading index; ``vector``: not a
+        weight matrix although it has 2 or more axes (a Keras attention bias
+        ``(heads, head_dim)``, an ONNX LSTM bias), not analysed.
     perm : tuple of int, optional
         Axis order taking the stored array to that order (``np.transpose``).
     row_axes : int, optional
@@ -55,6 +57,11 @@ class Layout:
     row_axes: int | None = None
     origin: str = ""
 
+    @property
+    def is_weight(self) -> bool:
+        """Whether the tensor is analysed at all (everything but ``vector``)."""
+        return self.kind != "vector"
+
     def shape(self, stored: tuple[int, ...]) -> tuple[int, ...]:
         """The shape in rmt's order."""
         shape = tuple(stored[i] for i in self.perm) if self.perm else tuple(stored)
@@ -64,11 +71,10 @@ class Layout:
 
     def apply(self, array: Any) -> Any:
         """The stored array in rmt's order (a view where NumPy can, else a copy)."""
+        target = self.shape(tuple(array.shape))
         if self.perm:
             array = array.transpose(self.perm)
-        if self.row_axes is not None and array.ndim > 2:
-            array = array.reshape(self.shape(array.shape))
-        return array
+        return array.reshape(target) if array.ndim != len(target) else array
 
     def describe(self, stored: tuple[int, ...]) -> str:
         """A short label for the table: what the tensor was read as, and why."""
@@ -79,8 +85,8 @@ class Layout:
             what = f"conv{len(shape) - 2}d" if len(shape) > 2 else "matrix"
         else:
             what = "matrix"
-        if self.perm or (self.row_axes is not None and len(stored) > 2):
-            what += f" from {'x'.join(map(str, stored))}"
+        if self.row_axes is not None and len(stored) > 2:
+            what += f" {shape[0]}x{shape[1]}"
         return f"{what} ({self.origin})" if self.origin else what
 
 
@@ -136,6 +142,8 @@ def keras_layout(parts: list[str], class_name: str | None, shape: tuple[int, ...
     ndim = len(shape)
     where = f"keras {class_name}" if class_name else "keras"
     lowered = [p.lower() for p in parts]
+    if _keras_bias(lowered):
+        return Layout("vector", origin=where)
     if ndim == 4:
         if _keras_depthwise(lowered, class_name):
             # (kh, kw, C, mult) -> (C, mult, kh, kw): like PyTorch's depthwise (C, 1, kh, kw)
@@ -169,3 +177,12 @@ def _keras_depthwise(lowered: list[str], class_name: str | None) -> bool:
         return layer == "depthwise_conv2d" or (layer == "separable_conv2d"
                                                and lowered[-1] == "0")
     return False
+
+
+def _keras_bias(lowered: list[str]) -> bool:
+    """Whether a Keras variable is a bias: named so (legacy ``.../bias:0``), or the
+    second variable of a Dense/EinsumDense layer (Keras 3 ``..._dense/vars/1``)."""
+    if lowered[-1].split(":")[0] == "bias":
+        return True
+    return (len(lowered) >= 3 and lowered[-2] == "vars" and lowered[-1] == "1"
+            and re.sub(r"_\d+$", "", lowered[-3]).endswith("dense"))

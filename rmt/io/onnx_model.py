@@ -275,10 +275,12 @@ def _final_use(name: str, uses: dict[str, list[tuple[Any, int]]]
     return None, -1, perm, dequantize
 
 
-def _layout(op: Any, perm: tuple[int, ...] | None, ndim: int) -> Layout | None:
+def _layout(op: Any, index: int, perm: tuple[int, ...] | None, ndim: int) -> Layout | None:
     if op is None:
         return Layout("matrix", perm) if perm and ndim == 2 else None
     origin = f"onnx {op.op_type}"
+    if (op.op_type in _RNN_OPS and index == 3) or (op.op_type == "Gemm" and index == 2):
+        return Layout("vector", origin=origin)  # biases, 2-D for LSTM/GRU/RNN
     if op.op_type in _CONV_OPS and ndim >= 3:
         return Layout("conv", perm, origin=origin)
     if op.op_type in _RNN_OPS and ndim == 3:
@@ -346,7 +348,7 @@ def _entry(path: Path, identity: FileIdentity, name: str, locator: Locator, prot
     tensor = _loader(path, identity, locator, proto, name)
     op, index, perm, dequantize = _final_use(name, uses)
     row = _row_name(name, op, index, prefix)
-    layout = _layout(op, perm, len(tensor.shape))
+    layout = _layout(op, index, perm, len(tensor.shape))
     quantised = _quantisation(path, identity, name, dequantize, op, index, protos,
                               len(tensor.shape))
     if quantised is None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from rmt.errors import CheckpointError
 from rmt.io.files import FileIdentity, contained, inside, regular_file_stat
+from rmt.io.layout import torch_module_layout
 from rmt.io.tensor import LazyTensor, checked_shape
 from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
@@ -250,11 +251,18 @@ def _torch_to_numpy(t: Any) -> np.ndarray:
 
 
 def iter_module(module: Any) -> Iterator[tuple[str, LazyTensor]]:
-    """Parameters and buffers of a ``torch.nn.Module`` (its ``state_dict``), no copies."""
+    """Parameters and buffers of a ``torch.nn.Module`` (its ``state_dict``), no copies;
+    each with the layout its submodule's class gives it (a ``Conv1d`` weight is a kernel
+    whatever its shape)."""
+    owners = dict(module.named_modules())
     for name, t in module.state_dict().items():
+        owner_name, _, attribute = name.rpartition(".")
+        owner = owners.get(owner_name)
+        layout = None if owner is None else torch_module_layout(type(owner).__name__,
+                                                                attribute, t.dim())
         dtype = np.dtype(_torch_to_numpy(t.flatten()[:0]).dtype)
         key = (type(module).__name__, t.device.type, t.data_ptr(), tuple(t.shape),
                tuple(t.stride()), str(t.dtype))  # tied parameters share it
         yield name, LazyTensor(name, tuple(t.shape), dtype, type(module).__name__,
-                               lambda t=t: _torch_to_numpy(t), data_key=key)
+                               lambda t=t: _torch_to_numpy(t), data_key=key, layout=layout)
 
