@@ -19,13 +19,22 @@ import json
 import sys
 import time
 
-from benchmarks import analyze_llm, esd, etiquette, gpu, hessian, powerlaw_fit, weightwatcher
+from benchmarks import (
+    analyze_llm,
+    esd,
+    etiquette,
+    gpu,
+    hessian,
+    plots,
+    powerlaw_fit,
+    weightwatcher,
+)
 from benchmarks._common import RESULTS, machine, update_readme
 
 QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
-        "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []),
+        "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []), "plots": (plots, []),
         "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
 
 
@@ -71,6 +80,11 @@ def summary_table() -> str:
                      f"{p['tensors']} tiny tensors with n_jobs=2: {p['ratio']:.2f}× serial; "
                      f"MiniLM under load with OMP_NUM_THREADS=1: default {t['ratio']:.2f}× "
                      "n_threads=1"))
+    if (d := _load("plots")) is not None:
+        r = d["results"]
+        rows.append(("--plot cost", "; ".join(f"{k}: {v['ratio']:.2f}× unplotted, "
+                                             f"{v['per_figure_s']:.2f} s per figure"
+                                             for k, v in r.items())))
     if (d := _load("hessian")) is not None:
         ours = [x for x in d["results"] if x["method"].startswith("rmt")]
         rows.append(("Hessian SLQ (320 matvecs)",

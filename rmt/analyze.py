@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -296,12 +297,13 @@ def analyze(
         bar.update(1)
 
     try:
-        if not parallel:
-            with limit_threads(n_threads):
-                for i, shown, tensor in pending:
-                    collect(i, shown, analyze_tensor(i, shown, tensor, opts))
-        else:
-            _run_parallel(pending, opts, executor, n_jobs, n_threads, collect)
+        with _figures(plot_dir):
+            if not parallel:
+                with limit_threads(n_threads):
+                    for i, shown, tensor in pending:
+                        collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+            else:
+                _run_parallel(pending, opts, executor, n_jobs, n_threads, collect)
         for (i, shown, _), (j, first, _) in aliases:
             # the original's rows: computed in this run, or read from the resume file
             original = results.get(j) or (log.done.get((j, first), []) if log else [])
@@ -427,6 +429,15 @@ def _run_parallel(pending: list[Task], opts: Options,
     finally:
         if own:
             _stop(pool)
+
+
+def _figures(plot_dir: Any) -> Any:
+    """Background drawing of layer figures when plots are asked for (rmt.plot)."""
+    if plot_dir is None:
+        return contextlib.nullcontext()
+    from rmt.plot import BackgroundPlots
+
+    return BackgroundPlots()
 
 
 def _label(source: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -25,18 +26,45 @@ import pandas as pd
 from rmt import __version__
 
 
+def _clip(text: Any, width: int) -> Any:
+    """``text`` cut in the middle to ``width`` characters (both ends of a name matter)."""
+    if not isinstance(text, str) or len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return f"{text[:keep]}…{text[-(width - 1 - keep):]}"
+
+
+def _table(df: pd.DataFrame, width: int | None) -> str:
+    """A fixed-width table; with ``width``, long names and warnings are clipped so each
+    line fits (``--format csv``/``json`` keep everything)."""
+    shown = df.copy()
+    if width is not None:
+        for col, share in (("name", 0.3), ("warning", 0.3), ("layout", 0.2), ("reason", 0.3)):
+            if col in shown:
+                limit = max(16, int(width * share))
+                shown[col] = [_clip(v, limit) for v in shown[col]]
+    with pd.option_context("display.width", width or 10_000, "display.max_columns", None,
+                           "display.float_format", "{:.4g}".format):
+        return shown.to_string(index=False) + "\n"
+
+
 def _print_frame(df: pd.DataFrame, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
     elif fmt == "csv":
         df.to_csv(sys.stdout, index=False)
     else:
-        with pd.option_context("display.width", 200, "display.max_columns", None,
-                               "display.float_format", "{:.4g}".format):
-            sys.stdout.write(df.to_string(index=False) + "\n")
+        sys.stdout.write(_table(df, _terminal_width()))
 
 
-TABLE_COLUMNS = ["layer_id", "name", "shape", "N", "M", "alpha", "D", "num_spikes", "tw_z",
+def _terminal_width() -> int | None:
+    """Columns of the terminal stdout goes to (None when it is a pipe or file)."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size((120, 24)).columns
+
+
+TABLE_COLUMNS = ["layer_id", "name", "shape", "layout", "N", "M", "alpha", "num_spikes",
                  "stable_rank", "phase", "status", "warning"]
 
 
@@ -50,7 +78,7 @@ def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
         df.to_csv(out, index=False)
     else:
         with open(out, "w") as fh:
-            fh.write(df[TABLE_COLUMNS].to_string(index=False) + "\n")
+            fh.write(_table(df[TABLE_COLUMNS], None))
 
 
 def _check_writable(out: str) -> None:
@@ -81,7 +109,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            n_jobs=args.jobs, executor=executor, resume=args.resume,
                            restart=args.restart, plot_dir=args.plot, normalize=not args.raw,
                            candidates=args.candidates, min_evals=args.min_evals,
-                           max_evals=args.max_evals,
+                           max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
                            on_error="raise" if args.debug else "record")
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
@@ -161,15 +189,19 @@ def _cmd_energy(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rmt.demo import demo_model, layer_table
+    from rmt.demo import DEMO_TABLE_COLUMNS, demo_model, layer_table
 
     start = time.perf_counter()
     df = layer_table(demo_model(args.seed), normalize=not args.raw, device=args.device,
                      n_threads=args.n_threads)
-    _print_frame(df, args.format)
+    _print_frame(df[DEMO_TABLE_COLUMNS] if args.format == "table" else df, args.format)
     if args.format == "table":
+        matches = int((df["built"] == df["phase"]).sum())
+        built = int((df["built"] != "").sum())
         print(f"\n{len(df)} layers in {time.perf_counter() - start:.2f} s "
-              f"(eigenvalues of X = WᵀW/{'1' if args.raw else 'N'}, float64)", file=sys.stderr)
+              f"(eigenvalues of X = WᵀW/{'1' if args.raw else 'N'}, float64); detected phase "
+              f"= built phase for {matches} of {built}; every column: --format csv",
+              file=sys.stderr)
     return 0
 
 
@@ -231,9 +263,42 @@ def _regex(text: str) -> str:
     return text
 
 
+DESCRIPTION = """\
+Random-matrix-theory spectra of neural-network weights: for every weight matrix and
+conv kernel of a checkpoint, its eigenvalue spectrum, power-law and Marchenko-Pastur
+fits and its Martin & Mahoney phase."""
+
+EPILOG = """\
+examples:
+  rmt demo                               analyse a small built-in model
+  rmt analyze model.safetensors          one row per layer; summary on stderr
+  rmt analyze model.pt --format csv --out layers.csv --plot plots/
+  rmt energy --n 8 --seeds 6             Pennington & Bahri: theory against experiment
+  rmt analyze --help                     formats read and every option
+
+Results go to stdout (or --out), progress and summaries to stderr. Errors print one
+line and exit with status 1 (2 for bad arguments)."""
+
+FORMATS = """\
+formats (sniffed by content):
+  .safetensors, a sharded checkpoint (*.index.json or its directory)
+  PyTorch .pt/.pth/.bin: zip (torch >= 1.6), legacy pre-zip, TorchScript (.jit)
+      read without torch and without running pickle code
+  .npz (NumPy), GGUF (needs gguf), ONNX (needs onnx: initializers, Constant nodes,
+      subgraphs, quantised weights), Keras .h5/.weights.h5/.keras (needs h5py)
+
+how tensors are read as matrices (the 'layout' column says which and why):
+  2-D: a matrix; 4-D: a conv kernel (out, in, kh, kw), kh*kw slices pooled;
+  3-D: a Conv1d kernel or a stack of matrices (MoE experts), from the framework
+  (Keras and ONNX layer types, TorchScript modules), the name, or the shape;
+  Keras kernels are channels-last and are transposed; optimizer state is skipped."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rmt`` command."""
-    parser = argparse.ArgumentParser(prog="rmt", description=__doc__.splitlines()[0])
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="rmt", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=raw)
     parser.add_argument("--version", action="version", version=f"rmt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="analyse the built-in demo model and print a table")
@@ -245,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="eigenvalues of WᵀW without 1/N (WeightWatcher's convention)")
     demo.set_defaults(func=_cmd_demo)
 
-    an = sub.add_parser("analyze", help="analyse every layer of a checkpoint")
-    an.add_argument("path", help="safetensors file, shard index, directory, torch .pt/.bin, .npz")
+    an = sub.add_parser("analyze", help="analyse every layer of a checkpoint",
+                        description="Analyse every weight matrix and conv kernel of a "
+                        "checkpoint: one row per layer.", epilog=FORMATS, formatter_class=raw)
+    an.add_argument("path", help="checkpoint file or directory (formats below)")
     an.add_argument("--format", choices=("table", "csv", "json"), default="table")
     an.add_argument("--out", help="write the table to this file instead of stdout")
     an.add_argument("--layers", type=_regex, help="regex: only tensors whose name matches")
@@ -261,10 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--debug", action="store_true",
                     help="stop at the first bad tensor and show the traceback")
     an.add_argument("--raw", action="store_true", help="eigenvalues of WᵀW without 1/N")
+    an.add_argument("--conv", choices=("slices", "flatten"), default="slices",
+                    help="conv kernels as kh*kw pooled out x in slices (default) or one "
+                    "out x (in*kh*kw) matrix")
     an.add_argument("--candidates", choices=("powerlaw", "ww"), default="powerlaw",
                     help="power-law fit convention ('ww' reproduces WeightWatcher's alpha)")
-    an.add_argument("--min-evals", type=_count(0), default=10)
-    an.add_argument("--max-evals", type=_count(0), default=None)
+    an.add_argument("--min-evals", type=_count(0), default=10,
+                    help="layers with fewer eigenvalues get a failed row (default 10)")
+    an.add_argument("--max-evals", type=_count(0), default=None,
+                    help="skip layers with more eigenvalues than this")
+    an.add_argument("--n-threads", type=_count(1), default=None,
+                    help="BLAS/Numba threads (default: the limits already in force)")
     an.set_defaults(func=_cmd_analyze)
 
     en = sub.add_parser("energy",
@@ -281,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(python -m benchmarks)")
     be.add_argument("--quick", action="store_true", help="the few-minute subset")
     be.add_argument("--only", help="comma-separated: esd, powerlaw_fit, hessian, analyze_llm, "
-                    "etiquette, weightwatcher, gpu")
+                    "etiquette, plots, weightwatcher, gpu")
     be.add_argument("--checkout", metavar="DIR", help="the repository clone to run from "
                     "(default: the working directory or the editable install's source)")
     be.set_defaults(func=_cmd_bench)

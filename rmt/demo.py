@@ -67,7 +67,11 @@ def demo_model(rng: int | np.random.Generator | None = 0) -> dict[str, np.ndarra
 
 DEMO_COLUMNS = ["name", "shape", "dtype", "N", "M", "Q", "num_evals", "lambda_max",
                 "stable_rank", "log_norm", "log_spectral_norm", "entropy", "rank_loss", "alpha",
-                "xmin", "D", "num_pl_spikes", "sigma_mp", "num_spikes", "tw_z", "phase"]
+                "xmin", "D", "num_pl_spikes", "sigma_mp", "num_spikes", "tw_z", "built",
+                "phase"]
+# The terminal table: what a first look needs, about 100 characters wide.
+DEMO_TABLE_COLUMNS = ["name", "shape", "dtype", "alpha", "num_spikes", "stable_rank",
+                      "rank_loss", "built", "phase"]
 
 
 def layer_table(
@@ -89,10 +93,13 @@ def layer_table(
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`DEMO_COLUMNS` (documented in :data:`rmt.analyze.COLUMNS`).
+        Columns :data:`DEMO_COLUMNS` (documented in :data:`rmt.analyze.COLUMNS`);
+        ``built`` is the phase a layer was built in (:data:`DEMO_PHASES`; empty for the
+        unlabelled conv and head), next to the ``phase`` rmt detects.
     """
     from rmt.analyze import analyze
 
     df = analyze(weights, normalize=normalize, device=device, n_threads=n_threads,
                  progress=False)
+    df["built"] = [DEMO_PHASES.get(name) or "" for name in df["name"]]
     return df[DEMO_COLUMNS]

@@ -129,9 +129,11 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         row.update(sigma_mp=float(np.sqrt(mpf.sigma2 / unit)), mp_softrank=mpf.mp_softrank,
                    num_spikes=mpf.n_spikes, tw_z=mpf.tw_z, D_mp=mpf.D)
     if opts.plot_dir is not None:
-        from rmt.plot import save_layer_plot
+        from rmt.plot import queue_layer_plot
 
-        save_layer_plot(phase, name, base["layer_id"], opts.plot_dir)
+        problem = queue_layer_plot(phase, name, base["layer_id"], opts.plot_dir)
+        if problem:
+            warnings.append(problem)
     row.update(d0=phase.d0, phase=str(phase.phase), sublabel=phase.sublabel,
                reason=phase.reason, status="success", warning="; ".join(warnings),
                seconds=time.perf_counter() - start)

@@ -1,10 +1,39 @@
-"""Plots (matplotlib, imported lazily; install the ``plot`` extra)."""
+"""Plots (matplotlib, imported lazily; install the ``plot`` extra).
+
+Every figure costs about the same whatever the layer's size: curves are thinned to at
+most :data:`MAX_POINTS` points (log-spaced ranks, so the tails keep their resolution)
+and spikes are drawn as one line collection, so a conv layer with 786,000 eigenvalues
+and 100,000 spikes plots as fast as a small one.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
+
+MAX_POINTS = 2000
+# Longest layer name shown whole in a figure title; longer ones keep both ends.
+TITLE_CHARS = 90
+
+
+def _thin(n: int, keep: int = MAX_POINTS) -> np.ndarray:
+    """At most ``keep`` indices into a sorted array of ``n`` values, log-spaced from both
+    ends (first and last always kept), so both tails of a CCDF or rank plot stay exact."""
+    if n <= keep:
+        return np.arange(n)
+    half = np.unique(np.geomspace(1, n, keep // 2).astype(np.int64)) - 1
+    return np.unique(np.concatenate([half, n - 1 - half]))
+
+
+def short_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """``text`` cut in the middle to ``limit`` characters (both ends of a layer name
+    carry meaning: the block and the parameter)."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 1) // 2
+    return f"{text[:keep]}…{text[-(limit - 1 - keep):]}"
 
 
 def _axes(ax: Any) -> Any:
@@ -37,7 +66,8 @@ def plot_powerlaw_fit(fit: Any, ax: Any = None, **kwargs: Any) -> Any:
     n = data.size
     ccdf = 1.0 - np.arange(n) / n  # P(X >= x_i) at the sorted data
     kwargs.setdefault("color", "0.3")
-    ax.step(data, ccdf, where="post", label=f"data (n={n})", **kwargs)
+    shown = _thin(n)
+    ax.step(data[shown], ccdf[shown], where="post", label=f"data (n={n})", **kwargs)
     if np.isfinite(fit.alpha):
         tail = fit.tail
         xs = np.geomspace(fit.xmin, tail[-1], 200)
@@ -70,7 +100,7 @@ def plot_mp_fit(fit: Any, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any
     bins : int
         Histogram bins over the bulk range.
     **kwargs
-        Passed to ``hist``.
+        Passed to ``Axes.stairs`` (the histogram).
 
     Returns
     -------
@@ -79,21 +109,31 @@ def plot_mp_fit(fit: Any, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any
     from rmt import mp
 
     ax = _axes(ax)
-    ev = fit.evals
+    ev = np.asarray(fit.evals)
     upper = max(fit.lambda_plus * 1.2, float(np.max(ev)) if fit.n_spikes == 0 else
                 fit.lambda_plus * 1.2)
-    kwargs.setdefault("color", "0.7")
-    kwargs.setdefault("histtype", "stepfilled")  # one patch instead of one per bin: fast
-    ax.hist(ev[ev <= upper], bins=bins, density=True, label=f"ESD (M={fit.M})", **kwargs)
+    # Density over all eigenvalues (not only those drawn), so histogram and MP curve share
+    # one normalisation: the curve carries the bulk's share, (n - spikes)/n.
+    counts, edges = np.histogram(ev[ev <= upper], bins=bins)
+    density = counts / (ev.size * np.diff(edges))
+    slices = ev.size // fit.M if fit.M else 1
+    what = f"{ev.size} eigenvalues" + (f" = {slices} slices x M={fit.M}" if slices > 1
+                                       else f", M={fit.M}")
+    ax.stairs(density, edges, fill=True, color=kwargs.pop("color", "0.7"),
+              label=f"ESD ({what})", **kwargs)
     xs = np.linspace(max(fit.lambda_minus * 0.9, 1e-12 * fit.lambda_plus), fit.lambda_plus, 400)
-    scale = fit.sigma2
-    ax.plot(xs, mp.pdf(xs, fit.Q, scale) * (fit.M - fit.n_spikes) / fit.M, color="C0", lw=2,
+    bulk_share = max(ev.size - fit.n_spikes, 0) / ev.size
+    ax.plot(xs, mp.pdf(xs, fit.Q, fit.sigma2) * bulk_share, color="C0", lw=2,
             label=f"MP σ²={fit.sigma2:.3g}, Q={fit.Q:.3g}")
     for edge in (fit.lambda_minus, fit.lambda_plus):
         ax.axvline(edge, color="C0", ls=":", lw=1)
     if fit.n_spikes:
-        ax.plot(np.minimum(fit.spikes, upper), np.zeros(fit.n_spikes), "|", color="C3", ms=20,
-                mew=2, label=f"{fit.n_spikes} spike(s) (TW fpr {fit.fpr:g})")
+        spikes = np.unique(np.minimum(fit.spikes, upper))  # one tick per position
+        top = float(density.max()) if density.size else 1.0
+        ax.vlines(spikes, 0, 0.08 * top, color="C3", lw=1.5,
+                  label=f"{fit.n_spikes} spike(s) (TW fpr {fit.fpr:g})"
+                        + (f", {int((fit.spikes > upper).sum())} beyond {upper:.3g}"
+                           if np.any(fit.spikes > upper) else ""))
     ax.set_xlabel("λ")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -129,34 +169,103 @@ def plot_phase(result: Any, axes: Any = None) -> Any:
         plot_powerlaw_fit(result.pl_fit, ax=axes[1])
     else:  # rank-collapse: the eigenvalue profile shows the collapsed part
         ev = np.sort(result.evals)[::-1]
-        axes[1].semilogy(np.arange(1, ev.size + 1), np.maximum(ev, np.finfo(float).tiny), ".",
+        shown = _thin(ev.size)
+        axes[1].semilogy(shown + 1, np.maximum(ev[shown], np.finfo(float).tiny), ".",
                          ms=2, color="0.3")
         axes[1].set_xlabel("rank")
         axes[1].set_ylabel("λ")
     axes[0].set_title(title)
-    axes[1].set_title(result.reason, fontsize=7, wrap=True)
+    axes[1].set_title(textwrap.fill(result.reason, 80), fontsize=7)
     return axes
 
 
 def save_layer_plot(result: Any, name: str, layer_id: int, directory: str) -> str:
-    """Save the phase figure of one layer as ``<directory>/<layer_id>_<name>.png``."""
+    """Save the phase figure of one layer as ``<directory>/<layer_id>_<name>.png``.
+
+    Draws on a bare :class:`matplotlib.figure.Figure` (no pyplot state), so it is safe
+    on the background thread of :class:`BackgroundPlots`.
+    """
     import re
     from pathlib import Path
 
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    axes = plot_phase(result)
-    fig = axes[0].figure
-    fig.suptitle(f"{name}: {result.phase}", fontsize=10)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    fig = Figure(figsize=(10, 3.8))
+    axes = plot_phase(result, axes=fig.subplots(1, 2))
+    fig.suptitle(short_title(f"{name}: {result.phase}"), fontsize=10)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120]  # file names have a length limit
     path = str(Path(directory) / f"{layer_id:04d}_{safe}.png")
-    fig.subplots_adjust(top=0.82, wspace=0.28)
+    fig.subplots_adjust(top=0.80, wspace=0.28)
+    for ax in axes:  # minor ticks of log axes are a third of the drawing time
+        ax.minorticks_off()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
+
+
+class BackgroundPlots:
+    """Draw layer figures on one background thread, so an analysis never waits on them.
+
+    While one is active (``with BackgroundPlots(): ...``), :func:`queue_layer_plot` calls
+    made in the process that opened it are queued to its thread; anywhere else (a worker
+    process of a parallel run) they draw inline. Rendering is Python-bound while the
+    analysis spends its time in LAPACK and Numba, which release the GIL, so the two
+    overlap; the queue holds at most :data:`QUEUE_SIZE` figures, so memory stays bounded
+    and a slow disk slows the analysis instead of filling memory. A figure that fails is
+    reported as one warning at the end; it never fails its layer.
+    """
+
+    QUEUE_SIZE = 8
+    _active: BackgroundPlots | None = None
+
+    def __init__(self) -> None:
+        import os
+        import queue
+
+        self.pid = os.getpid()
+        self.jobs: queue.Queue[tuple[Any, ...] | None] = queue.Queue(self.QUEUE_SIZE)
+        self.failures: list[str] = []
+        self._thread: Any = None
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                save_layer_plot(*job)
+            except Exception as err:  # a bad figure must not stop the others
+                self.failures.append(f"{job[1]}: {type(err).__name__}: {err}")
+
+    def __enter__(self) -> BackgroundPlots:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="rmt-plots", daemon=True)
+        self._thread.start()
+        BackgroundPlots._active = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        BackgroundPlots._active = None
+        self.jobs.put(None)
+        self._thread.join()
+        if self.failures:
+            import warnings
+
+            warnings.warn(f"{len(self.failures)} layer plot(s) failed; first: "
+                          f"{self.failures[0][:300]}", stacklevel=2)
+
+
+def queue_layer_plot(result: Any, name: str, layer_id: int, directory: str) -> str | None:
+    """Save a layer's figure: queued to the active :class:`BackgroundPlots` of this
+    process, else drawn now. Returns why drawing failed (inline only), else None."""
+    import os
+
+    active = BackgroundPlots._active
+    if active is not None and active.pid == os.getpid():
+        active.jobs.put((result, name, layer_id, directory))
+        return None
+    try:
+        save_layer_plot(result, name, layer_id, directory)
+    except Exception as err:
+        return f"plot failed: {type(err).__name__}: {str(err)[:200]}"
+    return None
 
 
 PHASE_COLORS = {"random-like": "#9e9e9e", "bleeding-out": "#64b5f6", "bulk+spikes": "#1e88e5",
@@ -186,19 +295,25 @@ def plot_model(df: Any, path: Any = None, axes: Any = None) -> Any:
     axes = np.asarray(axes).ravel()
     phases = df["phase"].where(df["status"] == "success", "failed").fillna("failed")
     colors = [PHASE_COLORS.get(p, "#000000") for p in phases]
-    x = np.arange(len(df))
-    axes[0].scatter(x, df["alpha"].astype(float), c=colors, s=18)
+    # x is the tensor's position in the checkpoint (rows of a stacked tensor share it)
+    x = (df["layer_id"] if "layer_id" in df else np.arange(len(df))).to_numpy(dtype=float)
+    alpha = df["alpha"].astype(float).to_numpy()
+    axes[0].scatter(x, alpha, c=colors, s=18)
+    if x.size:
+        pad = max(1.0, 0.02 * (x.max() - x.min()))
+        axes[0].set_xlim(x.min() - pad, x.max() + pad)
     axes[0].axhline(2.0, color="0.6", ls=":", lw=1)
     axes[0].axhline(4.0, color="0.6", ls=":", lw=1)
-    axes[0].set_xlabel("layer")
+    axes[0].set_xlabel("layer id (position in the checkpoint)")
     axes[0].set_ylabel("alpha")
     axes[0].set_title("power-law alpha per layer, coloured by phase")
     counts = phases.value_counts()
     names = [p for p in PHASE_COLORS if p in counts]
     axes[1].barh(names, [counts[p] for p in names], color=[PHASE_COLORS[p] for p in names])
     axes[1].invert_yaxis()
-    axes[1].set_xlabel("layers")
+    axes[1].set_xlabel("rows")
+    axes[0].figure.tight_layout()
     if path is not None:
-        axes[0].figure.savefig(path, dpi=90)
+        axes[0].figure.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(axes[0].figure)
     return axes

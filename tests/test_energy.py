@@ -114,6 +114,10 @@ def test_t5_minimizer_energy_fast():
     assert set(df.columns) >= {"phi", "phi_actual", "m", "seed", "energy", "predicted",
                                "linear_baseline", "hessian_index", "grad_norm"}
     assert (df["phi_actual"] == 2 * 6 * 6 / (6 * df["m"])).all()
+    # converged runs reached the tolerance; the others are flagged, not hidden
+    assert df["converged"].any()
+    assert (df.loc[df["converged"], "grad_norm"] < 1e-10).all()
+    assert (df.loc[~df["converged"], "grad_norm"] >= 1e-10).all()
     _check_t5(df)
 
 
