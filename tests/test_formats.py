@@ -465,3 +465,22 @@ def test_missing_extra_advice_works_for_clones(tmp_path, monkeypatch):
         list(rio.open_checkpoint(path))
     assert "pip install h5py" in str(err.value) and "'.[keras]'" in str(err.value)
     json.dumps(str(err.value))  # plain text
+
+
+@pytest.mark.parametrize("quantised", ["dynamic", "qdq", "qoperator"])
+def test_onnx_runtime_quantised_models_dequantise_to_the_float_weights(quantised):
+    """Fixtures quantised by ONNX Runtime itself (tests/data/make_onnx_quantised.py): every
+    weight, dequantised with the scale and zero point the graph gives it (for dynamic
+    quantisation the scale sits in a Mul after the integer op), is the float weight to
+    within int8 rounding."""
+    pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
+    folder = Path(__file__).parent / "data" / "onnx"
+    floats = {n: t.load() for n, t in rio.open_checkpoint(folder / "float.onnx")}
+    got = {n.removesuffix("_quantized"): t for n, t in
+           rio.open_checkpoint(folder / f"{quantised}.onnx") if t.ndim >= 2}
+    assert set(got) == set(floats)
+    for name, tensor in got.items():
+        assert "dequantised" in tensor.layout.origin, tensor.layout
+        weight = tensor.load()
+        error = np.linalg.norm(weight - floats[name]) / np.linalg.norm(floats[name])
+        assert error < 0.02, (name, error)

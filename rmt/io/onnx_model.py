@@ -228,15 +228,19 @@ def _graphs(model: Any, path: Path) -> list[_Graph]:
     return out
 
 
-def _consumers(graphs: list[_Graph]) -> dict[str, list[tuple[Any, int]]]:
-    """Tensor name -> (node, input index) of every node reading it, in any graph."""
+def _consumers(graphs: list[_Graph]) -> tuple[dict[str, list[tuple[Any, int]]], dict[str, Any]]:
+    """Tensor name -> (node, input index) of every node reading it, and tensor name ->
+    the node producing it, over all graphs."""
     uses: dict[str, list[tuple[Any, int]]] = {}
+    producers: dict[str, Any] = {}
     for g in graphs:
         for node in g.graph.node:
             for i, name in enumerate(node.input):
                 if name:
                     uses.setdefault(name, []).append((node, i))
-    return uses
+            for name in node.output:
+                producers.setdefault(name, node)
+    return uses, producers
 
 
 def _role(op_type: str, index: int, domain: str) -> str:
@@ -311,7 +315,7 @@ def iter_onnx(path: Path) -> Iterator[tuple[str, LazyTensor]]:
     except Exception as err:  # protobuf DecodeError and friends
         raise CheckpointError(path, f"unreadable ONNX ({type(err).__name__}: "
                                     f"{str(err)[:160]})") from None
-    uses = _consumers(graphs)
+    uses, producers = _consumers(graphs)
     protos: dict[str, tuple[Locator, Any]] = {}  # every tensor by name, for scales
     listed: list[tuple[str, Locator, Any, str, bool]] = []
     for g in graphs:
@@ -336,13 +340,14 @@ def iter_onnx(path: Path) -> Iterator[tuple[str, LazyTensor]]:
         if not wanted:
             continue
         try:
-            yield _entry(path, identity, name, locator, proto, prefix, uses, protos)
+            yield _entry(path, identity, name, locator, proto, prefix, uses, producers,
+                         protos)
         except CheckpointError as err:
             yield name, LazyTensor.broken(name, str(path), err.problem)
 
 
 def _entry(path: Path, identity: FileIdentity, name: str, locator: Locator, proto: Any,
-           prefix: str, uses: dict[str, list[tuple[Any, int]]],
+           prefix: str, uses: dict[str, list[tuple[Any, int]]], producers: dict[str, Any],
            protos: dict[str, tuple[Locator, Any]]) -> tuple[str, LazyTensor]:
     """One weight as (row name, LazyTensor), dequantised when a quantised op reads it."""
     tensor = _loader(path, identity, locator, proto, name)
@@ -350,23 +355,54 @@ def _entry(path: Path, identity: FileIdentity, name: str, locator: Locator, prot
     row = _row_name(name, op, index, prefix)
     layout = _layout(op, index, perm, len(tensor.shape))
     quantised = _quantisation(path, identity, name, dequantize, op, index, protos,
-                              len(tensor.shape))
+                              len(tensor.shape), uses, producers)
     if quantised is None:
         return row, LazyTensor(row, tensor.shape, tensor.dtype, str(path), tensor,
                                data_key=(str(path), locator), layout=layout)
     scale, zero_point, axis, block = quantised
     loader = Dequantised(tensor, scale, zero_point, axis, block)
     if layout is not None:
+        how = "dequantised" if scale is not None else "zero point only: no scale found"
         layout = Layout(layout.kind, layout.perm, layout.row_axes,
-                        f"{layout.origin}, {tensor.dtype} dequantised")
+                        f"{layout.origin}, {tensor.dtype} {how}")
     out_dtype = scale.dtype if scale is not None else np.dtype(np.float32)
     return row, LazyTensor(row, tensor.shape, np.dtype(out_dtype) if out_dtype.kind == "f"
                            else np.dtype(np.float32), str(path), loader,
                            data_key=(str(path), locator, "dequantised"), layout=layout)
 
 
+def _downstream_scale(op: Any, uses: dict[str, list[tuple[Any, int]]],
+                      producers: dict[str, Any], stored: set[str]) -> str | None:
+    """The stored weight scale of an integer op without a scale input (ConvInteger,
+    MatMulInteger): ONNX Runtime's dynamic quantisation multiplies the op's output,
+    through a Cast, by ``x_scale * w_scale``; the stored factor of that product is the
+    weight's scale. None when the graph has no such pattern."""
+    name = op.output[0] if op.output else ""
+    for _ in range(4):  # through Cast nodes to the Mul
+        if name not in uses:
+            return None
+        node, _index = uses[name][0]
+        if node.op_type == "Cast":
+            name = node.output[0]
+            continue
+        if node.op_type != "Mul":
+            return None
+        other = [n for n in node.input if n != name]
+        if not other:
+            return None
+        if other[0] in stored:
+            return other[0]
+        factor = producers.get(other[0])
+        if factor is not None and factor.op_type == "Mul":
+            found = [n for n in factor.input if n in stored]
+            return found[0] if len(found) == 1 else None
+        return None
+    return None
+
+
 def _quantisation(path: Path, identity: FileIdentity, name: str, dequantize: Any, op: Any,
-                  index: int, protos: dict[str, tuple[Locator, Any]], ndim: int
+                  index: int, protos: dict[str, tuple[Locator, Any]], ndim: int,
+                  uses: dict[str, list[tuple[Any, int]]], producers: dict[str, Any]
                   ) -> tuple[OnnxTensor | None, OnnxTensor | None, int | None, int] | None:
     """(scale, zero point, axis, block) when ``name`` is a quantised weight, else None."""
     def tensor(input_name: str) -> OnnxTensor | None:
@@ -391,6 +427,10 @@ def _quantisation(path: Path, identity: FileIdentity, name: str, dequantize: Any
     if index != weight:
         return None
     inputs = [*op.input, *[""] * 8]
-    scale = tensor(inputs[scale_at]) if scale_at is not None else None
+    if scale_at is not None:
+        scale = tensor(inputs[scale_at])
+    else:
+        found = _downstream_scale(op, uses, producers, set(protos))
+        scale = tensor(found) if found else None
     zero_point = tensor(inputs[zero_at])
     return scale, zero_point, axis % ndim if ndim else None, 0
