@@ -475,7 +475,7 @@ def test_onnx_runtime_quantised_models_dequantise_to_the_float_weights(quantised
     within int8 rounding."""
     pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
     folder = Path(__file__).parent / "data" / "onnx"
-    floats = {n: t.load() for n, t in rio.open_checkpoint(folder / "float.onnx")}
+    floats = {n: t.load() for n, t in rio.open_checkpoint(folder / "float.onnx") if t.ndim >= 2}
     got = {n.removesuffix("_quantized"): t for n, t in
            rio.open_checkpoint(folder / f"{quantised}.onnx") if t.ndim >= 2}
     assert set(got) == set(floats)
