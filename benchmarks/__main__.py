@@ -23,6 +23,7 @@ from benchmarks import (
     analyze_llm,
     esd,
     etiquette,
+    formats,
     gpu,
     hessian,
     plots,
@@ -35,6 +36,7 @@ QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
         "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []), "plots": (plots, []),
+        "formats": (formats, []),
         "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
 
 
@@ -85,6 +87,11 @@ def summary_table() -> str:
         rows.append(("--plot cost", "; ".join(f"{k}: {v['ratio']:.2f}× unplotted, "
                                              f"{v['per_figure_s']:.2f} s per figure"
                                              for k, v in r.items())))
+    if (d := _load("formats")) is not None:
+        r = [x for x in d["results"] if x.get("max_abs_dalpha") is not None]
+        rows.append(("formats: α against each format's own library",
+                     f"{len(r)} real files and fixtures, {sum(x['compared'] for x in r)} layers, "
+                     f"max |Δα| {max(x['max_abs_dalpha'] for x in r):.0e}"))
     if (d := _load("hessian")) is not None:
         ours = [x for x in d["results"] if x["method"].startswith("rmt")]
         rows.append(("Hessian SLQ (320 matvecs)",

@@ -51,8 +51,14 @@ MODELS: dict[str, Source] = {
     # of If branches (2.3 MB) ...
     "silero-vad-jit": Source((("silero-vad", "6.2.3", "silero_vad/data/silero_vad.jit"),)),
     "silero-vad-onnx": Source((("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx"),)),
-    # ... and FER's emotion classifier, a full Keras model in HDF5 with Adam state (0.9 MB).
+    # ... FER's emotion classifier, a full Keras model in HDF5 with Adam state (0.9 MB) ...
     "fer-emotion": Source((("fer", "25.10.3", "fer/data/emotion_model.hdf5"),)),
+    # ... and, for the format benchmark, NudeNet's YOLOv8 detector (ONNX, 12 MB), RapidOCR's
+    # PP-OCRv4 recogniser (ONNX, 11 MB) and LPIPS's VGG head (torch zip, 7 kB).
+    "nudenet-320n": Source((("nudenet", "3.4.2", "nudenet/320n.onnx"),)),
+    "rapidocr-rec": Source((("rapidocr-onnxruntime", "1.4.4",
+                             "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),)),
+    "lpips-vgg": Source((("lpips", "0.1.4", "lpips/weights/v0.1/vgg.pth"),)),
 }
 
 
@@ -79,7 +85,8 @@ def fetch(name: str = "all-MiniLM-L6-v2", *, cache: str | Path | None = None,
         22.7M parameters, float32 safetensors, 91 MB), ``"all-mpnet-base-v2"`` (109.5M
         parameters, 438 MB), or one of the small real files in other formats:
         ``"facenet-pnet"``, ``"facenet-onet"`` (legacy torch), ``"silero-vad-jit"``
-        (TorchScript), ``"silero-vad-onnx"`` (ONNX), ``"fer-emotion"`` (Keras HDF5).
+        (TorchScript), ``"silero-vad-onnx"``, ``"nudenet-320n"``, ``"rapidocr-rec"`` (ONNX),
+        ``"fer-emotion"`` (Keras HDF5), ``"lpips-vgg"`` (torch zip).
     cache : path, optional
         Cache directory (default :func:`cache_dir`).
     timeout : float
