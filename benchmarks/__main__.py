@@ -6,7 +6,9 @@ and ``.md`` and refreshes its table in the README), then writes
 counts, and refreshes the README's summary. ``--quick`` keeps to a few minutes: the
 MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
 run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, the parallel and
-thread etiquette (``benchmarks.etiquette``), WeightWatcher
+thread etiquette (``benchmarks.etiquette``), the cost of ``--plot`` (``benchmarks.plots``),
+α on real checkpoints of every format against the format's own library
+(``benchmarks.formats``, needs torch, onnx and h5py), WeightWatcher
 on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv) and
 the GPU benchmarks (``benchmarks.gpu``: skipped, saying so, without a CUDA device).
 ``rmt bench`` runs this from a source checkout.
@@ -91,7 +93,7 @@ def summary_table() -> str:
         r = [x for x in d["results"] if x.get("max_abs_dalpha") is not None]
         rows.append(("formats: α against each format's own library",
                      f"{len(r)} real files and fixtures, {sum(x['compared'] for x in r)} layers, "
-                     f"max |Δα| {max(x['max_abs_dalpha'] for x in r):.0e}"))
+                     f"max abs Δα {max(x['max_abs_dalpha'] for x in r):.0e}"))
     if (d := _load("hessian")) is not None:
         ours = [x for x in d["results"] if x["method"].startswith("rmt")]
         rows.append(("Hessian SLQ (320 matvecs)",
