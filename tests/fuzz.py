@@ -1,6 +1,6 @@
 """Mutation fuzzer for the checkpoint readers and ``rmt.analyze``.
 
-Small valid files (safetensors, torch zip, .npz, GGUF) are mutated — byte flips,
+Small valid files (safetensors, torch zip, legacy torch, .npz, GGUF) are mutated — byte flips,
 truncations, insertions, and 8-byte "interesting" integers (0, 2**31, 2**63, -1, ...)
 written over a random offset — and each mutant goes through ``rmt.analyze``. A case
 passes when analyze returns a table or raises :class:`rmt.errors.CheckpointError`; it
@@ -35,8 +35,9 @@ CASE_RSS_MB = 256
 ADDRESS_SPACE = 3 * 2**30
 INTERESTING = [0, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**62 + 1, 2**63 - 1, 2**64 - 1,
                2**64 - 8, 10**12]
-KINDS = ("safetensors", "torch", "npz", "gguf")
-SUFFIX = {"safetensors": ".safetensors", "torch": ".pt", "npz": ".npz", "gguf": ".gguf"}
+KINDS = ("safetensors", "torch", "npz", "gguf", "torch-legacy")
+SUFFIX = {"safetensors": ".safetensors", "torch": ".pt", "npz": ".npz", "gguf": ".gguf",
+          "torch-legacy": ".pt"}
 
 
 def seed_files(folder: Path) -> dict[str, bytes]:
@@ -45,7 +46,7 @@ def seed_files(folder: Path) -> dict[str, bytes]:
     import pytest
 
     from rmt import io as rio
-    from tests.checkpoints import write_torch_zip
+    from tests.checkpoints import write_torch_legacy, write_torch_zip
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((24, 12)).astype(np.float32)
@@ -58,6 +59,9 @@ def seed_files(folder: Path) -> dict[str, bytes]:
         write_torch_zip(folder / "t.pt", {"state": {"a": a, "b": b, "v": (base, 4, (12, 20),
                                                                            (1, 12))}},
                         monkeypatch=mp)
+        write_torch_legacy(folder / "l.pt", {"state": {"a": a, "v": (base, 4, (12, 20),
+                                                                      (1, 12))}},
+                           monkeypatch=mp)
     np.savez(folder / "n.npz", a=a, b=b)
     import gguf
 
@@ -70,7 +74,8 @@ def seed_files(folder: Path) -> dict[str, bytes]:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    for kind, name in zip(KINDS, ("s.safetensors", "t.pt", "n.npz", "g.gguf"), strict=True):
+    for kind, name in zip(KINDS, ("s.safetensors", "t.pt", "n.npz", "g.gguf", "l.pt"),
+                          strict=True):
         out[kind] = (folder / name).read_bytes()
     return out
 

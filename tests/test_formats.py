@@ -484,3 +484,12 @@ def test_onnx_runtime_quantised_models_dequantise_to_the_float_weights(quantised
         weight = tensor.load()
         error = np.linalg.norm(weight - floats[name]) / np.linalg.norm(floats[name])
         assert error < 0.02, (name, error)
+
+
+def test_keras_theano_ordered_kernels_are_recognised():
+    from rmt.io.layout import keras_layout
+
+    theano = keras_layout(["block1_conv1", "block1_conv1_W"], None, (64, 3, 3, 3))
+    assert theano.perm is None and "Theano" in theano.origin
+    tf = keras_layout(["block1_conv1", "block1_conv1_W"], None, (3, 3, 3, 64))
+    assert tf.perm == (3, 2, 0, 1) and tf.shape((3, 3, 3, 64)) == (64, 3, 3, 3)

@@ -145,6 +145,10 @@ def keras_layout(parts: list[str], class_name: str | None, shape: tuple[int, ...
     if _keras_bias(lowered):
         return Layout("vector", origin=where)
     if ndim == 4:
+        if max(shape[:2]) > CONV1D_MAX_K and max(shape[2:]) <= CONV1D_MAX_K:
+            # Keras 1 with Theano ordering stored (out, in, kh, kw): a (64, 3, 3, 3) kernel
+            # read channels-last would be 64x3 "spatial" taps of 3x3 matrices
+            return Layout("conv", origin=f"{where}, Theano order (out, in, kh, kw)")
         if _keras_depthwise(lowered, class_name):
             # (kh, kw, C, mult) -> (C, mult, kh, kw): like PyTorch's depthwise (C, 1, kh, kw)
             return Layout("conv", (2, 3, 0, 1), origin=where)
