@@ -493,3 +493,28 @@ def test_keras_theano_ordered_kernels_are_recognised():
     assert theano.perm is None and "Theano" in theano.origin
     tf = keras_layout(["block1_conv1", "block1_conv1_W"], None, (3, 3, 3, 64))
     assert tf.perm == (3, 2, 0, 1) and tf.shape((3, 3, 3, 64)) == (64, 3, 3, 3)
+
+
+def test_torch_2_tensors_rebuilt_from_untyped_storage(tmp_path):
+    """torch >= 2.1 pickles float8, uint16 and friends as _rebuild_tensor_v3 over an
+    UntypedStorage, and tensors with Python attributes through _rebuild_from_type_v2."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch.manual_seed(0)
+    with_state = torch.randn(5, 5)
+    with_state.note = "an attribute"
+    state = {"fp8": torch.randn(16, 8).to(torch.float8_e4m3fn),
+             "e5m2": torch.randn(8, 8).to(torch.float8_e5m2),
+             "u16": torch.from_numpy(np.arange(12, dtype=np.uint16).reshape(3, 4)),
+             "with_state": with_state, "bf16": torch.randn(3, 3).bfloat16(),
+             "c32": torch.zeros(2, 2, dtype=torch.complex32)}
+    path = tmp_path / "v3.pt"
+    torch.save(state, path)
+    got = dict(rio.open_checkpoint(path))
+    for name, ref in state.items():
+        if name == "c32":
+            assert "torch.complex32 is not read" in got[name].error
+            continue
+        ours = got[name].load()
+        assert ours.shape == tuple(ref.shape) and ours.dtype.itemsize == ref.element_size()
+        raw = ref.contiguous().flatten().view(torch.uint8).numpy()
+        np.testing.assert_array_equal(np.ascontiguousarray(ours).view(np.uint8).ravel(), raw)

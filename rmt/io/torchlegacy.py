@@ -35,6 +35,7 @@ from rmt.io.torchzip import (
     _extent,
     _TensorRef,
     _walk,
+    strided_view,
     unpickle,
     view_problem,
 )
@@ -108,9 +109,7 @@ class LegacyStorageView:
         item = self.dtype.itemsize
         raw = read_bytes(self.identity, self.data_offset + self.offset * item,
                          _extent(self.shape, self.stride) * item, f"tensor {self.name!r}: ")
-        strides = tuple(s * item for s in self.stride)
-        return np.lib.stride_tricks.as_strided(raw.view(self.dtype), shape=self.shape,
-                                               strides=strides, writeable=False)
+        return strided_view(raw, self.dtype, self.shape, self.stride)
 
 
 def _header(stream: _PreadStream, path: Path) -> None:
@@ -177,7 +176,7 @@ def iter_torch_legacy(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
 def _lazy(path: Path, identity: FileIdentity, offsets: dict[str, int], name: str,
           ref: _TensorRef) -> LazyTensor:
     dtype = np.dtype(ref.storage.dtype)
-    problem = view_problem(ref)
+    problem = ref.problem or view_problem(ref)
     if ref.storage.key not in offsets:
         problem = f"storage {ref.storage.key!r} is not in the file's storage list"
     if problem:

@@ -112,6 +112,43 @@ class _TensorRef:
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    problem: str | None = None  # why the tensor cannot be read (an unsupported dtype)
+
+
+# torch dtypes named by GLOBAL in torch >= 2.1 pickles (``_rebuild_tensor_v3`` over an
+# UntypedStorage of bytes): the ones NumPy and ml_dtypes can hold. Others (complex32,
+# bits*, float4_e2m1fn_x2) make that tensor a broken entry.
+_TORCH_DTYPES = {
+    "float64": np.float64, "float32": np.float32, "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16, "float8_e4m3fn": ml_dtypes.float8_e4m3fn,
+    "float8_e5m2": ml_dtypes.float8_e5m2, "float8_e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+    "float8_e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+    "float8_e8m0fnu": getattr(ml_dtypes, "float8_e8m0fnu", None),
+    "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
+    "uint64": np.uint64, "uint32": np.uint32, "uint16": np.uint16, "uint8": np.uint8,
+    "bool": np.bool_, "complex64": np.complex64, "complex128": np.complex128,
+}
+_UNREAD_DTYPES = ("complex32", "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2",
+                  "float4_e2m1fn_x2")
+
+
+class _DType:
+    """Stand-in for a ``torch.<dtype>`` object: its name and NumPy dtype (None: unread)."""
+
+    __slots__ = ("name", "numpy")
+
+    def __init__(self, name: str, numpy: Any) -> None:
+        self.name, self.numpy = name, None if numpy is None else np.dtype(numpy)
+
+
+class _TypeName:
+    """Stand-in for ``torch.Tensor``/``torch.nn.Parameter`` as the target type of
+    ``_rebuild_from_type_v2``: only a name, never instantiated."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 def _count(value: Any) -> bool:
@@ -141,8 +178,34 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any,
     return _TensorRef(storage, storage_offset, shape, strides)
 
 
+def _rebuild_tensor_v3(storage: Any, storage_offset: Any, size: Any, stride: Any,
+                       requires_grad: Any = None, hooks: Any = None, dtype: Any = None,
+                       *_: Any) -> _TensorRef:
+    """torch >= 2.1's rebuild over an UntypedStorage (bytes) with the dtype given apart."""
+    if not isinstance(storage, _Storage) or storage.dtype != np.uint8:
+        raise pickle.UnpicklingError("tensor v3 without an untyped storage")
+    if not isinstance(dtype, _DType):
+        raise pickle.UnpicklingError("tensor v3 without a dtype")
+    if dtype.numpy is None:
+        ref = _rebuild_tensor(storage, storage_offset, size, stride)
+        return _TensorRef(ref.storage, ref.offset, ref.shape, ref.stride,
+                          problem=f"dtype torch.{dtype.name} is not read")
+    typed = _Storage(storage.key, dtype.numpy, storage.numel // dtype.numpy.itemsize,
+                     storage.start)
+    return _rebuild_tensor(typed, storage_offset, size, stride)
+
+
 def _rebuild_parameter(data: Any, *_: Any) -> Any:
     return data
+
+
+def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -> Any:
+    """``torch._tensor._rebuild_from_type_v2``: a tensor with Python state (attributes,
+    a subclass); the rebuild it wraps is one of the allowed ones, the state is dropped."""
+    if not any(func is f for f in _CALLABLE.values()) or func is _rebuild_from_type \
+            or not isinstance(new_type, _TypeName) or not isinstance(args, tuple):
+        raise pickle.UnpicklingError("rebuild_from_type of something other than a tensor")
+    return func(*args)
 
 
 def _build_list(items: Any) -> Any:
@@ -158,6 +221,8 @@ _CALLABLE = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,  # pre-1.0 legacy files
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type,
     **{f"torch.jit._pickle.build_{kind}list": _build_list
        for kind in ("int", "double", "bool", "tensor")},
 }
@@ -183,6 +248,13 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             **_CALLABLE,
             **{f"torch.{name}": _StorageType(np.dtype(dt))
                for name, dt in _STORAGE_DTYPES.items()},
+            "torch.storage.UntypedStorage": _StorageType(np.dtype(np.uint8)),
+            "torch.UntypedStorage": _StorageType(np.dtype(np.uint8)),
+            **{f"torch.{name}": _DType(name, dt) for name, dt in _TORCH_DTYPES.items()},
+            **{f"torch.{name}": _DType(name, None) for name in _UNREAD_DTYPES},
+            "torch.Tensor": _TypeName("Tensor"),
+            "torch._tensor.Tensor": _TypeName("Tensor"),
+            "torch.nn.parameter.Parameter": _TypeName("Parameter"),
         }
         self.storages: dict[str, tuple[np.dtype, int]] = {}
         self.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
@@ -384,6 +456,22 @@ def view_problem(ref: _TensorRef) -> str | None:
     return None
 
 
+def strided_view(raw: np.ndarray, dtype: np.dtype, shape: tuple[int, ...],
+                 stride: tuple[int, ...]) -> np.ndarray:
+    """A read-only strided view (strides in elements) of the bytes ``raw`` as ``dtype``.
+
+    The strides are applied to an unsigned integer view of the same item size and the
+    result is then viewed as ``dtype``: ``as_strided`` goes through the array interface,
+    which cannot describe ml_dtypes' 1-byte floats (float8 would fail as ``'<f1'``).
+    """
+    item = dtype.itemsize
+    carrier = raw.view(np.dtype(f"u{item}")) if item in (1, 2, 4, 8) else raw.view(dtype)
+    view = np.lib.stride_tricks.as_strided(carrier, shape=shape,
+                                           strides=tuple(s * item for s in stride),
+                                           writeable=False)
+    return view.view(dtype)
+
+
 @dataclass(frozen=True)
 class ZipStorageView:
     """Loader of one tensor view of a storage entry in a torch zip (picklable)."""
@@ -399,10 +487,8 @@ class ZipStorageView:
             return np.empty(self.shape, dtype=self.dtype)
         extent = _extent(self.shape, self.stride)
         item = self.dtype.itemsize
-        base = self.entry.read(self.offset * item, (self.offset + extent) * item).view(self.dtype)
-        strides = tuple(s * item for s in self.stride)
-        return np.lib.stride_tricks.as_strided(base, shape=self.shape, strides=strides,
-                                               writeable=False)
+        raw = self.entry.read(self.offset * item, (self.offset + extent) * item)
+        return strided_view(raw, self.dtype, self.shape, self.stride)
 
 
 def _read_member(identity: FileIdentity, info: zipfile.ZipInfo) -> bytes:
@@ -481,7 +567,7 @@ def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo],
     elif info.file_size < needed:
         problem = f"storage {entry} is truncated ({info.file_size} of {needed} bytes)"
     else:
-        problem = entry_problem(info, needed) or view_problem(ref)
+        problem = ref.problem or entry_problem(info, needed) or view_problem(ref)
     if problem or info is None:
         return LazyTensor.broken(name, str(path), f"tensor {name!r}: {problem}", ref.shape,
                                  dtype)
