@@ -518,3 +518,75 @@ def test_torch_2_tensors_rebuilt_from_untyped_storage(tmp_path):
         assert ours.shape == tuple(ref.shape) and ours.dtype.itemsize == ref.element_size()
         raw = ref.contiguous().flatten().view(torch.uint8).numpy()
         np.testing.assert_array_equal(np.ascontiguousarray(ours).view(np.uint8).ravel(), raw)
+
+
+def test_torch_quantised_tensors_are_dequantised(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch.manual_seed(0)
+    w = torch.randn(16, 32)
+    per_tensor = torch.quantize_per_tensor(w, 0.05, 3, torch.qint8)
+    per_channel = torch.quantize_per_channel(w, torch.rand(16) * 0.1 + 0.01,
+                                             torch.zeros(16, dtype=torch.long), 0, torch.qint8)
+    path = tmp_path / "q.pt"
+    torch.save({"per_tensor": per_tensor, "per_channel": per_channel}, path)
+    got = dict(rio.open_checkpoint(path))
+    for name, ref in (("per_tensor", per_tensor), ("per_channel", per_channel)):
+        assert got[name].dtype == np.float32 and "int8 dequantised" in got[name].layout.origin
+        np.testing.assert_array_equal(got[name].load(), ref.dequantize().numpy())
+    with pytest.warns(DeprecationWarning):
+        dynamic = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(torch.nn.Linear(32, 16)), {torch.nn.Linear}, dtype=torch.qint8)
+    torch.save(dynamic.state_dict(), tmp_path / "dynamic.pt")
+    torch.jit.save(torch.jit.script(dynamic), tmp_path / "dynamic.jit")
+    expected = dynamic[0].weight().dequantize().numpy()
+    state = dict(rio.open_checkpoint(tmp_path / "dynamic.pt"))
+    np.testing.assert_array_equal(state["0._packed_params._packed_params.0"].load(), expected)
+    script = dict(rio.open_checkpoint(tmp_path / "dynamic.jit"))
+    np.testing.assert_array_equal(script["0._packed_params._packed_params.state.0"].load(),
+                                  expected)
+
+
+class _Zoo:
+    """A module of the common layer types, defined here so torch.jit.script can read it."""
+
+    @staticmethod
+    def build(torch):
+        class Zoo(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.emb = torch.nn.Embedding(50, 16)
+                self.lstm = torch.nn.LSTM(16, 32, batch_first=True, bidirectional=True)
+                self.mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
+                self.norm = torch.nn.BatchNorm1d(64)
+                self.blocks = torch.nn.ModuleList([torch.nn.Linear(64, 64) for _ in range(2)])
+                self.convs = torch.nn.ModuleDict({"a": torch.nn.Conv1d(64, 64, 3, padding=1)})
+                self.register_buffer("pos", torch.randn(10, 64))
+                self.scale: float = 0.5
+                self.sizes = [1, 2, 3]
+
+            def forward(self, x):
+                h = self.emb(x)
+                h, _ = self.lstm(h)
+                h, _ = self.mha(h, h, h)
+                h = self.convs["a"](self.norm(h.transpose(1, 2))).transpose(1, 2)
+                for block in self.blocks:
+                    h = block(h)
+                return h * self.scale
+
+        return Zoo
+
+
+def test_torchscript_of_common_modules(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch.manual_seed(0)
+    model = _Zoo.build(torch)().eval()
+    for kind in ("script", "trace"):
+        compiled = (torch.jit.script(model) if kind == "script" else
+                    torch.jit.trace(model, torch.randint(0, 50, (2, 10)), check_trace=False))
+        path = tmp_path / f"{kind}.pt"
+        torch.jit.save(compiled, path)
+        got = {n: t for n, t in rio.open_checkpoint(path) if not n.startswith("constants.")}
+        assert set(got) == set(model.state_dict()), kind
+        for name, ref in model.state_dict().items():
+            np.testing.assert_array_equal(got[name].load(), ref.numpy())
+        assert got["convs.a.weight"].layout.origin == "torch Conv1d"

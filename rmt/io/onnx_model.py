@@ -40,6 +40,7 @@ from rmt.errors import CheckpointError
 from rmt.io.extras import need
 from rmt.io.files import FileIdentity, contained, read_bytes
 from rmt.io.layout import Layout
+from rmt.io.quantised import Dequantised
 from rmt.io.tensor import LazyTensor, checked_shape
 
 MAX_GRAPH_DEPTH = 32
@@ -107,42 +108,6 @@ class OnnxTensor:
             return np.asarray(numpy_helper.to_array(proto)).reshape(self.shape)
         except (ValueError, TypeError) as err:
             raise CheckpointError(self.identity.path, f"{what}{err}") from None
-
-
-@dataclass(frozen=True)
-class Dequantised:
-    """Loader of a quantised weight: ``(q - zero_point) * scale`` in float32 (picklable).
-
-    ``axis`` is the axis the scale runs along (None: one scale); ``block`` the block
-    size of blocked quantisation (``DequantizeLinear`` opset 21), else 0.
-    """
-
-    q: OnnxTensor
-    scale: OnnxTensor | None
-    zero_point: OnnxTensor | None
-    axis: int | None
-    block: int
-
-    def __call__(self) -> np.ndarray:
-        q = self.q().astype(np.float32)
-        if self.zero_point is not None:
-            q -= self._spread(self.zero_point().astype(np.float32), q.shape)
-        if self.scale is not None:
-            q *= self._spread(self.scale().astype(np.float32), q.shape)
-        return q
-
-    def _spread(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """Broadcast a scale or zero point over the quantised tensor."""
-        if values.size == 1 or self.axis is None:
-            return values.reshape(())
-        axis = self.axis % len(shape)
-        if self.block:
-            values = np.repeat(values, self.block, axis=axis)
-            values = values[tuple(slice(0, n) for n in shape)]
-            return values
-        view = [1] * len(shape)
-        view[axis] = shape[axis]
-        return values.reshape(view)
 
 
 def _dtype(path: Path, data_type: int, name: str) -> np.dtype:

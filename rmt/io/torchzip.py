@@ -46,7 +46,8 @@ import numpy as np
 
 from rmt.errors import CheckpointError
 from rmt.io.files import FileIdentity
-from rmt.io.layout import Layout, torch_module_layout
+from rmt.io.layout import Layout, infer_layout, torch_module_layout
+from rmt.io.quantised import Constant, Dequantised
 from rmt.io.tensor import MAX_NDIM, LazyTensor
 from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
@@ -56,6 +57,7 @@ _STORAGE_DTYPES = {
     "Float8_e5m2Storage": ml_dtypes.float8_e5m2, "LongStorage": np.int64,
     "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
     "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "QInt8Storage": np.int8, "QUInt8Storage": np.uint8, "QInt32Storage": np.int32,
 }
 
 # Bounds on what one pickle may do. A real state dict needs ~30 opcodes and ~300 bytes of
@@ -113,6 +115,9 @@ class _TensorRef:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     problem: str | None = None  # why the tensor cannot be read (an unsupported dtype)
+    # torch quantised tensor: ("tensor", scale, zero_point) or
+    # ("channel", scales, zero_points, axis) with scales/zero_points _TensorRefs
+    quant: tuple[Any, ...] | None = None
 
 
 # torch dtypes named by GLOBAL in torch >= 2.1 pickles (``_rebuild_tensor_v3`` over an
@@ -127,7 +132,10 @@ _TORCH_DTYPES = {
     "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
     "uint64": np.uint64, "uint32": np.uint32, "uint16": np.uint16, "uint8": np.uint8,
     "bool": np.bool_, "complex64": np.complex64, "complex128": np.complex128,
+    "qint8": np.int8, "quint8": np.uint8, "qint32": np.int32,
 }
+_QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams",
+             "per_tensor_symmetric", "per_channel_symmetric")
 _UNREAD_DTYPES = ("complex32", "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2",
                   "float4_e2m1fn_x2")
 
@@ -195,6 +203,29 @@ def _rebuild_tensor_v3(storage: Any, storage_offset: Any, size: Any, stride: Any
     return _rebuild_tensor(typed, storage_offset, size, stride)
 
 
+def _rebuild_qtensor(storage: Any, storage_offset: Any, size: Any, stride: Any,
+                     qparams: Any, *_: Any) -> _TensorRef:
+    """``torch._utils._rebuild_qtensor``: integers plus the scale and zero point (one
+    pair, or one per channel along an axis); dequantised when loaded."""
+    ref = _rebuild_tensor(storage, storage_offset, size, stride)
+    if not isinstance(qparams, tuple) or not qparams or not isinstance(qparams[0], _TypeName):
+        raise pickle.UnpicklingError("quantised tensor without a quantisation scheme")
+    scheme = qparams[0].name
+    if scheme in ("per_tensor_affine", "per_tensor_symmetric") and len(qparams) == 3 \
+            and all(isinstance(v, int | float) and not isinstance(v, bool)
+                    for v in qparams[1:]):
+        return _TensorRef(ref.storage, ref.offset, ref.shape, ref.stride,
+                          quant=("tensor", float(qparams[1]), float(qparams[2])))
+    if scheme.startswith("per_channel") and len(qparams) == 4 \
+            and isinstance(qparams[1], _TensorRef) and isinstance(qparams[2], _TensorRef) \
+            and isinstance(qparams[3], int) and 0 <= qparams[3] < max(len(ref.shape), 1):
+        return _TensorRef(ref.storage, ref.offset, ref.shape, ref.stride,
+                          quant=("channel", qparams[1], qparams[2], qparams[3]))
+    return _TensorRef(ref.storage, ref.offset, ref.shape, ref.stride,
+                      problem=f"quantisation scheme {scheme} with parameters "
+                              f"{str(qparams[1:])[:60]} is not read")
+
+
 def _rebuild_parameter(data: Any, *_: Any) -> Any:
     return data
 
@@ -206,6 +237,11 @@ def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any = None) -
             or not isinstance(new_type, _TypeName) or not isinstance(args, tuple):
         raise pickle.UnpicklingError("rebuild_from_type of something other than a tensor")
     return func(*args)
+
+
+def _restore_type_tag(value: Any, *_: Any) -> Any:
+    """``torch.jit._pickle.restore_type_tag``: a typed dict/list, kept as it is."""
+    return value
 
 
 def _build_list(items: Any) -> Any:
@@ -222,9 +258,11 @@ _CALLABLE = {
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_qtensor": _rebuild_qtensor,
     "torch._tensor._rebuild_from_type_v2": _rebuild_from_type,
     **{f"torch.jit._pickle.build_{kind}list": _build_list
        for kind in ("int", "double", "bool", "tensor")},
+    "torch.jit._pickle.restore_type_tag": _restore_type_tag,
 }
 _REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX,
                                  pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEXT_BUFFER,
@@ -255,6 +293,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             "torch.Tensor": _TypeName("Tensor"),
             "torch._tensor.Tensor": _TypeName("Tensor"),
             "torch.nn.parameter.Parameter": _TypeName("Parameter"),
+            **{f"torch.{name}": _TypeName(name) for name in _QSCHEMES},
         }
         self.storages: dict[str, tuple[np.dtype, int]] = {}
         self.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
@@ -271,7 +310,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         key = f"{module}.{name}"
         if key in self._names:
             return self._names[key]
-        if self._script and module.startswith("__torch__."):
+        if self._script and (module == "__torch__" or module.startswith("__torch__.")):
             return self._names.setdefault(key, _ScriptClass(key))
         raise CheckpointError(self._path, f"refused to unpickle {key[:120]}: only tensors and "
                                           "containers are read (no code from a checkpoint runs)")
@@ -318,9 +357,11 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         state = self.stack.pop()
         target = self.stack[-1]
         if type(target) is _ScriptObject:
-            if type(state) is not dict or target.attrs:
-                raise self._refuse("TorchScript object state is not a dict, or set twice")
-            target.attrs = state  # its attributes: submodules, parameters, buffers
+            if target.attrs:
+                raise self._refuse("TorchScript object state set twice")
+            # its attributes (submodules, parameters, buffers); a custom __getstate__
+            # (quantised packed params) gives a tuple, walked as "state"
+            target.attrs = state if type(state) is dict else {"state": state}
             return
         # other state (torch's _metadata, tensor attributes) is not needed: discarded
         if type(target) not in (dict, collections.OrderedDict, _TensorRef):
@@ -396,8 +437,9 @@ def _walk(obj: Any, path: Path) -> Iterator[tuple[str, _TensorRef, str | None]]:
             stack.pop()
             continue
         key, value = item
-        if isinstance(key, str) and key.lower().startswith("optim"):
-            continue  # optimizer state (Adam moments, ...) is not model weights
+        if isinstance(key, str) and (key.lower().startswith("optim")
+                                     or key == "_flat_weights"):
+            continue  # optimizer state is not weights; an RNN's _flat_weights repeats them
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, _TensorRef):
             found += 1
@@ -500,6 +542,30 @@ def _read_member(identity: FileIdentity, info: zipfile.ZipInfo) -> bytes:
     return ZipEntry.of(identity, info).read_all(MAX_PICKLE_BYTES)
 
 
+def quantised_loader(q: Any, ref: _TensorRef, part: Any) -> Dequantised:
+    """The dequantising loader of a torch quantised tensor: ``q`` loads its integers,
+    ``part(inner_ref, what)`` the loader of a per-channel scales or zero-points tensor."""
+    assert ref.quant is not None
+    if ref.quant[0] == "tensor":
+        _, scale, zero = ref.quant
+        return Dequantised(q, Constant(scale), Constant(zero), None)
+    _, scales, zeros, axis = ref.quant
+    if scales.shape != (ref.shape[axis],) or zeros.shape != (ref.shape[axis],):
+        raise CheckpointError("", f"per-channel scales {list(scales.shape)} do not match "
+                                  f"axis {axis} of {list(ref.shape)}")
+    return Dequantised(q, part(scales, "scales"), part(zeros, "zero_points"), axis)
+
+
+def quantised_layout(layout: Layout | None, ref: _TensorRef) -> Layout | None:
+    """The layout of a tensor, saying it was dequantised (when it was)."""
+    if ref.quant is None:
+        return layout
+    base = layout or infer_layout("", ref.shape)
+    note = f"{ref.storage.dtype} dequantised"
+    return Layout(base.kind, base.perm, base.row_axes,
+                  f"{base.origin}, {note}" if base.origin else note)
+
+
 def unpickle(data: bytes | Any, path: Path, *, script: bool = False,
              legacy: bool = False) -> tuple[Any, dict[str, tuple[np.dtype, int]]]:
     """The object of one pickle, by the restricted unpickler, and the storages its
@@ -571,8 +637,18 @@ def _lazy(path: Path, identity: FileIdentity, infos: dict[str, zipfile.ZipInfo],
     if problem or info is None:
         return LazyTensor.broken(name, str(path), f"tensor {name!r}: {problem}", ref.shape,
                                  dtype)
-    loader = ZipStorageView(ZipEntry.of(identity, info, f"tensor {name!r}: "), dtype,
-                            ref.offset, ref.shape, ref.stride)
-    return LazyTensor(name, ref.shape, dtype, str(path), loader,
-                      data_key=(str(path), entry, ref.offset, ref.shape, ref.stride),
-                      layout=layout)
+    loader: Any = ZipStorageView(ZipEntry.of(identity, info, f"tensor {name!r}: "), dtype,
+                                 ref.offset, ref.shape, ref.stride)
+    key = (str(path), entry, ref.offset, ref.shape, ref.stride)
+    if ref.quant is not None:
+        def part(inner: _TensorRef, what: str) -> Any:
+            found = _lazy(path, identity, infos, storages, f"{name}.{what}", inner, None)
+            if found.error:
+                raise CheckpointError(path, found.error)
+            return found._loader
+        try:
+            loader, dtype = quantised_loader(loader, ref, part), np.dtype(np.float32)
+        except CheckpointError as err:
+            return LazyTensor.broken(name, str(path), err.problem, ref.shape)
+    return LazyTensor(name, ref.shape, dtype, str(path), loader, data_key=key,
+                      layout=quantised_layout(layout, ref))
