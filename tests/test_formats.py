@@ -495,6 +495,7 @@ def test_keras_theano_ordered_kernels_are_recognised():
     assert tf.perm == (3, 2, 0, 1) and tf.shape((3, 3, 3, 64)) == (64, 3, 3, 3)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental:UserWarning")
 def test_torch_2_tensors_rebuilt_from_untyped_storage(tmp_path):
     """torch >= 2.1 pickles float8, uint16 and friends as _rebuild_tensor_v3 over an
     UntypedStorage, and tensors with Python attributes through _rebuild_from_type_v2."""
@@ -520,6 +521,7 @@ def test_torch_2_tensors_rebuilt_from_untyped_storage(tmp_path):
         np.testing.assert_array_equal(np.ascontiguousarray(ours).view(np.uint8).ravel(), raw)
 
 
+@pytest.mark.filterwarnings("ignore:.*quantiz:UserWarning", "ignore::DeprecationWarning")
 def test_torch_quantised_tensors_are_dequantised(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     torch.manual_seed(0)
@@ -533,9 +535,8 @@ def test_torch_quantised_tensors_are_dequantised(tmp_path):
     for name, ref in (("per_tensor", per_tensor), ("per_channel", per_channel)):
         assert got[name].dtype == np.float32 and "int8 dequantised" in got[name].layout.origin
         np.testing.assert_array_equal(got[name].load(), ref.dequantize().numpy())
-    with pytest.warns(DeprecationWarning):
-        dynamic = torch.ao.quantization.quantize_dynamic(
-            torch.nn.Sequential(torch.nn.Linear(32, 16)), {torch.nn.Linear}, dtype=torch.qint8)
+    dynamic = torch.ao.quantization.quantize_dynamic(
+        torch.nn.Sequential(torch.nn.Linear(32, 16)), {torch.nn.Linear}, dtype=torch.qint8)
     torch.save(dynamic.state_dict(), tmp_path / "dynamic.pt")
     torch.jit.save(torch.jit.script(dynamic), tmp_path / "dynamic.jit")
     expected = dynamic[0].weight().dequantize().numpy()
@@ -576,6 +577,7 @@ class _Zoo:
         return Zoo
 
 
+@pytest.mark.filterwarnings("ignore::Warning")  # torch's tracer warnings about its own code
 def test_torchscript_of_common_modules(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     torch.manual_seed(0)
