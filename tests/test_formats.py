@@ -592,3 +592,12 @@ def test_torchscript_of_common_modules(tmp_path):
         for name, ref in model.state_dict().items():
             np.testing.assert_array_equal(got[name].load(), ref.numpy())
         assert got["convs.a.weight"].layout.origin == "torch Conv1d"
+
+
+def test_directory_of_other_formats(tmp_path):
+    pytest.importorskip("h5py", reason="the 'keras' extra is not installed")
+    import shutil
+
+    shutil.copy(KERAS / "model.weights.h5", tmp_path / "model.weights.h5")
+    assert rio.sniff(tmp_path) == "directory"
+    assert len(rmt.analyze(tmp_path)) == 13

@@ -42,8 +42,8 @@ __all__ = ["LazyTensor", "describe", "get_tensor", "open_checkpoint", "open_file
 
 
 # Names that promise a file: a directory called like this is refused, not walked.
-FILE_SUFFIXES = (".safetensors", ".index.json", ".pt", ".pth", ".bin", ".npz", ".gguf",
-                 ".onnx", ".h5", ".keras", ".pkl")
+FILE_SUFFIXES = (".safetensors", ".index.json", ".pt", ".pth", ".bin", ".jit", ".npz",
+                 ".gguf", ".onnx", ".h5", ".keras", ".pkl")
 
 
 def sniff(path: str | Path) -> str:

@@ -26,6 +26,8 @@ from rmt.io.tensor import LazyTensor, checked_shape
 from rmt.io.zipentry import ZipEntry, entry_problem, open_zip
 
 MAX_INDEX_BYTES = 64 * 2**20
+# Checkpoint files a directory without safetensors is read from.
+OTHER_SUFFIXES = (".bin", ".pt", ".pth", ".jit", ".npz", ".gguf", ".onnx", ".h5", ".keras")
 # .npy headers are short dict literals; NumPy itself refuses longer ones by default.
 MAX_NPY_HEADER = 10000
 
@@ -116,12 +118,13 @@ def _directory_files(path: Path) -> list[Path]:
     except OSError as err:
         raise CheckpointError(path, f"cannot list directory ({err.strerror})") from None
     files = [p for p in entries if p.name.endswith(".safetensors")]
-    return files or [p for p in entries if p.suffix in (".bin", ".pt", ".pth", ".npz")]
+    return files or [p for p in entries if p.suffix in OTHER_SUFFIXES]
 
 
 def iter_directory(path: Path) -> Iterator[tuple[str, LazyTensor]]:
     """Tensors of every checkpoint in a directory: its ``*.index.json`` if there is one,
-    else each ``.safetensors`` (or, without any, ``.bin``/``.pt``/``.npz``) file in name order.
+    else each ``.safetensors`` file (or, without any, each file with a suffix of
+    :data:`OTHER_SUFFIXES`: torch, TorchScript, .npz, GGUF, ONNX, Keras) in name order.
 
     A file that cannot be read (dangling or escaping symlink, not a regular file, bad
     content) gives one broken entry named after it; the other files are still read.
@@ -132,8 +135,8 @@ def iter_directory(path: Path) -> Iterator[tuple[str, LazyTensor]]:
         return
     files = _directory_files(path)
     if not files:
-        raise CheckpointError(path, "directory holds no checkpoint file (.safetensors, .bin, "
-                                    ".pt, .pth, .npz or an index)")
+        raise CheckpointError(path, "directory holds no checkpoint file (.safetensors, an "
+                                    "index, or " + ", ".join(OTHER_SUFFIXES) + ")")
     for file in files:
         if file.is_symlink() and file.exists() and not inside(path, file):
             yield file.name, LazyTensor.broken(file.name, str(file), "symbolic link to a file "
