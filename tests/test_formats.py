@@ -601,3 +601,23 @@ def test_directory_of_other_formats(tmp_path):
     shutil.copy(KERAS / "model.weights.h5", tmp_path / "model.weights.h5")
     assert rio.sniff(tmp_path) == "directory"
     assert len(rmt.analyze(tmp_path)) == 13
+
+
+def test_keras_save_weights_h5_layout(tmp_path):
+    """tf.keras ``save_weights("w.h5")``: layer groups at the root, listed in model order
+    by ``layer_names``/``weight_names`` (here deliberately not alphabetical)."""
+    h5py = pytest.importorskip("h5py", reason="the 'keras' extra is not installed")
+    rng = np.random.default_rng(4)
+    layers = {"dense_10": (64, 32), "conv2d_2": (3, 3, 16, 32), "dense_2": (32, 10)}
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array(list(layers), dtype="S")
+        for layer, shape in layers.items():
+            f.create_dataset(f"{layer}/{layer}/kernel:0", data=rng.standard_normal(shape))
+            f.create_dataset(f"{layer}/{layer}/bias:0", data=np.zeros(shape[-1]))
+            f[layer].attrs["weight_names"] = np.array([f"{layer}/kernel:0", f"{layer}/bias:0"],
+                                                      dtype="S")
+    table = rmt.analyze(path)
+    assert list(table["name"]) == [f"{n}/{n}/kernel:0" for n in layers]
+    conv = table.set_index("name").loc["conv2d_2/conv2d_2/kernel:0"]
+    assert (conv["N"], conv["M"], conv["num_slices"]) == (32, 16, 9)
