@@ -20,17 +20,11 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
 
+from rmt import config
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
 
 __all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances"]
 
-# One decoded row block: ~1 MiB so that it is still in cache when syrk reads it (measured
-# on MiniLM's float32 layers, 1 thread: 0.335 s with 1 MiB blocks against 0.369 s with
-# 32 MiB), but at least MIN_BLOCK_ROWS rows so that each syrk call does enough work per
-# pass over the M×M result (256-row blocks were 8% slower at M = 4096). A 32000×4096
-# bf16 matrix thus costs its 4096² Gram plus one 16 MiB block.
-BLOCK_BYTES = 2**20
-MIN_BLOCK_ROWS = 512
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -110,8 +104,8 @@ def gram(
     dtype : {float64, float32}
         Accumulation dtype.
     block_rows : int, optional
-        Rows of A per block; default ``BLOCK_BYTES`` worth of decoded rows, at least
-        ``MIN_BLOCK_ROWS``.
+        Rows of A per block; default ``config.GRAM_BLOCK_BYTES`` worth of decoded rows, at least
+        ``config.GRAM_MIN_BLOCK_ROWS``.
 
     Returns
     -------
@@ -127,7 +121,7 @@ def gram(
             return syrk(1.0, A, trans=1, lower=1)
         return syrk(1.0, A.T, trans=0, lower=1)
     if block_rows is None:
-        block_rows = max(MIN_BLOCK_ROWS, BLOCK_BYTES // (m * acc.itemsize))
+        block_rows = max(config.GRAM_MIN_BLOCK_ROWS, config.GRAM_BLOCK_BYTES // (m * acc.itemsize))
     block_rows = int(max(1, min(block_rows, n_rows)))
     G = np.zeros((m, m), dtype=acc, order="F")
     buffer = np.empty((block_rows, m), dtype=acc)
@@ -191,10 +185,10 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
 
 # --- power-law KS scan -------------------------------------------------------------------
 
-# Every COARSE_STRIDE-th candidate is evaluated in full first; the least of those D is an
+# Every config.KS_COARSE_STRIDE-th candidate is evaluated in full first; the least of those D is an
 # upper bound on the minimum, and the pruned pass abandons any candidate whose running
 # maximum exceeds it (science/phases.md §8).
-COARSE_STRIDE = 64
+config.KS_COARSE_STRIDE = 64
 
 
 @numba.njit(cache=True, nogil=True)
@@ -234,8 +228,6 @@ def _ks_many_serial(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alpha
                          1.0 - alphas[c], inv_norms[c], bound)
 
 
-# Below this many point-candidate pairs the thread-pool launch costs more than it saves.
-SERIAL_PAIRS = 2**18
 
 
 def ks_distances(
@@ -289,13 +281,13 @@ def ks_distances(
     n_strands = 8 * numba.get_num_threads()
 
     def run(which: np.ndarray, bound: float) -> None:
-        if numba.get_num_threads() == 1 or which.size * log_pts.size < SERIAL_PAIRS:
+        if numba.get_num_threads() == 1 or which.size * log_pts.size < config.KS_SERIAL_PAIRS:
             _ks_many_serial(*args, which, bound, out)
         else:
             _ks_many(*args, which, bound, n_strands, out)
 
-    if prune and todo.size > 2 * COARSE_STRIDE:
-        coarse = todo[::COARSE_STRIDE]
+    if prune and todo.size > 2 * config.KS_COARSE_STRIDE:
+        coarse = todo[::config.KS_COARSE_STRIDE]
         run(coarse, np.inf)
         bound = float(out[coarse].min())
         todo = np.setdiff1d(todo, coarse, assume_unique=True)

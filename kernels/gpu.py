@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from rmt import config
 from rmt._device import cupy_or_none, is_cupy_array
 from rmt._dtypes import accumulation_dtype, decode_table, storage_kind
 from rmt.errors import DeviceError
 
 __all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances"]
 
-BLOCK_BYTES = 256 * 2**20  # device blocks can be larger than host ones
 
 
 def _cupy() -> ModuleType:
@@ -72,7 +72,7 @@ def _gram(
     acc = accumulation_dtype(dtype)
     n_rows, m = (W.shape[1], W.shape[0]) if transpose else W.shape
     if block_rows is None:
-        block_rows = BLOCK_BYTES // (m * acc.itemsize)
+        block_rows = config.GPU_GRAM_BLOCK_BYTES // (m * acc.itemsize)
     block_rows = int(max(1, min(block_rows, n_rows)))
     G = xp.zeros((m, m), dtype=acc)
     for start in range(0, n_rows, block_rows):
@@ -123,7 +123,7 @@ def gram(
     dtype : {float64, float32}
         Accumulation dtype.
     block_rows : int, optional
-        Rows of A per block; default ``BLOCK_BYTES`` worth of decoded rows.
+        Rows of A per block; default ``config.GPU_GRAM_BLOCK_BYTES`` worth of decoded rows.
 
     Returns
     -------
@@ -181,7 +181,6 @@ def eigvalsh(G: Any) -> np.ndarray:
 
 # --- power-law KS scan -------------------------------------------------------------------
 
-KS_CHUNK_ELEMENTS = 2**26  # candidates × points evaluated per step (512 MiB of float64)
 
 
 def _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms,
@@ -195,7 +194,7 @@ def _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas,
         return out
     n_pts = log_pts.shape[0]
     point_index = xp.arange(n_pts)
-    step = max(1, KS_CHUNK_ELEMENTS // max(1, n_pts))
+    step = max(1, config.GPU_KS_CHUNK_ELEMENTS // max(1, n_pts))
     for begin in range(0, todo.size, step):
         sel = todo[begin : begin + step]
         first = int(np.min(np.asarray(starts)[sel]))

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rmt import config
 from rmt._device import resolve_device
 from rmt._threads import limit_threads, threads_in_force
 from rmt.errors import AnalysisError
@@ -41,12 +42,6 @@ __all__ = ["COLUMNS", "analyze", "summary"]
 SUMMARY_COLUMNS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank", "mp_softrank")
 
-# Parallel runs: tasks per chunk at most, and chunks in flight per worker.
-CHUNK_TASKS = 64
-IN_FLIGHT_PER_WORKER = 2
-# Seconds a spawned worker takes to import rmt and load its compiled kernels (measured
-# 2-4 s on 2 cores): work that would finish sooner runs in this process.
-POOL_STARTUP_SECONDS = 3.0
 
 Task = tuple[int, str, LazyTensor]
 
@@ -367,13 +362,13 @@ def _alias_row(row: dict[str, Any], i: int, shown: str, first: str) -> dict[str,
 
 def _chunks(tasks: list[Task], n_workers: int) -> list[list[Task]]:
     """Tasks grouped so that each chunk holds about an equal share of the bytes (at most
-    :data:`CHUNK_TASKS` tasks): many tiny tensors travel together, a big one alone."""
+    :data:`config.CHUNK_TASKS` tasks): many tiny tensors travel together, a big one alone."""
     total = sum(t.nbytes for _, _, t in tasks) or 1
     target = total / max(1, 4 * n_workers)
     chunks: list[list[Task]] = [[]]
     size = 0
     for task in tasks:
-        if chunks[-1] and (size >= target or len(chunks[-1]) >= CHUNK_TASKS):
+        if chunks[-1] and (size >= target or len(chunks[-1]) >= config.CHUNK_TASKS):
             chunks.append([])
             size = 0
         chunks[-1].append(task)
@@ -414,7 +409,7 @@ def _run_parallel(pending: list[Task], opts: Options,
             _work_while_starting(queue, warming, opts, collect)
             if not queue:
                 return
-        limit = max(2, IN_FLIGHT_PER_WORKER * n_jobs)
+        limit = max(2, config.IN_FLIGHT_PER_WORKER * n_jobs)
         running = {pool.submit(_run_chunk, queue.popleft(), opts)
                    for _ in range(min(limit, len(queue)))}
         while running:
@@ -476,7 +471,7 @@ def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: An
             elapsed = time.perf_counter() - start
             if spent > 0 and elapsed > 0.1:
                 scale = elapsed / spent
-            if left * scale * (1 - 1 / n_jobs) > POOL_STARTUP_SECONDS:
+            if left * scale * (1 - 1 / n_jobs) > config.POOL_STARTUP_SECONDS:
                 return
             task = _next_task(queue)
             i, shown, tensor = task

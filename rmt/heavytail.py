@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from rmt import _alternatives
+from rmt import _alternatives, config
 from rmt._powerlaw_scan import scan
 from rmt._threads import limit_threads
 from rmt.errors import DataError
@@ -28,7 +28,6 @@ from rmt.errors import DataError
 __all__ = ["BootstrapResult", "LikelihoodRatio", "PowerLawFit", "fit_powerlaw"]
 
 Candidates = Literal["powerlaw", "ww"]
-SHORT_TAIL = 10  # DESIGN.md §3: a tail shorter than this carries a warning
 
 
 class LikelihoodRatio(NamedTuple):
@@ -367,8 +366,8 @@ def fit_powerlaw(
     elif candidates == "powerlaw" and not result.valid[k]:
         warnings.append(f"alpha={alpha:.4g} is outside or within 0.01 of alpha_range="
                         f"{alpha_range}")
-    if n_in < SHORT_TAIL:
-        warnings.append(f"tail has only {n_in} points (< {SHORT_TAIL})")
+    if n_in < config.SHORT_TAIL:
+        warnings.append(f"tail has only {n_in} points (< {config.SHORT_TAIL})")
     if xmin is None and k == result.xmins.size - 1:
         warnings.append("xmin is the largest candidate")
     return PowerLawFit(

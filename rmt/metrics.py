@@ -15,17 +15,13 @@ from typing import Any, Literal
 import numpy as np
 import scipy.linalg
 
+from rmt import config
 from rmt._device import is_cupy_array
 from rmt.spectra import Conv, _slices, weight_shape
 
 __all__ = ["ESDMetrics", "esd_metrics", "numerical_zero_threshold", "svd_rank_loss"]
 
 EPS64 = float(np.finfo(np.float64).eps)
-
-# Above this many entries the rank-loss confirmation by SVD is skipped (the SVD of a
-# large matrix costs far more than its ESD); the Gram screen count is reported then.
-SVD_MAX_ELEMENTS = 2**23
-
 
 @dataclass(frozen=True)
 class ESDMetrics:
@@ -115,7 +111,7 @@ def esd_metrics(
     W: Any = None,
     M: int | None = None,
     conv: Conv = "slices",
-    svd_max_elements: int = SVD_MAX_ELEMENTS,
+    svd_max_elements: int | None = None,
 ) -> ESDMetrics:
     """Per-layer metrics of an ESD.
 
@@ -132,8 +128,9 @@ def esd_metrics(
         when given, else ``len(ev)``.
     conv : {"slices", "flatten"}
         Conv rule W was read with.
-    svd_max_elements : int
-        Largest W (entries) on which the SVD confirmation runs.
+    svd_max_elements : int, optional
+        Largest W (entries) on which the SVD confirmation runs; default
+        :data:`rmt.config.SVD_MAX_ELEMENTS`.
 
     Returns
     -------
@@ -155,6 +152,8 @@ def esd_metrics(
     total = float(lam.sum())
     rank_loss = int(np.count_nonzero(ev <= numerical_zero_threshold(ev, M)))
     method: Literal["svd", "gram"] = "gram"
+    if svd_max_elements is None:
+        svd_max_elements = config.SVD_MAX_ELEMENTS
     if W is not None and rank_loss > 0 and int(np.prod(W.shape)) <= svd_max_elements:
         rank_loss, method = svd_rank_loss(W, conv), "svd"
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rmt import config
 from rmt._device import is_cupy_array, kernels, resolve_device
 from rmt._dtypes import accumulation_dtype, storage_kind
 from rmt._threads import limit_threads
@@ -31,8 +32,6 @@ __all__ = ["WeightShape", "esd", "esd_batch", "weight_shape"]
 
 Conv = Literal["slices", "flatten"]
 
-# Same-shape matrices are stacked into one batched eigensolve up to this many bytes.
-BATCH_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def _eigenvalues(W: Any, shape: WeightShape, device: str, acc: np.dtype,
         _check_gram(G, W, acc, name)
         return K.eigvalsh(G)
     stack = _slices(W, shape)
-    per_batch = max(1, BATCH_BYTES // (shape.N * shape.M * 8 + shape.M * shape.M * 8))
+    per_batch = max(1, config.ESD_BATCH_BYTES // (shape.N * shape.M * 8 + shape.M * shape.M * 8))
     parts = []
     for start in range(0, shape.num_slices, per_batch):
         G = K.gram_stack(stack[start : start + per_batch], dtype=acc)
@@ -278,7 +277,7 @@ def esd_batch(
     """ESDs of many weights, batching small same-shape matrices into one eigensolve.
 
     2-D weights with equal shape, dtype and orientation whose Gram matrices fit in
-    ``BATCH_BYTES`` together are stacked, and their eigenvalues come from one batched
+    ``config.ESD_BATCH_BYTES`` together are stacked, and their eigenvalues come from one batched
     call (one cuSOLVER launch on the GPU, one loop inside NumPy on the CPU). Other
     weights go through :func:`esd` one at a time.
 
@@ -316,7 +315,7 @@ def esd_batch(
                 raise
             results[i] = err
             continue
-        if W.ndim == 2 and shape.M * shape.M * 8 * 2 <= BATCH_BYTES:
+        if W.ndim == 2 and shape.M * shape.M * 8 * 2 <= config.ESD_BATCH_BYTES:
             groups.setdefault((W.shape, W.dtype.str, is_cupy_array(W)), []).append(i)
         else:
             groups.setdefault(("single", i), []).append(i)
@@ -354,7 +353,7 @@ def _run_stacked(
     shape = weight_shape(first.shape)
     dev = resolve_device(device, first)
     K = kernels(dev)  # type: ignore[arg-type]
-    per_batch = max(1, BATCH_BYTES // (shape.N * shape.M * acc.itemsize + shape.M**2 * 8))
+    per_batch = max(1, config.ESD_BATCH_BYTES // (shape.N * shape.M * acc.itemsize + shape.M**2 * 8))
     for start in range(0, len(members), per_batch):
         chunk = members[start : start + per_batch]
         xp = _namespace(weights[chunk[0]])

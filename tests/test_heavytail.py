@@ -10,7 +10,7 @@ import pytest
 import scipy.optimize
 
 import rmt
-from rmt import _alternatives
+from rmt import _alternatives, config
 from rmt.errors import DataError
 from rmt.kernels import cpu, gpu
 from tests.reference import heavy_tailed_esd, powerlaw_scan, ww_scan
@@ -119,7 +119,7 @@ def test_pruning_is_exact_where_it_matters():
 
 
 def test_gpu_twin_logic_with_numpy_namespace(monkeypatch):
-    monkeypatch.setattr(gpu, "KS_CHUNK_ELEMENTS", 5000)  # force many tiles
+    monkeypatch.setattr(config, "GPU_KS_CHUNK_ELEMENTS", 5000)  # force many tiles
     x = np.sort(heavy_tailed_esd(800, 400, 2.0, seed=4))
     log_x = np.log(x)
     n = x.size

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rmt
+from rmt import config
 from rmt.errors import DTypeError, EmptyWeightError, NonFiniteError, ShapeError, WeightError
 from rmt.kernels import cpu
 from tests.reference import eig_tolerance, esd_svd
@@ -77,8 +78,8 @@ def test_blocked_bf16_path_equals_float64_path():
 
 
 def test_block_size_bounds_the_working_memory(monkeypatch):
-    # A bf16 W never becomes a float64 copy: every decoded block is at most BLOCK_BYTES
-    # (or MIN_BLOCK_ROWS rows).
+    # A bf16 W never becomes a float64 copy: every decoded block is at most config.GRAM_BLOCK_BYTES
+    # (or config.GRAM_MIN_BLOCK_ROWS rows).
     seen = []
     original = cpu.decode
 
@@ -87,8 +88,8 @@ def test_block_size_bounds_the_working_memory(monkeypatch):
         return original(block, out)
 
     monkeypatch.setattr(cpu, "decode", spy)
-    monkeypatch.setattr(cpu, "BLOCK_BYTES", 64 * 1024)
-    monkeypatch.setattr(cpu, "MIN_BLOCK_ROWS", 16)
+    monkeypatch.setattr(config, "GRAM_BLOCK_BYTES", 64 * 1024)
+    monkeypatch.setattr(config, "GRAM_MIN_BLOCK_ROWS", 16)
     W = _weight((4000, 256), ml_dtypes.bfloat16, seed=4)
     rmt.esd(W)
     assert len(seen) > 1
@@ -100,15 +101,15 @@ def test_peak_memory_is_gram_plus_one_block(monkeypatch):
     # 256² Gram matrix, one decoded block and the eigensolver's O(M²) workspace.
     import tracemalloc
 
-    monkeypatch.setattr(cpu, "BLOCK_BYTES", 2**20)
-    monkeypatch.setattr(cpu, "MIN_BLOCK_ROWS", 16)
+    monkeypatch.setattr(config, "GRAM_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(config, "GRAM_MIN_BLOCK_ROWS", 16)
     W = _weight((20000, 256), ml_dtypes.bfloat16, seed=13)
     rmt.esd(W)  # warm caches (decode tables, BLAS)
     tracemalloc.start()
     rmt.esd(W)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    budget = cpu.BLOCK_BYTES + 4 * 256 * 256 * 8 + 2**20
+    budget = config.GRAM_BLOCK_BYTES + 4 * 256 * 256 * 8 + 2**20
     assert peak <= budget < W.size * 8
 
 

@@ -5,12 +5,14 @@ Operators are ``scipy.sparse.linalg.LinearOperator`` (or anything with ``shape``
 NumPy network and ``rmt.hessian.torch`` of any PyTorch model (needs the ``torch`` extra).
 """
 
-from rmt.hessian.extreme import extreme_eigs, index, trace
+from rmt.hessian.extreme import extreme_eigs, index, negative_fraction
 from rmt.hessian.lanczos import LanczosResult, lanczos
 from rmt.hessian.mlp import MLP, TanhMLP
 from rmt.hessian.operators import CountingOperator, as_operator, dense_operator, shifted, to_dense
 from rmt.hessian.slq import SpectralDensity, slq, wasserstein
+from rmt.hessian.trace import trace
 
 __all__ = ["MLP", "CountingOperator", "LanczosResult", "SpectralDensity", "TanhMLP",
-           "as_operator", "dense_operator", "extreme_eigs", "index", "lanczos", "shifted",
+           "as_operator", "dense_operator", "extreme_eigs", "index", "lanczos", "negative_fraction",
+           "shifted",
            "slq", "to_dense", "trace", "wasserstein"]

@@ -1,4 +1,4 @@
-"""Extreme eigenvalues, the index and the trace of a symmetric operator."""
+"""Extreme eigenvalues and the index (share of negative eigenvalues) of a symmetric operator."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
 
-from rmt.hessian.operators import CountingOperator, as_operator, to_dense
+from rmt import config
+from rmt.hessian.operators import as_operator, to_dense
 
-__all__ = ["extreme_eigs", "index", "trace"]
+__all__ = ["extreme_eigs", "index", "negative_fraction"]
 
 
 def extreme_eigs(op: Any, k: int = 1, which: Literal["LA", "SA"] = "LA", *, tol: float = 1e-8,
@@ -68,8 +69,9 @@ def index(op: Any, method: Literal["exact", "slq"] = "exact", *, zero_tol: float
         Symmetric operator.
     method : {"exact", "slq"}
         ``"exact"``: build the matrix (n matvecs) and count eigenvalues below
-        −``zero_tol`` (default n·eps·‖A‖, so round-off around exact zeros — the flat
-        directions of an over-parametrised model — does not count as negative).
+        −``zero_tol`` (default :func:`negative_fraction`'s n·eps·‖A‖, so round-off
+        around exact zeros — the flat directions of an over-parametrised model — does
+        not count as negative).
         ``"slq"``: :meth:`SpectralDensity.negative_fraction` of :func:`rmt.hessian.slq`
         (keyword options passed on).
 
@@ -85,34 +87,41 @@ def index(op: Any, method: Literal["exact", "slq"] = "exact", *, zero_tol: float
     if method != "exact":
         raise ValueError(f"method must be 'exact' or 'slq', got {method!r}")
     A = to_dense(op)
-    ev = scipy.linalg.eigvalsh((A + A.T) / 2)
-    tol = zero_tol if zero_tol is not None else A.shape[0] * np.finfo(float).eps * np.abs(ev).max()
-    return float(np.mean(ev < -tol))
+    return negative_fraction(scipy.linalg.eigvalsh((A + A.T) / 2), zero_tol=zero_tol)
 
 
-def trace(op: Any, n_matvecs: int = 99, *, rng: Any = None) -> float:
-    """Hutch++ estimate of the trace from ``n_matvecs`` products.
+def negative_fraction(ev: Any, *, zero_tol: float | None = None,
+                      rel_tol: float | None = None) -> float:
+    """Share of eigenvalues below −tol: the index of a spectrum computed in float64.
 
-    A third of the budget finds the dominant subspace (sketch A·S, QR), whose trace is
-    exact; the rest estimates the remainder with Rademacher probes projected off it.
-    Variance falls as 1/m² instead of Hutchinson's 1/m for matrices with decaying spectra.
-
-    References
+    Parameters
     ----------
-    R. A. Meyer, C. Musco, C. Musco and D. P. Woodruff, "Hutch++: optimal stochastic
-    trace estimation", SOSA 2021.
+    ev : array_like
+        Eigenvalues (any order).
+    zero_tol : float, optional
+        Absolute tolerance.
+    rel_tol : float, optional
+        Relative tolerance: tol = ``rel_tol``·max|λ| (for Hessians at points an optimiser
+        found, whose residual gradient leaves noise on the flat directions; the energy
+        experiment uses :data:`rmt.config.INDEX_REL_TOL`).
+        With neither: tol = ``rmt.config.INDEX_EPS_FACTOR``·n·eps·max|λ|, the round-off
+        of a dense symmetric eigensolve.
+
+    Returns
+    -------
+    float
+        Fraction in [0, 1].
     """
-    op = CountingOperator(op)
-    n = op.shape[0]
-    if n_matvecs >= n:  # cheaper to be exact
-        eye = np.eye(n)
-        return float(sum(np.asarray(op.matvec(eye[:, j])).ravel()[j] for j in range(n)))
-    rng = np.random.default_rng(rng)
-    m = max(3, int(n_matvecs)) // 3
-    S = rng.choice([-1.0, 1.0], size=(n, m))
-    G = rng.choice([-1.0, 1.0], size=(n, m))
-    Q, _ = np.linalg.qr(op.matmat(S))
-    t_top = np.trace(Q.T @ op.matmat(Q))
-    G_perp = G - Q @ (Q.T @ G)
-    t_rest = np.trace(G_perp.T @ op.matmat(G_perp)) / m
-    return float(t_top + t_rest)
+    ev = np.asarray(ev, dtype=np.float64).ravel()
+    if ev.size == 0:
+        raise ValueError("negative_fraction got no eigenvalues")
+    if zero_tol is not None and rel_tol is not None:
+        raise ValueError("give zero_tol or rel_tol, not both")
+    scale = float(np.abs(ev).max())
+    if zero_tol is not None:
+        tol = float(zero_tol)
+    elif rel_tol is not None:
+        tol = float(rel_tol) * scale
+    else:
+        tol = config.INDEX_EPS_FACTOR * ev.size * float(np.finfo(np.float64).eps) * scale
+    return float(np.mean(ev < -tol))

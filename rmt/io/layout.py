@@ -21,11 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["matrix", "conv", "stack", "vector"]
+from rmt import config
 
-# A 3-D tensor with no other clue is a Conv1d kernel (out, in, k) when its last axis is
-# this short and shorter than both others; otherwise a stack of matrices (E, rows, cols).
-CONV1D_MAX_K = 16
+Kind = Literal["matrix", "conv", "stack", "vector"]
 
 _CONV_NAME = re.compile(r"conv", re.IGNORECASE)
 _STACK_NAME = re.compile(r"expert", re.IGNORECASE)
@@ -96,7 +94,7 @@ def infer_layout(name: str, shape: tuple[int, ...]) -> Layout:
     2-D: a matrix; 4-D: a conv kernel ``(out, in, kh, kw)``. 3-D, in this order: a name
     containing ``conv`` is a Conv1d kernel and one containing ``expert`` a stack;
     ``(out, 1, k)`` is a Conv1d kernel (a stack of one-row matrices has no spectrum);
-    else the shape rule of :data:`CONV1D_MAX_K`.
+    else the shape rule of :data:`rmt.config.CONV1D_MAX_K`.
     """
     if len(shape) != 3:
         return Layout("matrix" if len(shape) <= 2 else "conv")
@@ -107,7 +105,7 @@ def infer_layout(name: str, shape: tuple[int, ...]) -> Layout:
     if shape[1] == 1:
         return Layout("conv", origin="shape")
     k = shape[2]
-    if k <= CONV1D_MAX_K and k < min(shape[0], shape[1]):
+    if k <= config.CONV1D_MAX_K and k < min(shape[0], shape[1]):
         return Layout("conv", origin="shape")
     return Layout("stack", origin="shape")
 
@@ -145,7 +143,7 @@ def keras_layout(parts: list[str], class_name: str | None, shape: tuple[int, ...
     if _keras_bias(lowered):
         return Layout("vector", origin=where)
     if ndim == 4:
-        if max(shape[:2]) > CONV1D_MAX_K and max(shape[2:]) <= CONV1D_MAX_K:
+        if max(shape[:2]) > config.CONV1D_MAX_K and max(shape[2:]) <= config.CONV1D_MAX_K:
             # Keras 1 with Theano ordering stored (out, in, kh, kw): a (64, 3, 3, 3) kernel
             # read channels-last would be 64x3 "spatial" taps of 3x3 matrices
             return Layout("conv", origin=f"{where}, Theano order (out, in, kh, kw)")
@@ -164,7 +162,7 @@ def keras_layout(parts: list[str], class_name: str | None, shape: tuple[int, ...
         return Layout("matrix", row_axes=1, origin=where)
     conv = (class_name is not None and "conv" in class_name.lower()) or any(
         "conv" in p for p in lowered)
-    if conv or (class_name is None and shape[0] <= CONV1D_MAX_K
+    if conv or (class_name is None and shape[0] <= config.CONV1D_MAX_K
                 and shape[0] < min(shape[1], shape[2])):
         return Layout("conv", (2, 1, 0), origin=where)
     return Layout("matrix", row_axes=1, origin=where)

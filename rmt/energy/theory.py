@@ -1,4 +1,4 @@
-"""Pennington & Bahri's random-matrix theory of the loss Hessian, and the energy check.
+"""Pennington & Bahri's random-matrix theory of the loss Hessian (closed forms only).
 
 Model: H = H0 + H1 with H0 a Wishart matrix of ratio ϕ and scale 1 (Gauss–Newton part,
 R₀(w) = 1/(1 − ϕw)) and H1 a Wigner matrix of variance 2ε (residual part, R₁(w) = 2εw),
@@ -169,12 +169,3 @@ def predicted_minimizer_energy(phi: float) -> float:
     ½(1 − ϕ)² for ϕ < 1, 0 for ϕ ≥ 1 (the network can then memorise)."""
     phi = float(phi)
     return 0.5 * (1 - phi) ** 2 if phi < 1 else 0.0
-
-
-from rmt.memorization import (  # noqa: E402 - the experiment lives in its own module
-    freeness_diagnostic,
-    index_vs_energy,
-    memorization_experiment,
-)
-
-__all__ += ["freeness_diagnostic", "index_vs_energy", "memorization_experiment"]

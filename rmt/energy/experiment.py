@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 import scipy.optimize
 
+from rmt import config
+from rmt.energy.theory import predicted_minimizer_energy
+from rmt.hessian.extreme import negative_fraction
 from rmt.hessian.mlp import MLP, TanhMLP
 
 __all__ = ["freeness_diagnostic", "index_vs_energy", "levenberg_marquardt",
@@ -88,9 +91,8 @@ def newton_polish(net: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
     return res.x, int(res.nit)
 
 
-def _exact_index(H: np.ndarray, rel_tol: float = 1e-6) -> float:
-    ev = np.linalg.eigvalsh(H)
-    return float(np.mean(ev < -rel_tol * np.abs(ev).max()))
+def _exact_index(H: np.ndarray) -> float:
+    return negative_fraction(np.linalg.eigvalsh(H), rel_tol=config.INDEX_REL_TOL)
 
 
 def memorization_experiment(n: int = 8, phis: Any = (0.25, 0.5, 0.75), n_seeds: int = 6,
@@ -125,11 +127,10 @@ def memorization_experiment(n: int = 8, phis: Any = (0.25, 0.5, 0.75), n_seeds: 
         Columns ``phi, phi_actual, m, seed, energy, predicted, linear_baseline,
         hessian_index, grad_norm, converged, iterations``: ``predicted`` = ½(1 − ϕ_actual)²,
         ``linear_baseline`` = ½(1 − ϕ_actual) (a linear model's minimum), the index counts
-        Hessian eigenvalues below −1e-6·λmax, ``converged`` is ‖∇ε‖ < ``grad_tol``, and
+        Hessian eigenvalues below −``rmt.config.INDEX_REL_TOL``·λmax, ``converged`` is ‖∇ε‖ < ``grad_tol``, and
         ``iterations`` counts both phases.
     """
     from rmt._threads import limit_threads
-    from rmt.energy import predicted_minimizer_energy
 
     master = np.random.default_rng(rng)
     net = TanhMLP(n, n, n)
@@ -169,7 +170,7 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
     -------
     dict
         ``ks`` (two-sample KS distance between the spectrum of H and the pooled rotated
-        spectra), ``index`` and ``free_index`` (fractions below −1e-6·λmax), ``energy``,
+        spectra), ``index`` and ``free_index`` (fractions below −``rmt.config.INDEX_REL_TOL``·λmax of H), ``energy``,
         and the eigenvalues ``evals`` and ``free_evals``.
     """
     rng = np.random.default_rng(rng)
@@ -185,9 +186,10 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
     free = np.sort(np.concatenate(free))
     import scipy.stats
 
-    tol = 1e-6 * np.abs(ev).max()
+    tol = config.INDEX_REL_TOL * np.abs(ev).max()
     return {"ks": float(scipy.stats.ks_2samp(ev, free).statistic),
-            "index": float(np.mean(ev < -tol)), "free_index": float(np.mean(free < -tol)),
+            "index": negative_fraction(ev, zero_tol=tol),
+            "free_index": negative_fraction(free, zero_tol=tol),
             "energy": model.loss(theta, X, Y), "evals": ev, "free_evals": free}
 
 
@@ -200,7 +202,7 @@ def index_vs_energy(n: int = 8, phi: float = 0.5, n_runs: int = 10, rng: Any = N
     al. (2019, 2021) showed that such points are often *gradient-flat regions* rather than
     critical points: the gradient stalls well above zero and lies almost entirely in
     near-flat directions. Every row therefore carries ``grad_norm`` and ``flat_fraction``
-    (the share of ‖∇ε‖² in eigen-directions with |λ| < 1e-3·λmax); a 3/2-law fit of these
+    (the share of ‖∇ε‖² in eigen-directions with |λ| < ``rmt.config.FLAT_REL_TOL``·λmax); a 3/2-law fit of these
     points is not a confirmation of the theory.
 
     Returns
@@ -232,9 +234,9 @@ def index_vs_energy(n: int = 8, phi: float = 0.5, n_runs: int = 10, rng: Any = N
             t = res.x
             g = net.grad(t, X, Y)
             ev, V = np.linalg.eigh(net.hessian(t, X, Y))
-            flat = np.abs(ev) < 1e-3 * np.abs(ev).max()
+            flat = np.abs(ev) < config.FLAT_REL_TOL * np.abs(ev).max()
             share = float(np.sum((V.T @ g)[flat] ** 2) / max(g @ g, 1e-300))
             rows.append({"run": run, "gd_steps": steps, "energy": net.loss(t, X, Y),
-                         "index": float(np.mean(ev < -1e-6 * np.abs(ev).max())),
+                         "index": negative_fraction(ev, rel_tol=config.INDEX_REL_TOL),
                          "grad_norm": float(np.linalg.norm(g)), "flat_fraction": share})
     return pd.DataFrame(rows)
