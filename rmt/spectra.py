@@ -353,7 +353,8 @@ def _run_stacked(
     shape = weight_shape(first.shape)
     dev = resolve_device(device, first)
     K = kernels(dev)  # type: ignore[arg-type]
-    per_batch = max(1, config.ESD_BATCH_BYTES // (shape.N * shape.M * acc.itemsize + shape.M**2 * 8))
+    each = shape.N * shape.M * acc.itemsize + shape.M**2 * 8
+    per_batch = max(1, config.ESD_BATCH_BYTES // each)
     for start in range(0, len(members), per_batch):
         chunk = members[start : start + per_batch]
         xp = _namespace(weights[chunk[0]])

@@ -130,9 +130,8 @@ def test_t5_minimizer_energy_full():
 
 
 def test_t6_freeness_holds_at_random_points_and_fails_at_minima():
-    from rmt.energy import freeness_diagnostic
+    from rmt.energy import freeness_diagnostic, levenberg_marquardt
     from rmt.hessian import TanhMLP
-    from rmt.energy import levenberg_marquardt
 
     rng = np.random.default_rng(3)
     net = TanhMLP(8, 8, 8)

@@ -127,8 +127,8 @@ def memorization_experiment(n: int = 8, phis: Any = (0.25, 0.5, 0.75), n_seeds: 
         Columns ``phi, phi_actual, m, seed, energy, predicted, linear_baseline,
         hessian_index, grad_norm, converged, iterations``: ``predicted`` = ½(1 − ϕ_actual)²,
         ``linear_baseline`` = ½(1 − ϕ_actual) (a linear model's minimum), the index counts
-        Hessian eigenvalues below −``rmt.config.INDEX_REL_TOL``·λmax, ``converged`` is ‖∇ε‖ < ``grad_tol``, and
-        ``iterations`` counts both phases.
+        Hessian eigenvalues below −``rmt.config.INDEX_REL_TOL``·λmax, ``converged`` is
+        ‖∇ε‖ < ``grad_tol``, and ``iterations`` counts both phases.
     """
     from rmt._threads import limit_threads
 
@@ -170,8 +170,9 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
     -------
     dict
         ``ks`` (two-sample KS distance between the spectrum of H and the pooled rotated
-        spectra), ``index`` and ``free_index`` (fractions below −``rmt.config.INDEX_REL_TOL``·λmax of H), ``energy``,
-        and the eigenvalues ``evals`` and ``free_evals``.
+        spectra), ``index`` and ``free_index`` (fractions below
+        −``rmt.config.INDEX_REL_TOL``·λmax of H), ``energy``, and the eigenvalues
+        ``evals`` and ``free_evals``.
     """
     rng = np.random.default_rng(rng)
     H = model.hessian(theta, X, Y)
@@ -202,8 +203,8 @@ def index_vs_energy(n: int = 8, phi: float = 0.5, n_runs: int = 10, rng: Any = N
     al. (2019, 2021) showed that such points are often *gradient-flat regions* rather than
     critical points: the gradient stalls well above zero and lies almost entirely in
     near-flat directions. Every row therefore carries ``grad_norm`` and ``flat_fraction``
-    (the share of ‖∇ε‖² in eigen-directions with |λ| < ``rmt.config.FLAT_REL_TOL``·λmax); a 3/2-law fit of these
-    points is not a confirmation of the theory.
+    (the share of ‖∇ε‖² in eigen-directions with |λ| < ``rmt.config.FLAT_REL_TOL``·λmax);
+    a 3/2-law fit of these points is not a confirmation of the theory.
 
     Returns
     -------
