@@ -39,20 +39,23 @@ _map_source_kernels()
 
 from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom  # noqa: E402
 from rmt._device import gpu_available  # noqa: E402
-from rmt.analyze import analyze, summary  # noqa: E402  (the function shadows the module)
+from rmt.columns import COLUMNS  # noqa: E402
 from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
 from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
 from rmt.mp import MPFit, fit_mp  # noqa: E402
-from rmt.phases import Phase, PhaseResult, classify, classify_esd  # noqa: E402
+from rmt.phases import Phase, PhaseResult, PhaseThresholds, classify, classify_esd  # noqa: E402
+from rmt.runner import analyze, summary  # noqa: E402
 from rmt.spectra import WeightShape, esd, esd_batch, weight_shape  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "COLUMNS",
     "ESDMetrics",
     "MPFit",
     "Phase",
     "PhaseResult",
+    "PhaseThresholds",
     "PowerLawFit",
     "WeightShape",
     "__version__",

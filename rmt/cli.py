@@ -94,8 +94,8 @@ def _check_writable(out: str) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from rmt.analyze import analyze, summary
     from rmt.errors import AnalysisError
+    from rmt.runner import analyze, summary
 
     if args.out is not None:
         _check_writable(args.out)

@@ -93,11 +93,11 @@ def layer_table(
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`DEMO_COLUMNS` (documented in :data:`rmt.analyze.COLUMNS`);
+        Columns :data:`DEMO_COLUMNS` (documented in :data:`rmt.COLUMNS`);
         ``built`` is the phase a layer was built in (:data:`DEMO_PHASES`; empty for the
         unlabelled conv and head), next to the ``phase`` rmt detects.
     """
-    from rmt.analyze import analyze
+    from rmt.runner import analyze
 
     df = analyze(weights, normalize=normalize, device=device, n_threads=n_threads,
                  progress=False)

@@ -1,7 +1,10 @@
-"""One layer of a checkpoint → one row of ``rmt.analyze``'s table (no I/O, no scheduling).
+"""One tensor of a checkpoint → rows of ``rmt.analyze``'s table (no I/O, no scheduling).
 
-Columns use WeightWatcher's names where the concept is the same; :data:`COLUMNS`
-documents every column (units, normalisation) in one place.
+Three steps per matrix: *compute* (:func:`compute_layer`: the ESD, then every registered
+analysis of :mod:`rmt.analyses` once, into a :class:`rmt.columns.LayerResult`), *decide*
+(the ``phase`` analysis, :func:`rmt.phases.decide`, a pure function of the fits) and
+*present* (:func:`layer_row` builds the row from the column schema
+:data:`rmt.columns.COLUMNS`; plots are queued from the same result).
 """
 
 from __future__ import annotations
@@ -14,59 +17,29 @@ from typing import Any
 
 import numpy as np
 
+import rmt.analyses  # noqa: F401  (registers the built-in analyses)
 from rmt._dtypes import storage_kind
+from rmt.columns import ANALYSES, COLUMNS, LayerResult
 from rmt.errors import CheckpointError, DataError, WeightError
-from rmt.heavytail import fit_powerlaw
 from rmt.io.layout import infer_layout
-from rmt.metrics import esd_metrics, numerical_zero_threshold
-from rmt.mp import fit_mp
-from rmt.phases import DEFAULTS, classify_esd
-from rmt.spectra import esd, weight_shape
+from rmt.metrics import numerical_zero_threshold
+from rmt.phases import PhaseThresholds
+from rmt.spectra import WeightShape, esd, weight_shape
 
-COLUMNS: dict[str, str] = {
-    "layer_id": "position of the tensor in the checkpoint (0-based, counting every tensor)",
-    "name": "tensor name as stored; stacked 3-D tensors get one row per matrix, name[e]",
-    "shape": "stored shape",
-    "dtype": "storage dtype",
-    "layout": "what the stored tensor was read as (matrix, convNd, stack of E) and why: the "
-              "framework's layer type, the name, or the shape rule (rmt.io.layout)",
-    "N": "rows of each matrix after orienting so that N >= M",
-    "M": "columns of each matrix (N >= M)",
-    "Q": "N/M",
-    "num_slices": "matrices pooled into the ESD (kh*kw for a Conv2d kernel, k for Conv1d)",
-    "num_evals": "eigenvalues in the ESD (M*num_slices)",
-    "lambda_max": "largest eigenvalue of X = W^T W/N (of W^T W with normalize=False)",
-    "log_norm": "log10 of the sum of eigenvalues (log10 ||W||_F^2/N; WW: log10 ||W||_F^2)",
-    "log_spectral_norm": "log10 lambda_max",
-    "stable_rank": "sum(lambda)/lambda_max = ||W||_F^2/||W||_2^2 (scale-free)",
-    "entropy": "matrix entropy -sum p ln p / ln R, p = lambda/sum(lambda), R = hard rank",
-    "rank_loss": "singular values <= sigma_max*max(N,M)*eps(float64), summed over slices",
-    "alpha": "power-law exponent of the ESD tail (KS-optimal xmin, uncapped; NaN if failed)",
-    "xmin": "lower end of the power-law tail (eigenvalue units)",
-    "xmax": "upper end of the fit (largest eigenvalue: the fit uses no xmax)",
-    "D": "KS distance of the power-law fit",
-    "sigma": "standard error of alpha, (alpha-1)/sqrt(n_tail)",
-    "num_pl_spikes": "eigenvalues in the power-law tail (>= xmin)",
-    "alpha_weighted": "alpha * log10(lambda_max) (WeightWatcher's alpha-hat)",
-    "log_alpha_norm": "log10 of sum(lambda^alpha) (Schatten alpha-norm)",
-    "sigma_mp": "sqrt of the MP fit's entry variance sigma^2 (entry std of the bulk)",
-    "mp_softrank": "lambda_plus/lambda_max of the MP fit",
-    "num_spikes": "eigenvalues above the Tracy-Widom threshold at false-positive rate fpr",
-    "tw_z": "Tracy-Widom z-score of lambda_max against the MP bulk",
-    "D_mp": "KS distance of the bulk to the fitted MP law",
-    "d0": "null scale of D_mp for this many eigenvalues, 0.6 ln(n)/n",
-    "phase": "Martin & Mahoney 5+1 phase (rmt.classify)",
-    "sublabel": "'very'/'moderate' for heavy-tailed, 'rank'/'gap' for rank-collapse",
-    "reason": "one sentence saying why the phase was chosen",
-    "status": "'success' or 'failed'",
-    "warning": "why a layer failed, or what to be careful about (short tail, ...)",
-    "seconds": "wall time spent on the layer",
-}
+#: The analyses rmt registers itself; anything else in ANALYSES is a plug-in.
+BUILT_IN = frozenset(ANALYSES)
+
+__all__ = ["BUILT_IN", "COLUMNS", "Options", "analyze_tensor", "compute_layer", "failed_row",
+           "layer_row", "select"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """Everything a layer computation needs; plain values so tasks pickle cheaply."""
+    """Everything a layer computation needs; plain values so tasks pickle cheaply.
+
+    ``analysis_modules`` names the modules of plug-in analyses, which a worker process
+    imports (so that they register there too) before its first task.
+    """
 
     normalize: bool = True
     conv: str = "slices"
@@ -75,9 +48,10 @@ class Options:
     max_evals: int | None = None
     candidates: str = "powerlaw"
     n_threads: int | None = None
-    phase_params: dict[str, float] = field(default_factory=dict)
+    thresholds: PhaseThresholds = field(default_factory=PhaseThresholds)
     plot_dir: str | None = None
     on_error: str = "record"
+    analysis_modules: tuple[str, ...] = ()
 
 
 def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
@@ -85,66 +59,114 @@ def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
     return {**base, "alpha": np.nan, "status": "failed", "warning": warning}
 
 
-def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
-    start = time.perf_counter()
-    shape = weight_shape(W.shape, opts.conv, name)  # type: ignore[arg-type]
-    base = {**base, "N": shape.N, "M": shape.M, "Q": shape.Q, "num_slices": shape.num_slices,
-            "num_evals": shape.num_evals}
-    if shape.num_evals < opts.min_evals:
-        return failed_row(base, f"too few eigenvalues ({shape.num_evals} < min_evals="
-                                f"{opts.min_evals})")
-    if opts.max_evals is not None and shape.num_evals > opts.max_evals:
-        return failed_row(base, f"skipped: {shape.num_evals} eigenvalues > max_evals="
-                                f"{opts.max_evals}")
-    ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,  # type: ignore[arg-type]
-             n_threads=opts.n_threads, name=name)
-    if not ev[-1] > 0:
-        return failed_row(base, "all entries are zero")
-    m = esd_metrics(ev, W=W, conv=opts.conv)  # type: ignore[arg-type]
-    row = {**base, "lambda_max": m.lambda_max, "log_norm": m.log_norm,
-           "log_spectral_norm": m.log_spectral_norm, "stable_rank": m.stable_rank,
-           "entropy": m.entropy, "rank_loss": m.rank_loss}
-    warnings: list[str] = []
-    nonzero = ev[ev > numerical_zero_threshold(ev, shape.M)]
-    pl = None
-    try:
-        pl = fit_powerlaw(nonzero, candidates=opts.candidates, device=opts.device)  # type: ignore[arg-type]
-        alpha = pl.alpha
-        row.update(alpha=alpha, xmin=pl.xmin, xmax=float(ev[-1]), D=pl.D, sigma=pl.sigma,
-                   num_pl_spikes=pl.n_tail, alpha_weighted=alpha * m.log_spectral_norm,
-                   log_alpha_norm=_log10_sum_power(nonzero, alpha))
-        if pl.warning:
-            warnings.append(pl.warning)
-    except DataError as err:
-        row["alpha"] = np.nan
-        warnings.append(f"no power-law fit: {err}")
-    phase = classify_esd(ev, shape.N, shape.M, rank_loss=m.rank_loss, device=opts.device,
-                         powerlaw_fit=pl, **opts.phase_params)
-    mpf = phase.mp_fit
-    if mpf is None and nonzero.size >= 2:
-        mpf = fit_mp(nonzero, N=shape.N, M=shape.M, fpr=phase.params["fpr"],
-                     normalized=opts.normalize)
-    if mpf is not None:
-        unit = 1.0 if opts.normalize else float(shape.N)  # σ² comes back in the ESD's units
-        row.update(sigma_mp=float(np.sqrt(mpf.sigma2 / unit)), mp_softrank=mpf.mp_softrank,
-                   num_spikes=mpf.n_spikes, tw_z=mpf.tw_z, D_mp=mpf.D)
-    if opts.plot_dir is not None:
-        from rmt.plot import queue_layer_plot
+def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
+                  opts: Options) -> LayerResult:
+    """Compute step: every registered analysis of one ESD, once each, in order.
 
-        problem = queue_layer_plot(phase, name, base["layer_id"], opts.plot_dir)
-        if problem:
-            warnings.append(problem)
-    row.update(d0=phase.d0, phase=str(phase.phase), sublabel=phase.sublabel,
-               reason=phase.reason, status="success", warning="; ".join(warnings),
-               seconds=time.perf_counter() - start)
+    Parameters
+    ----------
+    name : str
+        Row name (for messages).
+    W : array_like
+        The matrix or kernel the ESD came from (analyses may read it: the rank loss is
+        confirmed on its singular values).
+    ev : numpy.ndarray
+        Its ESD, ascending, with a positive largest eigenvalue.
+    shape : rmt.spectra.WeightShape
+        How W was read.
+    opts : Options
+        The run's options.
+
+    Returns
+    -------
+    rmt.columns.LayerResult
+
+    Raises
+    ------
+    rmt.errors.DataError
+        A required analysis (the phase) has no result.
+    """
+    layer = LayerResult(name, shape, ev, ev[ev > numerical_zero_threshold(ev, shape.M)], opts)
+    for analysis in ANALYSES.values():
+        try:
+            result = analysis.compute(layer, W)
+        except DataError as err:
+            if analysis.required:
+                raise
+            layer.failed[analysis.name] = str(err)
+            layer.warnings.append(f"{analysis.failure}: {err}" if analysis.failure else str(err))
+            continue
+        if result is None:
+            continue
+        layer.results[analysis.name] = result
+        note = analysis.warning(result) if analysis.warning is not None else ""
+        if note:
+            layer.warnings.append(note)
+    return layer
+
+
+def layer_row(layer: LayerResult, base: dict[str, Any]) -> dict[str, Any]:
+    """Present step: the table row of a computed layer, column by column from the schema.
+
+    Parameters
+    ----------
+    layer : rmt.columns.LayerResult
+        From :func:`compute_layer`.
+    base : dict
+        The reader's columns (layer_id, name, shape, dtype, layout).
+
+    Returns
+    -------
+    dict
+        One entry per column of :data:`rmt.columns.COLUMNS` that applies (an analysis
+        that failed gives NaN in its columns); ``seconds`` is left to the caller.
+    """
+    row = {**base, **_shape_columns(layer.shape)}
+    for analysis in ANALYSES.values():
+        result = layer.results.get(analysis.name)
+        if result is not None:
+            row.update({col.name: col.value(result, layer) for col in analysis.columns
+                        if col.value is not None})
+        elif analysis.name in layer.failed:
+            row.update({col.name: np.nan for col in analysis.columns})
+    row.update(status="success", warning="; ".join(layer.warnings))
     return row
 
 
-def _log10_sum_power(x: np.ndarray, alpha: float) -> float:
-    """log10(sum(x**alpha)) in log space: no overflow or underflow for any alpha."""
-    logs = alpha * np.log(x)
-    top = float(logs.max())
-    return (top + float(np.log(np.sum(np.exp(logs - top))))) / np.log(10.0)
+def _shape_columns(shape: WeightShape) -> dict[str, Any]:
+    return {"N": shape.N, "M": shape.M, "Q": shape.Q, "num_slices": shape.num_slices,
+            "num_evals": shape.num_evals}
+
+
+def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
+    start = time.perf_counter()
+    shape = weight_shape(W.shape, opts.conv, name)  # type: ignore[arg-type]
+    if shape.num_evals < opts.min_evals:
+        return failed_row({**base, **_shape_columns(shape)},
+                          f"too few eigenvalues ({shape.num_evals} < min_evals="
+                          f"{opts.min_evals})")
+    if opts.max_evals is not None and shape.num_evals > opts.max_evals:
+        return failed_row({**base, **_shape_columns(shape)},
+                          f"skipped: {shape.num_evals} eigenvalues > max_evals="
+                          f"{opts.max_evals}")
+    ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,  # type: ignore[arg-type]
+             n_threads=opts.n_threads, name=name)
+    if not ev[-1] > 0:
+        return failed_row({**base, **_shape_columns(shape)}, "all entries are zero")
+    try:
+        layer = compute_layer(name, W, ev, shape, opts)
+    except DataError as err:
+        return failed_row({**base, **_shape_columns(shape)}, str(err))
+    row = layer_row(layer, base)
+    if opts.plot_dir is not None:
+        from rmt.plot import queue_layer_plot
+
+        problem = queue_layer_plot(layer.results["phase"], name, base["layer_id"],
+                                   opts.plot_dir)
+        if problem:
+            row["warning"] = f"{row['warning']}; {problem}" if row["warning"] else problem
+    row["seconds"] = time.perf_counter() - start
+    return row
 
 
 def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list[dict[str, Any]]:
@@ -229,21 +251,3 @@ def select(names: list[str], layers: Any) -> list[bool]:
         return [bool(pattern.search(n)) for n in names]
     wanted = set(layers)
     return [n in wanted or i in wanted for i, n in enumerate(names)]
-
-
-def phase_params(params: dict[str, Any]) -> dict[str, float]:
-    """Validate classifier keyword arguments passed through ``analyze``: known names
-    (``TypeError`` otherwise), finite positive numbers, probabilities and shares in (0, 1)
-    (``ValueError`` naming the argument)."""
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; classifier parameters are "
-                        f"{sorted(DEFAULTS)}")
-    shares = ("fpr", "max_spike_fraction", "rank_loss_threshold", "gap_fraction")
-    for key, value in params.items():
-        if (not isinstance(value, int | float | np.integer | np.floating)
-                or isinstance(value, bool) or not np.isfinite(value) or value <= 0
-                or (key in shares and value >= 1)):
-            allowed = "a number in (0, 1)" if key in shares else "a finite number > 0"
-            raise ValueError(f"{key} must be {allowed}, got {value!r}")
-    return dict(params)

@@ -26,6 +26,7 @@ The result does not depend on the scale of W, its orientation, or any random sta
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +34,15 @@ from typing import Any
 import numpy as np
 
 from rmt.errors import DataError
-from rmt.heavytail import fit_powerlaw
-from rmt.metrics import esd_metrics, numerical_zero_threshold
+from rmt.heavytail import PowerLawFit, fit_powerlaw
+from rmt.metrics import EPS64, ESDMetrics, esd_metrics, numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp
 from rmt.spectra import Conv, esd, weight_shape
 from rmt.tracywidom import johnstone
 
-__all__ = ["DEFAULTS", "Phase", "PhaseResult", "classify", "classify_esd", "null_ks_scale"]
+__all__ = ["DEFAULTS", "Decision", "Phase", "PhaseResult", "PhaseThresholds",
+           "classifier_powerlaw_fit", "classify", "classify_esd", "decide", "null_ks_scale",
+           "thresholds_from"]
 
 
 class Phase(enum.StrEnum):
@@ -53,93 +56,232 @@ class Phase(enum.StrEnum):
     RANK_COLLAPSE = "rank-collapse"
 
 
-DEFAULTS: dict[str, float] = {
-    "fpr": 0.01,                  # TW false-positive rate of the spike test
-    "bleeding_band": 1.5,         # near spikes: θ̂ < bleeding_band·θ_c ...
-    "bleeding_tw": 12.0,          # ... or within this many TW widths of the edge
-    "max_spike_fraction": 0.05,   # more outliers than this share of the ESD is not a bulk+spikes
-    "mp_tolerance": 3.0,          # an MP bulk has D_mp ≤ mp_tolerance·d₀
-    "d0_constant": 0.6,           # d₀ = d0_constant·ln(n)/n
-    "alpha_boundary": 4.0,        # bulk-decay / heavy-tailed (μ = 4 class boundary)
-    "very_heavy_alpha": 2.0,      # heavy-tailed sub-label "very" below this α
-    "min_tail": 50,               # the classifier's power-law fit uses a tail of ≥ this many points
-    "alpha_margin": 2.0,          # ... and only when α + alpha_margin·σ_α < alpha_boundary
-    "rank_loss_threshold": 0.05,  # rank-collapse from this share of zero singular values
-    "gap_decades": 2.0,           # rank-collapse from a gap this wide in log10 λ ...
-    "gap_fraction": 0.05,         # ... with at least this share of the ESD on each side
-}
+@dataclass(frozen=True)
+class PhaseThresholds:
+    """Every threshold of the phase decision, with its default and where it came from.
+
+    Pass one to :func:`classify`, :func:`classify_esd`, :func:`decide` or
+    :func:`rmt.analyze` as ``thresholds=``; keyword overrides (``classify(W, fpr=0.05)``)
+    are applied on top of it. Invalid values raise ``ValueError`` naming the field.
+
+    Attributes
+    ----------
+    fpr : float, default 0.01
+        Tracy–Widom false-positive rate of the spike test for a pure-noise matrix.
+    bleeding_band : float, default 1.5
+        A spike is *near* the edge when its BBP strength θ̂ < bleeding_band·θ_c ...
+    bleeding_tw : float, default 12.0
+        ... or when it lies within this many TW widths of the edge.
+    max_spike_fraction : float, default 0.05
+        More outliers than this share of the ESD is not a low-rank signal (bulk+spikes).
+    near_spike_share : float, default 0.2
+        Bulk+spikes tolerates near spikes up to this share of all spikes ...
+    near_spike_floor : int, default 1
+        ... and at least this many.
+    mp_tolerance : float, default 3.0
+        An MP bulk has D_mp ≤ mp_tolerance·d₀ (false failure < 1e-3 on Gaussian noise).
+    d0_constant : float, default 0.6
+        d₀ = d0_constant·ln(n)/n, the 90th percentile of n·D_mp/ln n on Gaussian matrices.
+    alpha_boundary : float, default 4.0
+        Heavy-tailed below, bulk-decay above (the μ = 4 boundary of the universality
+        classes).
+    very_heavy_alpha : float, default 2.0
+        Heavy-tailed sub-label "very" below this α.
+    min_tail : int, default 50
+        The classifier's power-law fit uses a tail of at least this many points.
+    alpha_margin : float, default 2.0
+        Heavy-tailed only when α + alpha_margin·σ_α < alpha_boundary.
+    pl_reliable_D : float, default 0.1
+        A power-law fit with D ≤ this (and ≥ min_tail points) is reported as reliable.
+    rank_loss_threshold : float, default 0.05
+        Rank-collapse from this share of numerically zero singular values.
+    gap_decades : float, default 2.0
+        Rank-collapse from a gap this wide in log10 λ ...
+    gap_fraction : float, default 0.05
+        ... with at least this share of the ESD on each side.
+    """
+
+    fpr: float = 0.01
+    bleeding_band: float = 1.5
+    bleeding_tw: float = 12.0
+    max_spike_fraction: float = 0.05
+    near_spike_share: float = 0.2
+    near_spike_floor: int = 1
+    mp_tolerance: float = 3.0
+    d0_constant: float = 0.6
+    alpha_boundary: float = 4.0
+    very_heavy_alpha: float = 2.0
+    min_tail: int = 50
+    alpha_margin: float = 2.0
+    pl_reliable_D: float = 0.1
+    rank_loss_threshold: float = 0.05
+    gap_decades: float = 2.0
+    gap_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lowest = 0 if f.name == "near_spike_floor" else None
+            share = f.name in _SHARES
+            ok = (isinstance(value, int | float | np.integer | np.floating)
+                  and not isinstance(value, bool) and bool(np.isfinite(value))
+                  and (value >= lowest if lowest is not None else value > 0)
+                  and (not share or value < 1 or (f.name == "near_spike_share" and value == 1)))
+            if not ok:
+                allowed = ("a number in (0, 1)" if share else "a number >= 0" if lowest == 0
+                           else "a finite number > 0")
+                raise ValueError(f"{f.name} must be {allowed}, got {value!r}")
+
+    def replace(self, **overrides: Any) -> PhaseThresholds:
+        """A copy with some thresholds changed (``TypeError`` for an unknown name)."""
+        unknown = set(overrides) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown classifier parameter(s) {sorted(unknown)}; "
+                            f"known: {sorted(DEFAULTS)}")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+    def to_dict(self) -> dict[str, float]:
+        """The thresholds as a plain dict."""
+        return dataclasses.asdict(self)
+
+    def overrides(self) -> dict[str, float]:
+        """The thresholds that differ from the defaults."""
+        return {k: v for k, v in self.to_dict().items() if v != DEFAULTS[k]}
+
+
+_SHARES = ("fpr", "max_spike_fraction", "near_spike_share", "rank_loss_threshold",
+           "gap_fraction")
+
+DEFAULTS: dict[str, float] = {f.name: f.default for f in dataclasses.fields(PhaseThresholds)}
+
+
+def thresholds_from(thresholds: PhaseThresholds | None = None,
+                    **overrides: Any) -> PhaseThresholds:
+    """``thresholds`` (default :class:`PhaseThresholds`) with keyword overrides applied."""
+    if thresholds is not None and not isinstance(thresholds, PhaseThresholds):
+        raise TypeError(f"thresholds must be a PhaseThresholds, got {type(thresholds).__name__}")
+    return (thresholds or PhaseThresholds()).replace(**overrides)
 
 
 def null_ks_scale(n: int, d0_constant: float = DEFAULTS["d0_constant"]) -> float:
-    """d₀ = c·ln(n)/n: the KS distance an MP fit reaches on pure noise with n eigenvalues."""
+    """d₀ = c·ln(n)/n: the KS distance an MP fit reaches on pure noise with n eigenvalues.
+
+    Parameters
+    ----------
+    n : int
+        Eigenvalues in the bulk.
+    d0_constant : float, default 0.6
+        c (:attr:`PhaseThresholds.d0_constant`).
+
+    Returns
+    -------
+    float
+    """
     n = max(int(n), 2)
     return d0_constant * float(np.log(n)) / n
 
 
-@dataclass(frozen=True, eq=False)
-class PhaseResult:
-    """The phase of one layer and every number that decided it.
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` concluded and the derived numbers it concluded from.
 
     Attributes
     ----------
     phase : Phase
-        The label.
     sublabel : str
-        ``"very"`` (α < 2) or ``"moderate"`` for heavy-tailed, ``"rank"`` or ``"gap"`` for
+        ``"very"``/``"moderate"`` for heavy-tailed, ``"rank"``/``"gap"`` for
         rank-collapse, else ``""``.
     reason : str
         One sentence saying why.
-    N, M, num_evals : int
-        Shape read from the weight (pooled conv slices give num_evals = M·kh·kw).
-    rank_loss : int
-        Numerically zero singular values; ``rank_loss_fraction`` of num_evals.
+    rank_loss_fraction : float
+        Numerically zero singular values over the number of eigenvalues.
     gap_decades : float
         Widest gap in log10 λ with ≥ gap_fraction of the ESD on each side.
-    sigma2, lambda_plus : float
-        MP fit (units of the normalised ESD, X = WᵀW/N).
-    n_spikes, n_near, n_far : int
-        TW outliers and how many are near the edge / far from it.
-    theta : numpy.ndarray
-        BBP-inverted spike strengths; ``theta_c`` = Q^(−1/4).
-    tw_z : float
-        TW z-score of λmax.
-    D_mp, d0 : float
-        KS distance of the bulk to MP and its null scale.
-    alpha, xmin, D_pl : float
-        Power-law fit; ``n_tail`` its size; ``pl_reliable`` whether n_tail ≥ min_tail and
-        D_pl ≤ 0.1.
-    params : dict
-        The thresholds used.
+    n_near, n_far : int
+        TW outliers near the MP edge and far from it.
+    d0 : float
+        Null KS scale of the bulk (NaN without an MP fit).
+    pl_reliable : bool
+        Whether the power-law tail holds ≥ min_tail points with D ≤ pl_reliable_D.
+    thresholds : PhaseThresholds
+        The thresholds applied.
     """
 
     phase: Phase
     sublabel: str
     reason: str
-    N: int
-    M: int
-    num_evals: int
-    rank_loss: int
     rank_loss_fraction: float
     gap_decades: float
-    sigma2: float
-    lambda_plus: float
-    n_spikes: int
     n_near: int
     n_far: int
-    theta: np.ndarray
-    theta_c: float
-    tw_z: float
-    D_mp: float
     d0: float
-    alpha: float
-    xmin: float
-    D_pl: float
-    n_tail: int
     pl_reliable: bool
-    params: dict[str, float]
+    thresholds: PhaseThresholds
+
+
+@dataclass(frozen=True, eq=False)
+class PhaseResult:
+    """The phase of one layer, the fits behind it and every number that decided it.
+
+    Attributes
+    ----------
+    decision : Decision
+        The label, its reason and the derived numbers.
+    N, M : int
+        Shape read from the weight (pooled conv slices give num_evals = M·kh·kw).
+    rank_loss : int
+        Numerically zero singular values.
+    evals : numpy.ndarray
+        The ESD, ascending.
+    mp_fit : MPFit or None
+        Marchenko–Pastur fit of the non-zero eigenvalues (``rmt.fit_mp``).
+    pl_fit : PowerLawFit or None
+        The classifier's power-law fit (tail of ≥ min_tail points).
+
+    The properties ``phase, sublabel, reason, num_evals, rank_loss_fraction,
+    gap_decades, sigma2, lambda_plus, n_spikes, n_near, n_far, theta, theta_c, tw_z,
+    D_mp, d0, alpha, xmin, D_pl, n_tail, pl_reliable, params`` read the decision and
+    the fits (NaN or 0 where a fit is missing).
+    """
+
+    decision: Decision
+    N: int
+    M: int
+    rank_loss: int
     evals: np.ndarray = field(repr=False)
     mp_fit: MPFit | None = field(default=None, repr=False)
-    pl_fit: Any = field(default=None, repr=False)
+    pl_fit: PowerLawFit | None = field(default=None, repr=False)
+
+    phase = property(lambda self: self.decision.phase)
+    sublabel = property(lambda self: self.decision.sublabel)
+    reason = property(lambda self: self.decision.reason)
+    rank_loss_fraction = property(lambda self: self.decision.rank_loss_fraction)
+    gap_decades = property(lambda self: self.decision.gap_decades)
+    n_near = property(lambda self: self.decision.n_near)
+    n_far = property(lambda self: self.decision.n_far)
+    d0 = property(lambda self: self.decision.d0)
+    pl_reliable = property(lambda self: self.decision.pl_reliable)
+    num_evals = property(lambda self: int(self.evals.size))
+    sigma2 = property(lambda self: _get(self.mp_fit, "sigma2", np.nan))
+    lambda_plus = property(lambda self: _get(self.mp_fit, "lambda_plus", np.nan))
+    n_spikes = property(lambda self: _get(self.mp_fit, "n_spikes", 0))
+    theta = property(lambda self: _get(self.mp_fit, "theta", np.empty(0)))
+    tw_z = property(lambda self: _get(self.mp_fit, "tw_z", np.nan))
+    D_mp = property(lambda self: _get(self.mp_fit, "D", np.nan))
+    alpha = property(lambda self: _get(self.pl_fit, "alpha", np.nan))
+    xmin = property(lambda self: _get(self.pl_fit, "xmin", np.nan))
+    D_pl = property(lambda self: _get(self.pl_fit, "D", np.nan))
+    n_tail = property(lambda self: int(_get(self.pl_fit, "n_tail", 0)))
+
+    @property
+    def theta_c(self) -> float:
+        """BBP critical strength Q^(−1/4)."""
+        return float((self.N / self.M) ** -0.25)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The thresholds used, as a dict."""
+        return self.decision.thresholds.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Scalar fields as a dict (``phase`` as its string)."""
@@ -155,6 +297,7 @@ class PhaseResult:
         Parameters
         ----------
         axes : sequence of two matplotlib Axes, optional
+            Where to draw; default a new 1×2 figure.
 
         Returns
         -------
@@ -163,6 +306,10 @@ class PhaseResult:
         from rmt.plot import plot_phase
 
         return plot_phase(self, axes=axes)
+
+
+def _get(fit: Any, attr: str, missing: Any) -> Any:
+    return missing if fit is None else getattr(fit, attr)
 
 
 def _largest_gap(ev_pos: np.ndarray, n_zero: int, zero: float, n_total: int,
@@ -187,17 +334,129 @@ def _largest_gap(ev_pos: np.ndarray, n_zero: int, zero: float, n_total: int,
     return float(gaps[ok].max()) if ok.any() else 0.0
 
 
-def _params(overrides: dict[str, Any]) -> dict[str, float]:
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown classifier parameter(s) {sorted(unknown)}; "
-                        f"known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **overrides}
+def decide(mp_fit: MPFit | None, pl_fit: PowerLawFit | None, metrics: ESDMetrics,
+           thresholds: PhaseThresholds) -> Decision:
+    """The 5+1 phase from the fits of one ESD: a pure function, nothing is refitted.
+
+    Parameters
+    ----------
+    mp_fit : MPFit or None
+        :func:`rmt.fit_mp` of the non-zero eigenvalues (those above
+        ``numerical_zero_threshold``) at ``thresholds.fpr``; None when fewer than two.
+    pl_fit : PowerLawFit or None
+        :func:`rmt.fit_powerlaw` of the same eigenvalues with a tail of at least
+        ``thresholds.min_tail`` points (:func:`classifier_powerlaw_fit`); None if it failed.
+    metrics : ESDMetrics
+        :func:`rmt.esd_metrics` of the whole ESD (rank loss, λmax, number of eigenvalues).
+    thresholds : PhaseThresholds
+        The thresholds.
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    rmt.errors.DataError
+        No MP fit for a spectrum that is not rank-collapsed.
+    """
+    p = thresholds
+    n = metrics.num_evals
+    rank_loss = metrics.rank_loss
+    pos = mp_fit.evals if mp_fit is not None else np.empty(0)
+    M = mp_fit.M if mp_fit is not None else n
+    zero = M * EPS64 * max(metrics.lambda_max, 0.0)
+    gap = _largest_gap(pos, n - pos.size, zero, n, p.gap_fraction) if pos.size else 0.0
+    common = dict(rank_loss_fraction=rank_loss / n, gap_decades=gap, thresholds=p)
+    if rank_loss / n >= p.rank_loss_threshold or gap >= p.gap_decades:
+        if rank_loss / n >= p.rank_loss_threshold:
+            sub, reason = "rank", (f"{rank_loss} of {n} singular values are numerically zero "
+                                   f"(rank loss {rank_loss / n:.0%} >= "
+                                   f"{p.rank_loss_threshold:.0%})")
+        else:
+            sub, reason = "gap", (f"part of the spectrum sits {gap:.1f} decades below the "
+                                  "rest (collapsed directions, as under strong weight decay)")
+        return Decision(Phase.RANK_COLLAPSE, sub, reason, n_near=0, n_far=0, d0=np.nan,
+                        pl_reliable=False, **common)
+    if mp_fit is None:
+        raise DataError(f"no MP fit for a spectrum of {n} eigenvalues that is not collapsed")
+    mpf, N = mp_fit, mp_fit.N
+    k = mpf.n_spikes
+    mu_tw, s_tw = johnstone(int(N), M)
+    spike_z = (mpf.spikes * N / mpf.sigma2 - mu_tw) / s_tw
+    near = int(np.count_nonzero((mpf.theta < p.bleeding_band * mpf.theta_c)
+                                | (spike_z <= p.bleeding_tw)))
+    far = k - near
+    d0 = null_ks_scale(pos.size - k, p.d0_constant)
+    ratio = mpf.D / d0
+    alpha, D_pl, n_tail = (np.nan, np.nan, 0) if pl_fit is None else (
+        pl_fit.alpha, pl_fit.D, int(pl_fit.n_tail))
+    reliable = bool(n_tail >= p.min_tail and D_pl <= p.pl_reliable_D)
+    few = k / n <= p.max_spike_fraction
+    mp_bulk = ratio <= p.mp_tolerance
+    if k == 0:
+        phase, sub = Phase.RANDOM_LIKE, ""
+        reason = (f"no eigenvalue above the Tracy-Widom edge (lambda_max at z = {mpf.tw_z:.1f}); "
+                  f"the ESD fits Marchenko-Pastur (D_mp = {ratio:.1f} d0)")
+    elif few and far == 0:
+        phase, sub = Phase.BLEEDING_OUT, ""
+        reason = (f"{k} eigenvalue(s) just above the MP edge (theta < {p.bleeding_band:g} "
+                  f"theta_c or within {p.bleeding_tw:g} TW widths), none far out; bulk "
+                  f"D_mp = {ratio:.1f} d0")
+    elif few and mp_bulk and near <= max(p.near_spike_floor, p.near_spike_share * k):
+        phase, sub = Phase.BULK_PLUS_SPIKES, ""
+        reason = f"{k} spikes well separated from an MP bulk (D_mp = {ratio:.1f} d0)"
+    elif (np.isfinite(alpha) and n_tail >= p.min_tail
+          and alpha + p.alpha_margin * (alpha - 1) / np.sqrt(n_tail) < p.alpha_boundary):
+        phase = Phase.HEAVY_TAILED
+        sub = "very" if alpha < p.very_heavy_alpha else "moderate"
+        reason = (f"{sub} heavy tail: power law alpha = {alpha:.2f} over {n_tail} eigenvalues; "
+                  f"{k} outliers and a non-MP bulk (D_mp = {ratio:.1f} d0)")
+    else:
+        phase, sub = Phase.BULK_DECAY, ""
+        why = (f"alpha = {alpha:.2f} +- {(alpha - 1) / np.sqrt(max(n_tail, 1)):.2f} is not "
+               f"clearly below {p.alpha_boundary:g}" if n_tail >= p.min_tail
+               else f"the power-law tail has only {n_tail} points")
+        reason = (f"{k} outliers ({near} near the edge) over a bulk that is no longer MP "
+                  f"(D_mp = {ratio:.1f} d0), but no heavy tail ({why})")
+    return Decision(phase, sub, reason, n_near=near, n_far=far, d0=d0, pl_reliable=reliable,
+                    **common)
+
+
+def classifier_powerlaw_fit(nonzero: np.ndarray, thresholds: PhaseThresholds, *,
+                            device: str = "auto",
+                            tail_fit: PowerLawFit | None = None) -> PowerLawFit | None:
+    """The power-law fit the classifier judges: a tail of ≥ ``thresholds.min_tail`` points.
+
+    Parameters
+    ----------
+    nonzero : numpy.ndarray
+        The non-zero eigenvalues.
+    thresholds : PhaseThresholds
+        Gives ``min_tail``.
+    device : {"auto", "cpu", "gpu"}
+        Where the scan runs.
+    tail_fit : PowerLawFit, optional
+        A fit of the same eigenvalues with :func:`rmt.fit_powerlaw`'s defaults. When its
+        tail already holds ≥ min_tail points it is the constrained optimum too (the
+        constraint only removes candidates it did not choose) and is returned as is.
+
+    Returns
+    -------
+    PowerLawFit or None
+        None when no fit is possible (too few points).
+    """
+    if tail_fit is not None and tail_fit.n_tail >= thresholds.min_tail:
+        return tail_fit
+    try:
+        return fit_powerlaw(nonzero, device=device, min_tail=int(thresholds.min_tail))  # type: ignore[arg-type]
+    except DataError:
+        return None
 
 
 def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None = None,
-                 device: str = "auto", powerlaw_fit: Any = None,
-                 **params: Any) -> PhaseResult:
+                 device: str = "auto", thresholds: PhaseThresholds | None = None,
+                 **overrides: Any) -> PhaseResult:
     """Phase of a layer from its ESD (eigenvalues of X = WᵀW/N, any scale).
 
     Parameters
@@ -211,101 +470,41 @@ def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None
     rank_loss : int, optional
         Numerically zero singular values if known (``classify`` confirms them by SVD);
         default: the Gram-screen count of eigenvalues ≤ M·eps·λmax.
-    powerlaw_fit : PowerLawFit, optional
-        A default-settings fit of the same positive eigenvalues; reused (no second scan)
-        when its tail already holds ≥ ``min_tail`` points, which is then the same fit.
     device : {"auto", "cpu", "gpu"}
         Where the power-law scan runs.
-    **params
-        Thresholds overriding :data:`DEFAULTS`.
+    thresholds : PhaseThresholds, optional
+        Default :class:`PhaseThresholds`.
+    **overrides
+        Individual thresholds overriding ``thresholds`` (``fpr=0.05``, ...).
 
     Returns
     -------
     PhaseResult
+
+    Raises
+    ------
+    rmt.errors.DataError
+        Fewer than 4 eigenvalues, or NaN/Inf among them.
+    TypeError
+        An unknown threshold name.
     """
-    p = _params(params)
+    th = thresholds_from(thresholds, **overrides)
     ev = np.sort(np.asarray(ev, dtype=np.float64).ravel())
     if ev.size < 4 or not np.all(np.isfinite(ev)):
         raise DataError(f"classify_esd needs >= 4 finite eigenvalues, got {ev.size}")
-    n = ev.size
-    M = n if M is None else int(M)
-    zero = numerical_zero_threshold(ev, M)
-    if rank_loss is None:
-        rank_loss = int(np.count_nonzero(ev <= zero))
-    pos = ev[ev > zero]
-    n_zero = n - pos.size
-    gap = _largest_gap(pos, n_zero, zero, n, p["gap_fraction"])
-    base = dict(N=int(N), M=M, num_evals=n, rank_loss=int(rank_loss),
-                rank_loss_fraction=rank_loss / n, gap_decades=gap, params=p, evals=ev)
-    empty = dict(sigma2=np.nan, lambda_plus=np.nan, n_spikes=0, n_near=0, n_far=0,
-                 theta=np.empty(0), theta_c=float((N / M) ** -0.25), tw_z=np.nan,
-                 D_mp=np.nan, d0=np.nan, alpha=np.nan, xmin=np.nan, D_pl=np.nan, n_tail=0,
-                 pl_reliable=False)
-    if rank_loss / n >= p["rank_loss_threshold"]:
-        return PhaseResult(Phase.RANK_COLLAPSE, "rank",
-                           f"{rank_loss} of {n} singular values are numerically zero (rank "
-                           f"loss {rank_loss / n:.0%} >= {p['rank_loss_threshold']:.0%})",
-                           **base, **empty)
-    if gap >= p["gap_decades"]:
-        return PhaseResult(Phase.RANK_COLLAPSE, "gap",
-                           f"part of the spectrum sits {gap:.1f} decades below the rest "
-                           "(collapsed directions, as under strong weight decay)",
-                           **base, **empty)
-    mpf = fit_mp(pos, N=N, M=M, fpr=p["fpr"])
-    k = mpf.n_spikes
-    mu_tw, s_tw = johnstone(int(N), M)
-    spike_z = (mpf.spikes * N / mpf.sigma2 - mu_tw) / s_tw
-    near = int(np.count_nonzero((mpf.theta < p["bleeding_band"] * mpf.theta_c)
-                                | (spike_z <= p["bleeding_tw"])))
-    far = k - near
-    d0 = null_ks_scale(pos.size - k, p["d0_constant"])
-    ratio = mpf.D / d0
-    try:
-        reuse = (powerlaw_fit is not None and powerlaw_fit.candidates == "powerlaw"
-                 and powerlaw_fit.alpha_range == (1, None) and powerlaw_fit.n == pos.size
-                 and powerlaw_fit.n_tail >= p["min_tail"])
-        pl = powerlaw_fit if reuse else fit_powerlaw(pos, device=device,
-                                                     min_tail=int(p["min_tail"]))
-        alpha, xmin, D_pl, n_tail = pl.alpha, pl.xmin, pl.D, int(pl.n_tail)
-    except DataError:
-        pl, alpha, xmin, D_pl, n_tail = None, np.nan, np.nan, np.nan, 0
-    reliable = bool(n_tail >= p["min_tail"] and D_pl <= 0.1)
-    fits = dict(sigma2=mpf.sigma2, lambda_plus=mpf.lambda_plus, n_spikes=k, n_near=near,
-                n_far=far, theta=mpf.theta, theta_c=mpf.theta_c, tw_z=mpf.tw_z, D_mp=mpf.D,
-                d0=d0, alpha=alpha, xmin=xmin, D_pl=D_pl, n_tail=n_tail, pl_reliable=reliable,
-                mp_fit=mpf, pl_fit=pl)
-    few = k / n <= p["max_spike_fraction"]
-    mp_bulk = ratio <= p["mp_tolerance"]
-    if k == 0:
-        phase, sub = Phase.RANDOM_LIKE, ""
-        reason = (f"no eigenvalue above the Tracy-Widom edge (lambda_max at z = {mpf.tw_z:.1f}); "
-                  f"the ESD fits Marchenko-Pastur (D_mp = {ratio:.1f} d0)")
-    elif few and far == 0:
-        phase, sub = Phase.BLEEDING_OUT, ""
-        reason = (f"{k} eigenvalue(s) just above the MP edge (theta < {p['bleeding_band']:g} "
-                  f"theta_c or within {p['bleeding_tw']:g} TW widths), none far out; bulk "
-                  f"D_mp = {ratio:.1f} d0")
-    elif few and mp_bulk and near <= max(1, 0.2 * k):
-        phase, sub = Phase.BULK_PLUS_SPIKES, ""
-        reason = f"{k} spikes well separated from an MP bulk (D_mp = {ratio:.1f} d0)"
-    elif (np.isfinite(alpha) and n_tail >= p["min_tail"]
-          and alpha + p["alpha_margin"] * (alpha - 1) / np.sqrt(n_tail) < p["alpha_boundary"]):
-        phase = Phase.HEAVY_TAILED
-        sub = "very" if alpha < p["very_heavy_alpha"] else "moderate"
-        reason = (f"{sub} heavy tail: power law alpha = {alpha:.2f} over {n_tail} eigenvalues; "
-                  f"{k} outliers and a non-MP bulk (D_mp = {ratio:.1f} d0)")
-    else:
-        phase, sub = Phase.BULK_DECAY, ""
-        why = (f"alpha = {alpha:.2f} +- {(alpha - 1) / np.sqrt(max(n_tail, 1)):.2f} is not "
-               f"clearly below {p['alpha_boundary']:g}" if n_tail >= p["min_tail"]
-               else f"the power-law tail has only {n_tail} points")
-        reason = (f"{k} outliers ({near} near the edge) over a bulk that is no longer MP "
-                  f"(D_mp = {ratio:.1f} d0), but no heavy tail ({why})")
-    return PhaseResult(phase, sub, reason, **base, **fits)
+    M = ev.size if M is None else int(M)
+    nonzero = ev[ev > numerical_zero_threshold(ev, M)]
+    metrics = esd_metrics(ev, M=M)
+    if rank_loss is not None:
+        metrics = dataclasses.replace(metrics, rank_loss=int(rank_loss))
+    mpf = fit_mp(nonzero, N=N, M=M, fpr=th.fpr) if nonzero.size >= 2 else None
+    pl = classifier_powerlaw_fit(nonzero, th, device=device)
+    return PhaseResult(decide(mpf, pl, metrics, th), N=int(N), M=M,
+                       rank_loss=metrics.rank_loss, evals=ev, mp_fit=mpf, pl_fit=pl)
 
 
 def classify(W: Any, *, conv: Conv = "slices", device: str = "auto", name: str | None = None,
-             **params: Any) -> PhaseResult:
+             thresholds: PhaseThresholds | None = None, **overrides: Any) -> PhaseResult:
     """Phase of one weight matrix (or conv kernel).
 
     Parameters
@@ -318,8 +517,10 @@ def classify(W: Any, *, conv: Conv = "slices", device: str = "auto", name: str |
         Where the ESD and the power-law scan run.
     name : str, optional
         Layer name for error messages.
-    **params
-        Thresholds overriding :data:`DEFAULTS` (see :func:`classify_esd`).
+    thresholds : PhaseThresholds, optional
+        Default :class:`PhaseThresholds`.
+    **overrides
+        Individual thresholds overriding ``thresholds``.
 
     Returns
     -------
@@ -331,8 +532,9 @@ def classify(W: Any, *, conv: Conv = "slices", device: str = "auto", name: str |
     evidence from random matrix theory and implications for learning", JMLR 22(165), 2021,
     §5 (Table of the 5+1 phases).
     """
-    _params(params)
+    th = thresholds_from(thresholds, **overrides)
     shape = weight_shape(np.shape(W), conv, name)
     ev = esd(W, conv=conv, device=device, name=name)
     rank_loss = esd_metrics(ev, W=W, conv=conv).rank_loss
-    return classify_esd(ev, shape.N, shape.M, rank_loss=rank_loss, device=device, **params)
+    return classify_esd(ev, shape.N, shape.M, rank_loss=rank_loss, device=device,
+                        thresholds=th)

@@ -165,7 +165,7 @@ def plot_phase(result: Any, axes: Any = None) -> Any:
         ev = result.evals[result.evals > 0]
         axes[0].hist(np.log10(ev), bins=80, color="0.7", histtype="stepfilled")
         axes[0].set_xlabel("log10 λ")
-    if result.pl_fit is not None:
+    if result.pl_fit is not None and str(result.phase) != "rank-collapse":
         plot_powerlaw_fit(result.pl_fit, ax=axes[1])
     else:  # rank-collapse: the eigenvalue profile shows the collapsed part
         ev = np.sort(result.evals)[::-1]

@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 
 import rmt
+from rmt import analyze
 from rmt import io as rio
-from rmt.analyze import analyze
 from rmt.cli import main
 from rmt.errors import AnalysisError, CheckpointError
 from rmt.resume import ResumeError, ResumeLog
 from tests.checkpoints import write_torch_zip
 
-analyze_module = sys.modules["rmt.analyze"]  # rmt.analyze is the function
+analyze_module = rmt.runner
 
 
 def _w(seed, shape=(48, 24), dtype=np.float32):

@@ -11,7 +11,15 @@ import pytest
 import rmt
 from rmt import synthetic
 from rmt.errors import DataError
-from rmt.phases import DEFAULTS, Phase, classify, classify_esd, null_ks_scale
+from rmt.phases import (
+    DEFAULTS,
+    Phase,
+    PhaseThresholds,
+    classify,
+    classify_esd,
+    decide,
+    null_ks_scale,
+)
 
 
 def _accuracy(cases):
@@ -156,3 +164,53 @@ def test_plot():
     matplotlib.use("Agg")
     axes = classify(synthetic.phase_matrix("bulk+spikes", 1000, 500, rng=12)).plot()
     assert len(axes) == 2 and "bulk+spikes" in axes[0].get_title()
+
+
+def test_thresholds_object_and_keyword_overrides_agree():
+    W = synthetic.phase_matrix("heavy-tailed", 1000, 500, rng=11)
+    th = PhaseThresholds(alpha_boundary=1.5)
+    assert classify(W, thresholds=th).phase == classify(W, alpha_boundary=1.5).phase
+    assert classify(W, thresholds=th).phase == Phase.BULK_DECAY
+    # keywords apply on top of the object
+    assert classify(W, thresholds=th, alpha_boundary=4.0).phase == Phase.HEAVY_TAILED
+    assert th.overrides() == {"alpha_boundary": 1.5}
+    assert DEFAULTS == PhaseThresholds().to_dict()
+    table = rmt.analyze({"w": W}, thresholds=th, progress=False)
+    assert table.loc[0, "phase"] == "bulk-decay"
+
+
+@pytest.mark.parametrize("field, value", [("fpr", 1.0), ("fpr", 0), ("mp_tolerance", -1),
+                                          ("min_tail", float("nan")), ("gap_fraction", 2),
+                                          ("near_spike_floor", -1), ("alpha_margin", True)])
+def test_thresholds_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        PhaseThresholds(**{field: value})
+    with pytest.raises(TypeError, match="unknown classifier parameter"):
+        PhaseThresholds().replace(alpha_cut=3)
+
+
+def test_decide_is_a_pure_function_of_the_fits(monkeypatch):
+    # decide never refits: with the fitting functions disabled it gives classify_esd's answer
+    from rmt import phases
+
+    for phase in ("random-like", "bulk+spikes", "heavy-tailed", "rank-collapse"):
+        W = synthetic.phase_matrix(phase, 800, 400, rng=13)
+        res = classify(W)
+        metrics = rmt.esd_metrics(rmt.esd(W), W=W)
+        with monkeypatch.context() as m:
+            m.setattr(phases, "fit_mp", None)
+            m.setattr(phases, "fit_powerlaw", None)
+            again = decide(res.mp_fit, res.pl_fit, metrics, PhaseThresholds())
+        assert again == res.decision and str(again.phase) == phase
+
+
+def test_near_spike_share_is_a_threshold():
+    # 5 far spikes and 2 near the edge: more near spikes than 20% of 7 (or 1) tolerated, so
+    # not bulk+spikes by default; tolerating half of them, or two, it is.
+    rng = np.random.default_rng(14)
+    W = synthetic._spiked(rng, 2000, 1000, np.array([6, 7, 8, 9, 10, 1.2, 1.25]))
+    res = classify(W)
+    assert (res.n_spikes, res.n_near, res.n_far) == (7, 2, 5)
+    assert res.phase != Phase.BULK_PLUS_SPIKES
+    assert classify(W, near_spike_share=0.5).phase == Phase.BULK_PLUS_SPIKES
+    assert classify(W, near_spike_floor=2).phase == Phase.BULK_PLUS_SPIKES

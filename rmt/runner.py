@@ -1,4 +1,4 @@
-"""``rmt.analyze``: a checkpoint in, one row per layer out (pandas DataFrame).
+"""``rmt.analyze`` (defined here): a checkpoint in, one row per layer out (pandas DataFrame).
 
 Streaming: tensors are visited one at a time, so the peak memory is one tensor plus its
 Gram matrix. Parallel runs ship chunks of tasks to any ``concurrent.futures.Executor`` —
@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import re
@@ -31,9 +32,11 @@ import pandas as pd
 from rmt import config
 from rmt._device import resolve_device
 from rmt._threads import limit_threads, threads_in_force
+from rmt.columns import ANALYSES
 from rmt.errors import AnalysisError
 from rmt.io import LazyTensor, open_checkpoint
-from rmt.layers import COLUMNS, Options, analyze_tensor, failed_row, phase_params, select
+from rmt.layers import BUILT_IN, COLUMNS, Options, analyze_tensor, failed_row, select
+from rmt.phases import PhaseThresholds, thresholds_from
 from rmt.resume import ResumeLog, checkpoint_identity
 from rmt.spectra import weight_shape
 
@@ -55,6 +58,8 @@ def _worker_init(n_threads: int) -> None:
 
 def _run_chunk(tasks: list[Task], opts: Options) -> list[tuple[int, str, list[dict[str, Any]]]]:
     """Run in a worker: read each tensor from its own loader, return its rows."""
+    for module in opts.analysis_modules:  # plug-in analyses register when imported
+        importlib.import_module(module)
     with limit_threads(opts.n_threads):
         return [(i, name, analyze_tensor(i, name, tensor, opts)) for i, name, tensor in tasks]
 
@@ -152,6 +157,7 @@ def analyze(
     n_threads: int | None = None,
     plot_dir: str | Path | None = None,
     on_error: str = "record",
+    thresholds: PhaseThresholds | None = None,
     **fit_options: Any,
 ) -> pd.DataFrame:
     """Analyse every 2-D weight and conv kernel of a checkpoint: one row per layer.
@@ -204,14 +210,16 @@ def analyze(
         ``"record"``: a tensor that cannot be read or analysed (any exception) becomes a
         failed row naming the file, the tensor and the problem, and the run carries on.
         ``"raise"``: stop at the first such error (for debugging).
+    thresholds : rmt.phases.PhaseThresholds, optional
+        The phase classifier's thresholds (default :class:`~rmt.phases.PhaseThresholds`).
     **fit_options
-        Classifier thresholds (``rmt.phases.DEFAULTS``: fpr, mp_tolerance, ...).
+        Individual thresholds overriding ``thresholds`` (``fpr=0.05``, ...).
 
     Returns
     -------
     pandas.DataFrame
         One row per layer (stacked 3-D tensors: one per matrix); columns documented in
-        :data:`rmt.analyze.COLUMNS`, sorted by ``layer_id``. Tensors whose names occur
+        :data:`rmt.COLUMNS`, sorted by ``layer_id``. Tensors whose names occur
         more than once are listed as ``file::name`` or ``name#k`` with a warning; a
         tensor with the same bytes as an earlier one (tied weights) is computed once and
         its row says so.
@@ -234,7 +242,7 @@ def analyze(
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
-    params = phase_params(fit_options)
+    th = thresholds_from(thresholds, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):
         raise ValueError("parallel runs need a checkpoint path (tasks carry file offsets, "
@@ -244,8 +252,9 @@ def analyze(
         n_threads = max(1, threads_in_force() // n_jobs)
     opts = Options(normalize=normalize, conv=conv, device=dev, min_evals=int(min_evals),
                    max_evals=None if max_evals is None else int(max_evals),
-                   candidates=candidates, n_threads=n_threads, phase_params=params,
-                   plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error)
+                   candidates=candidates, n_threads=n_threads, thresholds=th,
+                   plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
+                   analysis_modules=_plugin_modules(parallel))
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
@@ -270,7 +279,10 @@ def analyze(
         options = {"normalize": bool(normalize), "conv": conv, "candidates": candidates,
                    "min_evals": int(min_evals),
                    "max_evals": None if max_evals is None else int(max_evals),
-                   "phase_params": {k: float(v) for k, v in sorted(params.items())}}
+                   "phase_params": {k: float(v) for k, v in
+                                    sorted({**th.overrides(), **fit_options}.items())}}
+        if set(ANALYSES) != BUILT_IN:  # plug-ins add columns: their rows are another run
+            options["analyses"] = list(ANALYSES)
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
                         __version__, restart)
 
@@ -424,6 +436,16 @@ def _run_parallel(pending: list[Task], opts: Options,
     finally:
         if own:
             _stop(pool)
+
+
+def _plugin_modules(parallel: bool) -> tuple[str, ...]:
+    """Modules of registered plug-in analyses, which worker processes must import."""
+    modules = tuple(dict.fromkeys(a.module for name, a in ANALYSES.items()
+                                  if name not in BUILT_IN))
+    if parallel and "__main__" in modules:
+        raise ValueError("a plug-in analysis registered in __main__ cannot run in worker "
+                         "processes: register it in an importable module (or use n_jobs=1)")
+    return modules
 
 
 def _figures(plot_dir: Any) -> Any:
