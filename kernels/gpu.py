@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rmt import config
-from rmt._device import cupy_or_none, is_cupy_array
+from rmt._device import cupy_or_none, is_cupy_array, to_host
 from rmt._dtypes import accumulation_dtype, decode_table, storage_kind
 from rmt.errors import DeviceError
 
@@ -206,7 +206,7 @@ def _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas,
         diff = xp.abs(theo - (rp - r0) / nt)
         in_tail = point_index[first:][None, :] >= xp.asarray(np.asarray(starts)[sel])[:, None]
         d = xp.max(xp.where(in_tail, diff, 0.0), axis=1)
-        out[sel] = d.get() if hasattr(d, "get") else np.asarray(d)
+        out[sel] = to_host(d)
     return out
 
 

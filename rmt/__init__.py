@@ -10,42 +10,15 @@ Public API (DESIGN.md §3)::
     res = rmt.classify(W)           # one of the 5+1 phases, with the numbers that decided it
 """
 
-import importlib.util as _importlib_util
-import sys as _sys
-from pathlib import Path as _Path
-
-
-def _map_source_kernels() -> None:
-    # Installed (wheel or editable), kernels/ is importable as rmt.kernels (setup.cfg's
-    # package_dir). Imported straight from a source checkout (tests run from the repo root,
-    # a notebook next to it), rmt/ is on the path but kernels/ sits beside it: map it here.
-    here = _Path(__file__).resolve().parent
-    source = here.parent / "kernels"
-    if "rmt.kernels" in _sys.modules or (here / "kernels").is_dir():
-        return
-    if not (source / "__init__.py").is_file() or _importlib_util.find_spec("rmt.kernels"):
-        return
-    spec = _importlib_util.spec_from_file_location(
-        "rmt.kernels", source / "__init__.py", submodule_search_locations=[str(source)]
-    )
-    module = _importlib_util.module_from_spec(spec)
-    _sys.modules["rmt.kernels"] = module
-    spec.loader.exec_module(module)
-    # as an import of the subpackage would, so that ``rmt.kernels`` resolves as an attribute
-    _sys.modules[__name__].kernels = module
-
-
-_map_source_kernels()
-
-from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom  # noqa: E402
-from rmt._device import gpu_available  # noqa: E402
-from rmt.columns import COLUMNS  # noqa: E402
-from rmt.heavytail import PowerLawFit, fit_powerlaw  # noqa: E402
-from rmt.metrics import ESDMetrics, esd_metrics  # noqa: E402
-from rmt.mp import MPFit, fit_mp  # noqa: E402
-from rmt.phases import Phase, PhaseResult, PhaseThresholds, classify, classify_esd  # noqa: E402
-from rmt.runner import analyze, summary  # noqa: E402
-from rmt.spectra import WeightShape, esd, esd_batch, weight_shape  # noqa: E402
+from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom
+from rmt._device import gpu_available
+from rmt.columns import COLUMNS
+from rmt.heavytail import PowerLawFit, fit_powerlaw
+from rmt.metrics import ESDMetrics, esd_metrics
+from rmt.mp import MPFit, fit_mp
+from rmt.phases import Phase, PhaseResult, PhaseThresholds, classify, classify_esd
+from rmt.runner import analyze, summary
+from rmt.spectra import WeightShape, esd, esd_batch, weight_shape
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,8 @@ import functools
 from types import ModuleType
 from typing import Any, Literal
 
+import numpy as np
+
 from rmt.errors import DeviceError
 
 Device = Literal["auto", "cpu", "gpu"]
@@ -40,6 +42,30 @@ def gpu_available() -> bool:
 def is_cupy_array(x: Any) -> bool:
     """Whether ``x`` is a CuPy array, without importing CuPy."""
     return type(x).__module__.split(".")[0] == "cupy"
+
+
+def array_namespace(x: Any) -> ModuleType:
+    """The array module of ``x``: ``cupy`` for a CuPy array, else ``numpy``.
+
+    Parameters
+    ----------
+    x : array_like
+        Any array; CuPy is imported only when ``x`` already is a CuPy array.
+
+    Returns
+    -------
+    module
+    """
+    if is_cupy_array(x):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array (a device-to-host copy for a CuPy array)."""
+    return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
 def resolve_device(device: str, data: Any = None) -> Literal["cpu", "gpu"]:
@@ -79,10 +105,18 @@ def resolve_device(device: str, data: Any = None) -> Literal["cpu", "gpu"]:
 
 def kernels(device: Literal["cpu", "gpu"]) -> ModuleType:
     """The kernel module for a resolved device (``rmt.kernels.cpu`` or ``rmt.kernels.gpu``)."""
-    if device == "gpu":
-        from rmt.kernels import gpu
+    try:
+        if device == "gpu":
+            from rmt.kernels import gpu
 
-        return gpu
-    from rmt.kernels import cpu
+            return gpu
+        from rmt.kernels import cpu
 
-    return cpu
+        return cpu
+    except ModuleNotFoundError as err:
+        if err.name not in ("rmt.kernels", "rmt.kernels.cpu", "rmt.kernels.gpu"):
+            raise
+        raise ImportError(
+            "rmt.kernels is not importable: this rmt is imported from a source checkout "
+            f"({__file__.rsplit('/', 2)[0]}) that is not installed, and kernels/ is mapped "
+            "to rmt.kernels only by installing. Run `pip install -e .` in the clone.") from err

@@ -1,8 +1,9 @@
 """The ``rmt`` command line.
 
 ``rmt analyze PATH`` prints one row per layer of a checkpoint; ``rmt demo`` does the same
-for a small built-in model; ``rmt energy`` runs the memorisation experiment; ``rmt bench``
-runs the benchmark suite of a source checkout. Results go to stdout (or ``--out``);
+for a small built-in model; ``rmt energy`` runs the memorisation experiment. (The
+benchmarks ship with the repository, not the package: ``python -m benchmarks`` in a
+clone.) Results go to stdout (or ``--out``);
 progress and the summary go to stderr. An error prints one line and exits with status 1
 (2 for bad arguments).
 """
@@ -13,7 +14,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 import warnings
@@ -168,23 +168,9 @@ def _cmd_energy(args: argparse.Namespace) -> int:
     print(f"tanh network n = {args.n} (P = {2 * args.n**2}), Levenberg-Marquardt minima; "
           f"prediction 1/2 (1 - phi)^2; {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if args.plot:
-        import matplotlib
+        from rmt.plot import save_energy_plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        grid = np.linspace(0, 1, 200)
-        ax.plot(grid, 0.5 * (1 - grid) ** 2, label="½(1−ϕ)² (Pennington & Bahri)")
-        ax.plot(grid, 0.5 * (1 - grid), ls="--", label="½(1−ϕ) (linear model)")
-        ax.errorbar(summary["phi_actual"], summary["energy_mean"], yerr=summary["energy_sd"],
-                    fmt="o", color="k", label=f"tanh net n={args.n}, minima")
-        ax.set_xlabel("ϕ = P/(n_out·m)")
-        ax.set_ylabel("minimiser energy ε")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=100)
+        save_energy_plot(summary, args.plot, label=f"tanh net n={args.n}, minima")
     return 0
 
 
@@ -203,41 +189,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"= built phase for {matches} of {built}; every column: --format csv",
               file=sys.stderr)
     return 0
-
-
-def find_checkout(hint: str | None = None) -> Path:
-    """The source checkout whose ``benchmarks/`` to run.
-
-    ``hint`` (``--checkout``) if given; else the working directory or one of its parents;
-    else the checkout this ``rmt`` was installed from in editable mode. ``benchmarks/`` is
-    not part of the installed package, so a plain install has none.
-    """
-    import rmt
-
-    if hint is not None:
-        places = [Path(hint).resolve()]
-    else:
-        here = Path.cwd().resolve()
-        places = [here, *here.parents, Path(rmt.__file__).resolve().parents[1]]
-    for root in places:
-        if all((root / part).is_file() for part in
-               ("pyproject.toml", "rmt/__init__.py", "benchmarks/__main__.py")):
-            return root
-    raise FileNotFoundError(
-        (f"{hint} is not an rmt source checkout" if hint else "no rmt source checkout found")
-        + ": the benchmarks ship with the repository, not the installed package; run "
-          "`rmt bench` inside a clone (or pass --checkout DIR)")
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    root = find_checkout(args.checkout)
-    cmd = [sys.executable, "-m", "benchmarks"]
-    if args.quick:
-        cmd.append("--quick")
-    if args.only:
-        cmd += ["--only", args.only]
-    print(f"rmt bench: {' '.join(cmd[1:])} in {root}", file=sys.stderr, flush=True)
-    return subprocess.call(cmd, cwd=root)
 
 
 def _count(minimum: int) -> Any:
@@ -351,14 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--plot", metavar="FILE", help="write energy against phi as a PNG")
     en.set_defaults(func=_cmd_energy)
 
-    be = sub.add_parser("bench", help="run the benchmark suite of a source checkout "
-                        "(python -m benchmarks)")
-    be.add_argument("--quick", action="store_true", help="the few-minute subset")
-    be.add_argument("--only", help="comma-separated: esd, powerlaw_fit, hessian, analyze_llm, "
-                    "etiquette, plots, weightwatcher, gpu")
-    be.add_argument("--checkout", metavar="DIR", help="the repository clone to run from "
-                    "(default: the working directory or the editable install's source)")
-    be.set_defaults(func=_cmd_bench)
     return parser
 
 

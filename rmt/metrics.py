@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg
 
 from rmt import config
-from rmt._device import is_cupy_array
+from rmt._device import to_host
 from rmt.spectra import Conv, _slices, weight_shape
 
 __all__ = ["ESDMetrics", "esd_metrics", "numerical_zero_threshold", "svd_rank_loss"]
@@ -90,9 +90,7 @@ def svd_rank_loss(W: Any, conv: Conv = "slices") -> int:
     int
         Rank loss summed over the matrices W is read as.
     """
-    if is_cupy_array(W):
-        W = W.get()
-    W = np.asarray(W)
+    W = to_host(W)
     shape = weight_shape(W.shape, conv)
     if W.ndim > 2:
         mats = W.reshape(W.shape[0], -1)[None] if conv == "flatten" else _slices(W, shape)

@@ -317,3 +317,65 @@ def plot_model(df: Any, path: Any = None, axes: Any = None) -> Any:
         axes[0].figure.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(axes[0].figure)
     return axes
+
+
+def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | None = None,
+                          **kwargs: Any) -> Any:
+    """An SLQ Hessian density: smoothed on a log-y axis, with the quadrature nodes as a rug.
+
+    Parameters
+    ----------
+    density : rmt.hessian.SpectralDensity
+        From :func:`rmt.hessian.slq`.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure.
+    bandwidth : float, optional
+        Gaussian smoothing width (default ``density.pdf``'s: width/lanczos_degree).
+    **kwargs
+        Passed to the density's line.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    pad = 0.02 * max(density.width, 1e-12)
+    xs = np.linspace(density.nodes[0] - pad, density.nodes[-1] + pad, 2000)
+    ax.semilogy(xs, np.maximum(density.pdf(xs, bandwidth), 1e-12), **kwargs)
+    ax.plot(density.nodes, np.full(density.nodes.size, 1e-12), "|", color="0.4")
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_title(f"SLQ: {density.n_probes} probes × {density.lanczos_degree} steps, "
+                 f"index {density.negative_fraction():.4f}")
+    return ax
+
+
+def save_energy_plot(summary: Any, path: Any, label: str = "minima") -> None:
+    """Minimiser energy against ϕ with Pennington & Bahri's ½(1 − ϕ)² (``rmt energy --plot``).
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        One row per ϕ with ``phi_actual``, ``energy_mean`` and ``energy_sd``.
+    path : path
+        PNG to write.
+    label : str
+        Legend entry of the measured points.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    grid = np.linspace(0, 1, 200)
+    ax.plot(grid, 0.5 * (1 - grid) ** 2, label="½(1−ϕ)² (Pennington & Bahri)")
+    ax.plot(grid, 0.5 * (1 - grid), ls="--", label="½(1−ϕ) (linear model)")
+    ax.errorbar(summary["phi_actual"], summary["energy_mean"], yerr=summary["energy_sd"],
+                fmt="o", color="k", label=label)
+    ax.set_xlabel("ϕ = P/(n_out·m)")
+    ax.set_ylabel("minimiser energy ε")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rmt import config
-from rmt._device import is_cupy_array, kernels, resolve_device
+from rmt._device import array_namespace, is_cupy_array, kernels, resolve_device, to_host
 from rmt._dtypes import accumulation_dtype, storage_kind
 from rmt._threads import limit_threads
 from rmt.errors import EmptyWeightError, NonFiniteError, ShapeError, WeightError
@@ -253,7 +253,7 @@ def esd(
     W, shape = _validated(W, conv, name)
     dev = resolve_device(device, W)
     if dev == "cpu" and is_cupy_array(W):
-        W = W.get()  # an explicit CPU request for a device array: bring it to the host
+        W = to_host(W)  # an explicit CPU request for a device array: bring it to the host
     with limit_threads(n_threads):
         ev = _eigenvalues(W, shape, dev, acc, block_rows, name)
     ev = np.asarray(ev, dtype=np.float64)
@@ -357,14 +357,14 @@ def _run_stacked(
     per_batch = max(1, config.ESD_BATCH_BYTES // each)
     for start in range(0, len(members), per_batch):
         chunk = members[start : start + per_batch]
-        xp = _namespace(weights[chunk[0]])
+        xp = array_namespace(weights[chunk[0]])
         stack = xp.stack([weights[i] for i in chunk])
         if dev == "cpu" and xp is not np:
-            stack = stack.get()
+            stack = to_host(stack)
         if shape.transpose:
             stack = stack.transpose(0, 2, 1)
         G = K.gram_stack(stack, dtype=acc)
-        finite = _to_host(np.all(np.isfinite(np.diagonal(G, axis1=-2, axis2=-1)), axis=-1))
+        finite = to_host(np.all(np.isfinite(np.diagonal(G, axis1=-2, axis2=-1)), axis=-1))
         if not finite.all():
             # A bad member spoils nothing else: redo the chunk one by one for exact errors.
             for i in chunk:
@@ -375,15 +375,3 @@ def _run_stacked(
             ev /= shape.N
         for row, i in zip(ev, chunk, strict=True):
             results[i] = np.sort(row)
-
-
-def _to_host(x: Any) -> np.ndarray:
-    return x.get() if is_cupy_array(x) else np.asarray(x)
-
-
-def _namespace(x: Any):
-    if is_cupy_array(x):
-        import cupy
-
-        return cupy
-    return np

@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,17 +80,3 @@ def test_energy_command(tmp_path, capsys):
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(df["phi"]) == [0.5] and df.loc[0, "runs"] == 2
     assert df.loc[0, "predicted"] == pytest.approx(0.125) and png.is_file()
-
-
-def test_bench_runs_the_checkouts_benchmark_suite(tmp_path, monkeypatch, capsys):
-    root = Path(__file__).resolve().parents[1]
-    calls = []
-    monkeypatch.setattr("rmt.cli.subprocess.call",
-                        lambda cmd, cwd: calls.append((cmd, cwd)) or 0)
-    monkeypatch.chdir(root / "notebooks")  # found from a subdirectory of the checkout too
-    assert main(["bench", "--quick", "--only", "esd,gpu"]) == 0
-    assert calls == [([sys.executable, "-m", "benchmarks", "--quick", "--only", "esd,gpu"],
-                      root)]
-    # not a checkout: one-line error naming the remedy, nothing run
-    assert main(["bench", "--checkout", str(tmp_path)]) == 1
-    assert "not an rmt source checkout" in capsys.readouterr().err and len(calls) == 1

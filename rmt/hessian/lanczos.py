@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rmt._device import is_cupy_array
+from rmt._device import array_namespace
 from rmt.hessian.operators import as_operator
 
 __all__ = ["LanczosResult", "lanczos"]
@@ -70,14 +70,6 @@ class LanczosResult:
         return theta, S[0] ** 2
 
 
-def _namespace(x: Any) -> Any:
-    if is_cupy_array(x):
-        import cupy
-
-        return cupy
-    return np
-
-
 def lanczos(
     op: Any,
     lanczos_degree: int,
@@ -119,7 +111,7 @@ def lanczos(
     rng = np.random.default_rng(rng)
     if v0 is None:
         v0 = rng.choice([-1.0, 1.0], size=n)
-    xp = _namespace(v0)
+    xp = array_namespace(v0)
     q = xp.asarray(v0, dtype=xp.float64).ravel()
     norm0 = float(xp.linalg.norm(q))
     if norm0 == 0 or not np.isfinite(norm0):

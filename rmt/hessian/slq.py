@@ -98,20 +98,24 @@ class SpectralDensity:
         return wasserstein(self.nodes, self.weights, ev, np.full(ev.size, 1.0 / ev.size))
 
     def plot(self, ax: Any = None, bandwidth: float | None = None, **kwargs: Any) -> Any:
-        """Smoothed density on a log-y axis, with the nodes as a rug."""
-        import matplotlib.pyplot as plt
+        """Smoothed density on a log-y axis, with the nodes as a rug.
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        pad = 0.02 * max(self.width, 1e-12)
-        xs = np.linspace(self.nodes[0] - pad, self.nodes[-1] + pad, 2000)
-        ax.semilogy(xs, np.maximum(self.pdf(xs, bandwidth), 1e-12), **kwargs)
-        ax.plot(self.nodes, np.full(self.nodes.size, 1e-12), "|", color="0.4")
-        ax.set_xlabel("eigenvalue")
-        ax.set_ylabel("density")
-        ax.set_title(f"SLQ: {self.n_probes} probes × {self.lanczos_degree} steps, "
-                     f"index {self.negative_fraction():.4f}")
-        return ax
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; default a new figure.
+        bandwidth : float, optional
+            Gaussian smoothing width (default as in :meth:`pdf`).
+        **kwargs
+            Passed to the density's line.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from rmt.plot import plot_spectral_density
+
+        return plot_spectral_density(self, ax=ax, bandwidth=bandwidth, **kwargs)
 
 
 def wasserstein(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> float:
