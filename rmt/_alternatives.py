@@ -224,7 +224,7 @@ def fit(name: str, tail: np.ndarray, xmin: float, xmax: float | None,
         return float(value) if np.isfinite(value) else 1e300
 
     x0 = _start(name, y)
-    bounds = [(None, None)] * x0.size
+    bounds: list[tuple[float | None, float | None]] = [(None, None)] * x0.size
     if name == "truncated_power_law":
         lo, hi = alpha_range
         bounds[0] = (lo, hi)

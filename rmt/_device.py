@@ -68,7 +68,7 @@ def to_host(x: Any) -> np.ndarray:
     return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
-def resolve_device(device: str, data: Any = None) -> Literal["cpu", "gpu"]:
+def resolve_device(device: Device | str, data: Any = None) -> Literal["cpu", "gpu"]:
     """Turn ``device="auto"|"cpu"|"gpu"`` into ``"cpu"`` or ``"gpu"``.
 
     Parameters

@@ -9,10 +9,11 @@ distance of each candidate from a compiled kernel with exact pruning
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from rmt._device import kernels, resolve_device
+from rmt._device import Device, kernels, resolve_device
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def scan(
     xmax: float | None,
     alpha_range: tuple[float | None, float | None],
     min_tail: int | None,
-    candidates: str,
-    device: str,
+    candidates: Literal["powerlaw", "ww"],
+    device: Device,
     fixed_xmin: float | None = None,
 ) -> Scan:
     """Fit α at every candidate xmin of sorted positive ``data`` and pick the least D.
@@ -191,7 +192,7 @@ def scan(
                 inv_norms = 1.0 / -np.expm1((1.0 - alphas) * (np.log(xmax) - log_xmins))
     if candidates == "ww" or fixed_xmin is not None:
         active = np.isfinite(alphas)
-    K = kernels(resolve_device(device))  # type: ignore[arg-type]
+    K = kernels(resolve_device(device))
     D = K.ks_distances(pts_log, pts_rank, starts, log_xmins, pts_rank[starts], n_tail,
                        alphas, inv_norms, active, prune=fixed_xmin is None)
     if candidates == "ww":

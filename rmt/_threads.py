@@ -85,7 +85,7 @@ def limit_threads(n_threads: int | None) -> Iterator[int]:
         return
     import numba
 
-    n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
+    n_numba = min(n, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     previous, outer = numba.get_num_threads(), _pinned
     numba.set_num_threads(n_numba)
     _pinned = n

@@ -14,6 +14,7 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 
+from rmt._device import Device
 from rmt.synthetic import phase_matrix
 
 # name -> (phase the layer is built in, or None for an unlabelled layer)
@@ -78,7 +79,7 @@ def layer_table(
     weights: dict[str, Any],
     *,
     normalize: bool = True,
-    device: str = "auto",
+    device: Device = "auto",
     n_threads: int | None = None,
 ) -> pd.DataFrame:
     """The ``rmt demo`` table: :func:`rmt.analyze` on ``weights``, the main columns.

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from rmt import _alternatives, config
+from rmt._device import Device
 from rmt._powerlaw_scan import scan
 from rmt._threads import limit_threads
 from rmt.errors import DataError
@@ -110,7 +111,7 @@ class PowerLawFit:
     sigma: float
     warning: str
     n: int
-    candidates: str
+    candidates: Candidates
     alpha_range: tuple[float | None, float | None]
     data: np.ndarray = field(repr=False)
     min_tail: int | None = field(default=None, repr=False)
@@ -185,7 +186,7 @@ class PowerLawFit:
         return best
 
     def bootstrap_pvalue(self, n_boot: int = 1000, *, rng: Any = None,
-                         device: str = "auto") -> BootstrapResult:
+                         device: Device = "auto") -> BootstrapResult:
         """Clauset–Shalizi–Newman semi-parametric bootstrap p-value of the fit.
 
         Each synthetic set has n points: with probability n_tail/n a draw from the fitted
@@ -285,7 +286,7 @@ def fit_powerlaw(
     alpha_range: tuple[float | None, float | None] = (1, None),
     min_tail: int | None = None,
     candidates: Candidates = "powerlaw",
-    device: str = "auto",
+    device: Device = "auto",
     n_threads: int | None = None,
 ) -> PowerLawFit:
     """Fit a power law to the tail of ``x`` with the KS-optimal xmin.

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,10 +21,13 @@ import rmt.analyses  # noqa: F401  (registers the built-in analyses)
 from rmt._dtypes import storage_kind
 from rmt.columns import ANALYSES, COLUMNS, LayerResult
 from rmt.errors import CheckpointError, DataError, WeightError
+from rmt.heavytail import Candidates
 from rmt.io.layout import infer_layout
 from rmt.metrics import numerical_zero_threshold
 from rmt.phases import PhaseThresholds
-from rmt.spectra import WeightShape, esd, weight_shape
+from rmt.spectra import Conv, WeightShape, esd, weight_shape
+
+OnError = Literal["record", "raise"]
 
 #: The analyses rmt registers itself; anything else in ANALYSES is a plug-in.
 BUILT_IN = frozenset(ANALYSES)
@@ -42,15 +45,15 @@ class Options:
     """
 
     normalize: bool = True
-    conv: str = "slices"
-    device: str = "cpu"
+    conv: Conv = "slices"
+    device: Literal["cpu", "gpu"] = "cpu"
     min_evals: int = 10
     max_evals: int | None = None
-    candidates: str = "powerlaw"
+    candidates: Candidates = "powerlaw"
     n_threads: int | None = None
     thresholds: PhaseThresholds = field(default_factory=PhaseThresholds)
     plot_dir: str | None = None
-    on_error: str = "record"
+    on_error: OnError = "record"
     analysis_modules: tuple[str, ...] = ()
 
 
@@ -140,7 +143,7 @@ def _shape_columns(shape: WeightShape) -> dict[str, Any]:
 
 def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
     start = time.perf_counter()
-    shape = weight_shape(W.shape, opts.conv, name)  # type: ignore[arg-type]
+    shape = weight_shape(W.shape, opts.conv, name)
     if shape.num_evals < opts.min_evals:
         return failed_row({**base, **_shape_columns(shape)},
                           f"too few eigenvalues ({shape.num_evals} < min_evals="
@@ -149,7 +152,7 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         return failed_row({**base, **_shape_columns(shape)},
                           f"skipped: {shape.num_evals} eigenvalues > max_evals="
                           f"{opts.max_evals}")
-    ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,  # type: ignore[arg-type]
+    ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
              n_threads=opts.n_threads, name=name)
     if not ev[-1] > 0:
         return failed_row({**base, **_shape_columns(shape)}, "all entries are zero")
@@ -201,10 +204,10 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
                          and min(shape[0], shape[1]) == 1)
         if vector_slices:
             shape = (shape[0], math.prod(shape[1:]))
-            base["layout"] += f"; 1 channel: read as {shape[0]}x{shape[1]}"
+            base["layout"] = f"{base['layout']}; 1 channel: read as {shape[0]}x{shape[1]}"
         stacked = layout.kind == "stack" and len(shape) == 3
         if stacked:
-            each = weight_shape(shape[1:], opts.conv, name)  # type: ignore[arg-type]
+            each = weight_shape(shape[1:], opts.conv, name)
             if each.num_evals < opts.min_evals:  # one row, not one per tiny matrix
                 return [failed_row(base, f"stack of {shape[0]} matrices, each with too "
                                          f"few eigenvalues ({each.num_evals} < min_evals="

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rmt._device import Device
 from rmt.errors import DataError
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.metrics import EPS64, ESDMetrics, esd_metrics, numerical_zero_threshold
@@ -152,7 +153,7 @@ class PhaseThresholds:
 _SHARES = ("fpr", "max_spike_fraction", "near_spike_share", "rank_loss_threshold",
            "gap_fraction")
 
-DEFAULTS: dict[str, float] = {f.name: f.default for f in dataclasses.fields(PhaseThresholds)}
+DEFAULTS: dict[str, float] = PhaseThresholds().to_dict()
 
 
 def thresholds_from(thresholds: PhaseThresholds | None = None,
@@ -367,7 +368,6 @@ def decide(mp_fit: MPFit | None, pl_fit: PowerLawFit | None, metrics: ESDMetrics
     M = mp_fit.M if mp_fit is not None else n
     zero = M * EPS64 * max(metrics.lambda_max, 0.0)
     gap = _largest_gap(pos, n - pos.size, zero, n, p.gap_fraction) if pos.size else 0.0
-    common = dict(rank_loss_fraction=rank_loss / n, gap_decades=gap, thresholds=p)
     if rank_loss / n >= p.rank_loss_threshold or gap >= p.gap_decades:
         if rank_loss / n >= p.rank_loss_threshold:
             sub, reason = "rank", (f"{rank_loss} of {n} singular values are numerically zero "
@@ -376,8 +376,8 @@ def decide(mp_fit: MPFit | None, pl_fit: PowerLawFit | None, metrics: ESDMetrics
         else:
             sub, reason = "gap", (f"part of the spectrum sits {gap:.1f} decades below the "
                                   "rest (collapsed directions, as under strong weight decay)")
-        return Decision(Phase.RANK_COLLAPSE, sub, reason, n_near=0, n_far=0, d0=np.nan,
-                        pl_reliable=False, **common)
+        return Decision(Phase.RANK_COLLAPSE, sub, reason, rank_loss / n, gap, n_near=0,
+                        n_far=0, d0=np.nan, pl_reliable=False, thresholds=p)
     if mp_fit is None:
         raise DataError(f"no MP fit for a spectrum of {n} eigenvalues that is not collapsed")
     mpf, N = mp_fit, mp_fit.N
@@ -419,12 +419,12 @@ def decide(mp_fit: MPFit | None, pl_fit: PowerLawFit | None, metrics: ESDMetrics
                else f"the power-law tail has only {n_tail} points")
         reason = (f"{k} outliers ({near} near the edge) over a bulk that is no longer MP "
                   f"(D_mp = {ratio:.1f} d0), but no heavy tail ({why})")
-    return Decision(phase, sub, reason, n_near=near, n_far=far, d0=d0, pl_reliable=reliable,
-                    **common)
+    return Decision(phase, sub, reason, rank_loss / n, gap, n_near=near, n_far=far, d0=d0,
+                    pl_reliable=reliable, thresholds=p)
 
 
 def classifier_powerlaw_fit(nonzero: np.ndarray, thresholds: PhaseThresholds, *,
-                            device: str = "auto",
+                            device: Device = "auto",
                             tail_fit: PowerLawFit | None = None) -> PowerLawFit | None:
     """The power-law fit the classifier judges: a tail of ≥ ``thresholds.min_tail`` points.
 
@@ -449,13 +449,13 @@ def classifier_powerlaw_fit(nonzero: np.ndarray, thresholds: PhaseThresholds, *,
     if tail_fit is not None and tail_fit.n_tail >= thresholds.min_tail:
         return tail_fit
     try:
-        return fit_powerlaw(nonzero, device=device, min_tail=int(thresholds.min_tail))  # type: ignore[arg-type]
+        return fit_powerlaw(nonzero, device=device, min_tail=int(thresholds.min_tail))
     except DataError:
         return None
 
 
 def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None = None,
-                 device: str = "auto", thresholds: PhaseThresholds | None = None,
+                 device: Device = "auto", thresholds: PhaseThresholds | None = None,
                  **overrides: Any) -> PhaseResult:
     """Phase of a layer from its ESD (eigenvalues of X = WᵀW/N, any scale).
 
@@ -503,7 +503,7 @@ def classify_esd(ev: Any, N: int, M: int | None = None, *, rank_loss: int | None
                        rank_loss=metrics.rank_loss, evals=ev, mp_fit=mpf, pl_fit=pl)
 
 
-def classify(W: Any, *, conv: Conv = "slices", device: str = "auto", name: str | None = None,
+def classify(W: Any, *, conv: Conv = "slices", device: Device = "auto", name: str | None = None,
              thresholds: PhaseThresholds | None = None, **overrides: Any) -> PhaseResult:
     """Phase of one weight matrix (or conv kernel).
 

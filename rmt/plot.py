@@ -296,7 +296,8 @@ def plot_model(df: Any, path: Any = None, axes: Any = None) -> Any:
     phases = df["phase"].where(df["status"] == "success", "failed").fillna("failed")
     colors = [PHASE_COLORS.get(p, "#000000") for p in phases]
     # x is the tensor's position in the checkpoint (rows of a stacked tensor share it)
-    x = (df["layer_id"] if "layer_id" in df else np.arange(len(df))).to_numpy(dtype=float)
+    x = (df["layer_id"].to_numpy(dtype=float) if "layer_id" in df
+         else np.arange(len(df), dtype=float))
     alpha = df["alpha"].astype(float).to_numpy()
     axes[0].scatter(x, alpha, c=colors, s=18)
     if x.size:

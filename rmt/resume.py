@@ -128,7 +128,7 @@ class ResumeLog:
     def __init__(self, path: str | Path, checkpoint: dict[str, Any], options: dict[str, Any],
                  version: str, restart: bool = False) -> None:
         self.path = Path(path)
-        self.header = {"rmt_resume": FORMAT, "rmt_version": version,
+        self.header: dict[str, Any] = {"rmt_resume": FORMAT, "rmt_version": version,
                        "checkpoint": checkpoint, "options": options}
         if self.path.exists() and not self.path.is_file():
             raise ResumeError(f"resume file {self.path} is not a regular file")
@@ -171,10 +171,11 @@ class ResumeLog:
             raise ResumeError(f"resume file {self.path} is not an rmt resume file of format "
                               f"{FORMAT} (its first line is not one); pass restart=True "
                               "(CLI --restart) to overwrite it, or use another file")
+        ours = self.header
         diffs = [f"checkpoint {d}" for d in _differences(header.get("checkpoint") or {},
-                                                          self.header["checkpoint"])]
+                                                          ours["checkpoint"])]
         diffs += [f"option {d}" for d in _differences(header.get("options") or {},
-                                                       self.header["options"])]
+                                                       ours["options"])]
         if header.get("rmt_version") != self.header["rmt_version"]:
             diffs.append(f"rmt version {header.get('rmt_version')} -> "
                          f"{self.header['rmt_version']}")

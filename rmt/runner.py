@@ -30,15 +30,16 @@ import numpy as np
 import pandas as pd
 
 from rmt import config
-from rmt._device import resolve_device
+from rmt._device import Device, resolve_device
 from rmt._threads import limit_threads, threads_in_force
 from rmt.columns import ANALYSES
 from rmt.errors import AnalysisError
+from rmt.heavytail import Candidates
 from rmt.io import LazyTensor, open_checkpoint
-from rmt.layers import BUILT_IN, COLUMNS, Options, analyze_tensor, failed_row, select
+from rmt.layers import BUILT_IN, COLUMNS, OnError, Options, analyze_tensor, failed_row, select
 from rmt.phases import PhaseThresholds, thresholds_from
 from rmt.resume import ResumeLog, checkpoint_identity
-from rmt.spectra import weight_shape
+from rmt.spectra import Conv, weight_shape
 
 __all__ = ["COLUMNS", "analyze", "summary"]
 
@@ -53,7 +54,7 @@ def _worker_init(n_threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n_threads)
     import numba
 
-    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def _run_chunk(tasks: list[Task], opts: Options) -> list[tuple[int, str, list[dict[str, Any]]]]:
@@ -145,18 +146,18 @@ def analyze(
     layers: Any = None,
     min_evals: int = 10,
     max_evals: int | None = None,
-    device: str = "auto",
+    device: Device = "auto",
     n_jobs: int = 1,
     executor: concurrent.futures.Executor | None = None,
     progress: bool | None = None,
     resume: str | Path | None = None,
     restart: bool = False,
     normalize: bool = True,
-    conv: str = "slices",
-    candidates: str = "powerlaw",
+    conv: Conv = "slices",
+    candidates: Candidates = "powerlaw",
     n_threads: int | None = None,
     plot_dir: str | Path | None = None,
-    on_error: str = "record",
+    on_error: OnError = "record",
     thresholds: PhaseThresholds | None = None,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -276,11 +277,11 @@ def analyze(
 
     log = None
     if resume is not None:
-        options = {"normalize": bool(normalize), "conv": conv, "candidates": candidates,
-                   "min_evals": int(min_evals),
-                   "max_evals": None if max_evals is None else int(max_evals),
-                   "phase_params": {k: float(v) for k, v in
-                                    sorted({**th.overrides(), **fit_options}.items())}}
+        options: dict[str, Any] = {"normalize": bool(normalize), "conv": conv,
+                                   "candidates": candidates, "min_evals": int(min_evals),
+                                   "max_evals": None if max_evals is None else int(max_evals),
+                                   "phase_params": {k: float(v) for k, v in sorted(
+                                       {**th.overrides(), **fit_options}.items())}}
         if set(ANALYSES) != BUILT_IN:  # plug-ins add columns: their rows are another run
             options["analyses"] = list(ANALYSES)
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
@@ -434,7 +435,7 @@ def _run_parallel(pending: list[Task], opts: Options,
                 if queue:
                     running.add(pool.submit(_run_chunk, queue.popleft(), opts))
     finally:
-        if own:
+        if own and isinstance(pool, concurrent.futures.ProcessPoolExecutor):
             _stop(pool)
 
 

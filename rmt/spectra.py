@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rmt import config
-from rmt._device import array_namespace, is_cupy_array, kernels, resolve_device, to_host
+from rmt._device import Device, array_namespace, is_cupy_array, kernels, resolve_device, to_host
 from rmt._dtypes import accumulation_dtype, storage_kind
 from rmt._threads import limit_threads
 from rmt.errors import EmptyWeightError, NonFiniteError, ShapeError, WeightError
@@ -70,7 +70,7 @@ def _as_array(W: Any) -> Any:
     return np.asarray(W)
 
 
-def _check_conv(conv: str) -> None:
+def _check_conv(conv: Any) -> None:
     if conv not in ("slices", "flatten"):
         raise ValueError(f"conv must be 'slices' or 'flatten', got {conv!r}")
 
@@ -170,7 +170,7 @@ def _validated(W: Any, conv: Conv, name: str | None) -> tuple[Any, WeightShape]:
     return W, shape
 
 
-def _eigenvalues(W: Any, shape: WeightShape, device: str, acc: np.dtype,
+def _eigenvalues(W: Any, shape: WeightShape, device: Device, acc: np.dtype,
                  block_rows: int | None, name: str | None) -> np.ndarray:
     K = kernels(device)  # type: ignore[arg-type]
     if W.ndim == 2:
@@ -192,7 +192,7 @@ def esd(
     *,
     normalize: bool = True,
     conv: Conv = "slices",
-    device: str = "auto",
+    device: Device = "auto",
     dtype: Any = np.float64,
     n_threads: int | None = None,
     block_rows: int | None = None,
@@ -268,7 +268,7 @@ def esd_batch(
     *,
     normalize: bool = True,
     conv: Conv = "slices",
-    device: str = "auto",
+    device: Device = "auto",
     dtype: Any = np.float64,
     n_threads: int | None = None,
     names: Sequence[str] | None = None,
@@ -302,7 +302,7 @@ def esd_batch(
         raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
     acc = accumulation_dtype(dtype)
     weights = [_as_array(W) for W in weights]
-    names = list(names) if names is not None else [None] * len(weights)
+    names = list(names) if names is not None else [None] * len(weights)  # type: ignore[list-item]
     if len(names) != len(weights):
         raise ValueError(f"got {len(names)} names for {len(weights)} weights")
     results: list[Any] = [None] * len(weights)
@@ -344,7 +344,7 @@ def _run_stacked(
     members: list[int],
     results: list[Any],
     normalize: bool,
-    device: str,
+    device: Device,
     acc: np.dtype,
     run_single: Any,
 ) -> None:

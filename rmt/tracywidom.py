@@ -42,7 +42,7 @@ def _solution() -> scipy.integrate.OdeSolution:
     return sol.sol
 
 
-def _log_cdf(s: np.ndarray) -> np.ndarray:
+def _log_cdf(s: np.ndarray | float) -> np.ndarray:
     s = np.asarray(s, dtype=np.float64)
     inside = np.clip(s, _S_LO, _S_HI)
     _, _, _, v, w = _solution()(inside.ravel())

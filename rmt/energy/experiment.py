@@ -179,12 +179,12 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
     H0 = model.gauss_newton(theta, X)
     H1 = H - H0
     ev = np.linalg.eigvalsh(H)
-    free = []
+    rotated = []
     for _ in range(n_rotations):
         Q, R = np.linalg.qr(rng.standard_normal(H.shape))
         Q *= np.sign(np.diag(R))
-        free.append(np.linalg.eigvalsh(H0 + Q @ H1 @ Q.T))
-    free = np.sort(np.concatenate(free))
+        rotated.append(np.linalg.eigvalsh(H0 + Q @ H1 @ Q.T))
+    free = np.sort(np.concatenate(rotated))
     import scipy.stats
 
     tol = config.INDEX_REL_TOL * np.abs(ev).max()

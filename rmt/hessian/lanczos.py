@@ -118,7 +118,7 @@ def lanczos(
         raise ValueError("v0 must be a finite, non-zero vector")
     q = q / norm0
     keep = return_basis or orthogonalize != "none"
-    Q = xp.empty((k, n), dtype=xp.float64) if keep else None
+    Q: Any = xp.empty((k, n), dtype=xp.float64) if keep else None  # the basis, when kept
     alpha = np.empty(k)
     beta = np.zeros(max(k - 1, 0))
     q_prev = xp.zeros_like(q)

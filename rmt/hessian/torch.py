@@ -107,12 +107,12 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
             def f(p: dict, x: Any = x) -> Any:
                 return functional_call(model, p, (x,))
 
-            out, jv = jvp(f, (base,), (tangents,))
+            out, jv = jvp(f, (base,), (tangents,))  # type: ignore[misc]  # (primal, tangent)
             out = out.detach().requires_grad_(True)
             loss = loss_fn(out, y) * (size / total)
             (g,) = torch.autograd.grad(loss, out, create_graph=True)
             (hjv,) = torch.autograd.grad((g * jv).sum(), out)
-            _, pullback = vjp(f, base)
+            _, pullback = vjp(f, base)  # type: ignore[misc]  # (primal, pullback)
             (grads,) = pullback(hjv)
             acc += torch.cat([grads[name].reshape(-1) for name in names])
         return acc.detach().numpy().astype(np.float64)

@@ -106,7 +106,7 @@ def read_bytes(identity: FileIdentity, offset: int, nbytes: int, what: str = "")
     try:
         identity.check(what, os.fstat(fd))  # the file now open is the one listed
         out = np.empty(nbytes, dtype=np.uint8)
-        view = memoryview(out)
+        view = memoryview(out)  # type: ignore[arg-type]  # ndarray is a buffer; numpy's stubs lag
         done = 0
         while done < nbytes:
             step = min(READ_CHUNK, nbytes - done)

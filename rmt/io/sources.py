@@ -10,6 +10,7 @@ files inside it.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,11 @@ OTHER_SUFFIXES = (".bin", ".pt", ".pth", ".jit", ".npz", ".gguf", ".onnx", ".h5"
 # .npy headers are short dict literals; NumPy itself refuses longer ones by default.
 MAX_NPY_HEADER = 10000
 
+
+
+def _same(arr: Any) -> Any:
+    """The loader of an in-memory array: the array itself."""
+    return arr
 
 def _guarded(path: Path, names: list[str] | None = None) -> Iterator[tuple[str, LazyTensor]]:
     """The tensors of one file; if it fails, broken entries instead of an exception.
@@ -236,7 +242,7 @@ def iter_mapping(weights: Mapping[str, Any]) -> Iterator[tuple[str, LazyTensor]]
             key = ("<dict>", arr.__array_interface__["data"][0], arr.shape, arr.strides,
                    arr.dtype.str)
         yield str(name), LazyTensor(str(name), tuple(int(s) for s in arr.shape),
-                                    np.dtype(arr.dtype), "<dict>", lambda arr=arr: arr,
+                                    np.dtype(arr.dtype), "<dict>", functools.partial(_same, arr),
                                     data_key=key)
 
 
@@ -267,5 +273,6 @@ def iter_module(module: Any) -> Iterator[tuple[str, LazyTensor]]:
         key = (type(module).__name__, t.device.type, t.data_ptr(), tuple(t.shape),
                tuple(t.stride()), str(t.dtype))  # tied parameters share it
         yield name, LazyTensor(name, tuple(t.shape), dtype, type(module).__name__,
-                               lambda t=t: _torch_to_numpy(t), data_key=key, layout=layout)
+                               functools.partial(_torch_to_numpy, t), data_key=key,
+                               layout=layout)
 

@@ -296,12 +296,15 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             **{f"torch.{name}": _TypeName(name) for name in _QSCHEMES},
         }
         self.storages: dict[str, tuple[np.dtype, int]] = {}
-        self.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
-        self.dispatch[pickle.REDUCE[0]] = _RestrictedUnpickler._reduce
-        self.dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
-        self.dispatch[pickle.APPENDS[0]] = _RestrictedUnpickler._appends
-        self.dispatch[pickle.APPEND[0]] = _RestrictedUnpickler._append
-        self.dispatch[pickle.NEWOBJ[0]] = _RestrictedUnpickler._newobj
+        # pickle._Unpickler (the pure-Python unpickler) is private and untyped in typeshed:
+        # its dispatch table and stack are typed here, the overrides need ignores.
+        dispatch: dict[int, Any] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+        dispatch[pickle.REDUCE[0]] = _RestrictedUnpickler._reduce
+        dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
+        dispatch[pickle.APPENDS[0]] = _RestrictedUnpickler._appends
+        dispatch[pickle.APPEND[0]] = _RestrictedUnpickler._append
+        dispatch[pickle.NEWOBJ[0]] = _RestrictedUnpickler._newobj
+        self.dispatch = dispatch  # type: ignore[misc]
 
     def _refuse(self, problem: str) -> CheckpointError:
         return CheckpointError(self._path, f"refused pickle content: {problem}")
@@ -351,7 +354,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 and args == ()):
             raise self._refuse(f"NEWOBJ of {type(cls).__name__} (only TorchScript module "
                                "stand-ins are created)")
-        self.append(_ScriptObject(cls.name))
+        self.append(_ScriptObject(cls.name))  # type: ignore[union-attr]  # checked above
 
     def _build(self) -> None:
         state = self.stack.pop()
@@ -369,7 +372,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                                "dicts and tensors take state)")
 
     def _appends(self) -> None:
-        items = self.pop_mark()
+        items = self.pop_mark()  # type: ignore[attr-defined]
         if type(self.stack[-1]) is not list:
             raise self._refuse(f"APPENDS to {type(self.stack[-1]).__name__}")
         self.stack[-1].extend(items)
@@ -386,8 +389,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self.read = self._unframer.read
         self.readinto = self._unframer.readinto
         self.readline = self._unframer.readline
-        self.metastack = []
-        self.stack = []
+        self.metastack: list[Any] = []
+        self.stack: list[Any] = []
         self.append = self.stack.append
         self.proto = 0
         read, dispatch = self.read, self.dispatch
@@ -398,7 +401,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                     raise EOFError
                 if key[0] in _REFUSED_OPS:
                     raise self._refuse(f"opcode {key!r} (builds arbitrary objects)")
-                dispatch[key[0]](self)
+                dispatch[key[0]](self)  # type: ignore[arg-type]  # our table, our class
         except pickle._Stop as stop:  # type: ignore[attr-defined]
             return stop.value
         raise self._refuse(f"more than {MAX_OPS} opcodes")

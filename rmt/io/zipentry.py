@@ -127,7 +127,7 @@ class ZipEntry:
         for pos in range(0, self.file_size, READ_CHUNK):
             chunk = read_bytes(self.identity, start + pos,
                                min(READ_CHUNK, self.file_size - pos), self.what)
-            crc = zlib.crc32(chunk, crc)
+            crc = zlib.crc32(chunk, crc)  # type: ignore[arg-type]  # ndarray is a buffer
             lo, hi = max(begin, pos), min(end, pos + chunk.size)
             if lo < hi:
                 out[lo - begin:hi - begin] = chunk[lo - pos:hi - pos]
