@@ -134,7 +134,19 @@ def gram(
 
 
 def gram_stack(stack: Any, *, dtype: np.dtype | type = np.float64) -> Any:
-    """Gram matrices AₖᵀAₖ of a stack (k, N, M) of oriented same-shape matrices."""
+    """Gram matrices AₖᵀAₖ of a stack (k, N, M) of oriented same-shape matrices.
+
+    Parameters
+    ----------
+    stack : cupy.ndarray or numpy.ndarray, shape (k, N, M)
+        Oriented (N ≥ M), any supported storage dtype.
+    dtype : {float64, float32}
+        Accumulation dtype.
+
+    Returns
+    -------
+    cupy.ndarray, shape (k, M, M)
+    """
     cp = _cupy()
     acc = accumulation_dtype(dtype)
     k, n, m = stack.shape
@@ -217,6 +229,23 @@ def ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, 
     Same arguments and result as :func:`rmt.kernels.cpu.ks_distances`; every active
     candidate's D is exact (``prune`` is accepted for the twin signature: a full tile
     costs less on the GPU than the pruning bookkeeping).
+
+    Parameters
+    ----------
+    log_pts, rank_pts : numpy.ndarray of float64, shape (P,)
+        As in the CPU twin.
+    starts : numpy.ndarray of int64, shape (C,)
+        First evaluation point of each candidate.
+    log_xmins, rank0s, n_tails, alphas, inv_norms : numpy.ndarray of float64, shape (C,)
+        Per-candidate fit parameters.
+    active : numpy.ndarray of bool, shape (C,)
+        Candidates to evaluate; the others get +inf.
+    prune : bool, default True
+        Ignored (twin signature).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (C,)
     """
     return _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas,
                          inv_norms, active, _cupy())

@@ -35,7 +35,12 @@ def cupy_or_none() -> ModuleType | None:
 
 
 def gpu_available() -> bool:
-    """Whether a CUDA device is usable through CuPy."""
+    """Whether a CUDA device is usable through CuPy.
+
+    Returns
+    -------
+    bool
+    """
     return cupy_or_none() is not None
 
 

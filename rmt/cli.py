@@ -133,7 +133,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     except AnalysisError as err:
         if args.debug:
             raise
-        _write(err.table, args.format, args.out)  # type: ignore[arg-type]
+        _write(err.table, args.format, args.out)
         print(f"rmt analyze: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:

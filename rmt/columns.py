@@ -205,7 +205,13 @@ def register(analysis: Analysis) -> Analysis:
 
 
 def unregister(name: str) -> None:
-    """Remove a plug-in analysis and its columns (``KeyError`` if not registered)."""
+    """Remove a plug-in analysis and its columns (``KeyError`` if not registered).
+
+    Parameters
+    ----------
+    name : str
+        The analysis.
+    """
     del ANALYSES[name]
     _rebuild_columns()
 

@@ -39,19 +39,51 @@ class WeightError(ValueError):
 
 
 class NonFiniteError(WeightError):
-    """The weight holds NaN or Inf entries, or its squares overflow the accumulator."""
+    """The weight holds NaN or Inf entries, or its squares overflow the accumulator.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong.
+    name : str, optional
+        The layer or tensor name.
+    """
 
 
 class ShapeError(WeightError):
-    """The weight has fewer than two dimensions, or more than the supported four."""
+    """The weight has fewer than two dimensions, or more than the supported four.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong.
+    name : str, optional
+        The layer or tensor name.
+    """
 
 
 class EmptyWeightError(WeightError):
-    """The weight has a dimension of length zero."""
+    """The weight has a dimension of length zero.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong.
+    name : str, optional
+        The layer or tensor name.
+    """
 
 
 class DTypeError(WeightError):
-    """The weight's dtype is not a supported floating-point storage type."""
+    """The weight's dtype is not a supported floating-point storage type.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong.
+    name : str, optional
+        The layer or tensor name.
+    """
 
 
 class DeviceError(RuntimeError):
@@ -65,7 +97,15 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read: truncated, bad header, offsets past the end,
-    refused pickle content, unknown format. The message names the file and the problem."""
+    refused pickle content, unknown format. The message names the file and the problem.
+
+    Parameters
+    ----------
+    path : path or str
+        The file.
+    problem : str
+        What is wrong with it.
+    """
 
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
@@ -76,6 +116,13 @@ class CheckpointError(ValueError):
 class AnalysisError(RuntimeError):
     """A run of :func:`rmt.analyze` stopped part-way (disk full, a worker process killed,
     an error with ``on_error="raise"``).
+
+    Parameters
+    ----------
+    message : str
+        What stopped the run.
+    table : pandas.DataFrame
+        The finished rows.
 
     Attributes
     ----------

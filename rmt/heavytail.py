@@ -101,6 +101,10 @@ class PowerLawFit:
         Candidate set and KS convention used.
     alpha_range : tuple
         The α range the fit was restricted to.
+    data : numpy.ndarray
+        The data fitted, ascending.
+    min_tail : int or None
+        The smallest tail the xmin scan allowed.
     """
 
     alpha: float
@@ -117,7 +121,12 @@ class PowerLawFit:
     min_tail: int | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Scalar fields as a dict (without the data)."""
+        """Scalar fields as a dict (without the data).
+
+        Returns
+        -------
+        dict
+        """
         return {k: getattr(self, k) for k in ("alpha", "xmin", "xmax", "D", "n_tail", "sigma",
                                               "warning", "n", "candidates")}
 
@@ -127,7 +136,13 @@ class PowerLawFit:
         return self.data[self.data >= self.xmin]
 
     def loglikelihoods(self) -> np.ndarray:
-        """ln p(x) of the fitted power law at every tail point."""
+        """ln p(x) of the fitted power law at every tail point.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one per tail point.
+        """
         return _alternatives.powerlaw_loglikelihoods(self.tail, self.alpha, self.xmin, self.xmax)
 
     def fit_alternative(self, name: str) -> _alternatives.AlternativeFit:
@@ -177,6 +192,16 @@ class PowerLawFit:
 
         An alternative wins when its likelihood is significantly higher (R < 0 and
         p ≤ ``p_threshold``); among winners the one with the most negative R is returned.
+
+        Parameters
+        ----------
+        p_threshold : float, default 0.05
+            Significance an alternative's win needs.
+
+        Returns
+        -------
+        str
+            ``"power_law"`` or the winning alternative's name.
         """
         best, best_R = "power_law", 0.0
         for name in _alternatives.NAMES:

@@ -40,8 +40,17 @@ __all__ = ["BUILT_IN", "COLUMNS", "Options", "analyze_tensor", "compute_layer", 
 class Options:
     """Everything a layer computation needs; plain values so tasks pickle cheaply.
 
-    ``analysis_modules`` names the modules of plug-in analyses, which a worker process
-    imports (so that they register there too) before its first task.
+    Attributes
+    ----------
+    normalize, conv, min_evals, max_evals, candidates, n_threads, plot_dir, on_error
+        As the arguments of :func:`rmt.analyze`.
+    device : {"cpu", "gpu"}
+        The resolved device.
+    thresholds : rmt.phases.PhaseThresholds
+        The phase classifier's thresholds.
+    analysis_modules : tuple of str
+        Modules of plug-in analyses, which a worker process imports (so that they
+        register there too) before its first task.
     """
 
     normalize: bool = True
@@ -58,7 +67,19 @@ class Options:
 
 
 def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
-    """A row for a layer that could not be analysed."""
+    """A row for a layer that could not be analysed.
+
+    Parameters
+    ----------
+    base : dict
+        The columns known so far (name, shape, ...).
+    warning : str
+        Why it failed.
+
+    Returns
+    -------
+    dict
+    """
     return {**base, "alpha": np.nan, "status": "failed", "warning": warning}
 
 
@@ -179,6 +200,22 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
     reading or analysing it — a refused view, a file that changed on disk, a library
     error, ``MemoryError``, ``RecursionError`` — becomes a ``status="failed"`` row naming
     the problem. ``on_error="raise"`` re-raises instead, for debugging.
+
+    Parameters
+    ----------
+    layer_id : int
+        Position of the tensor in the checkpoint.
+    name : str
+        Its row name.
+    tensor : LazyTensor
+        The tensor (read here).
+    opts : Options
+        The run's options.
+
+    Returns
+    -------
+    list of dict
+        Rows, in table order.
     """
     base = {"layer_id": layer_id, "name": name, "shape": "x".join(map(str, tensor.shape)),
             "dtype": str(tensor.dtype)}
@@ -246,7 +283,19 @@ def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[st
 
 
 def select(names: list[str], layers: Any) -> list[bool]:
-    """Which tensor names ``layers`` selects: None (all), a regex string, names, or ids."""
+    """Which tensor names ``layers`` selects: None (all), a regex string, names, or ids.
+
+    Parameters
+    ----------
+    names : list of str
+        Tensor names in checkpoint order.
+    layers : None, str, or iterable of str/int
+        The selection.
+
+    Returns
+    -------
+    list of bool
+    """
     if layers is None:
         return [True] * len(names)
     if isinstance(layers, str):

@@ -61,12 +61,29 @@ class ESDMetrics:
     rank_loss_method: Literal["svd", "gram"]
 
     def to_dict(self) -> dict[str, Any]:
-        """The metrics as a plain dict."""
+        """The metrics as a plain dict.
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
 
 def numerical_zero_threshold(ev: np.ndarray, M: int) -> float:
-    """Eigenvalues at or below ``M·eps(float64)·λmax`` are numerical zeros (DESIGN.md §4)."""
+    """Eigenvalues at or below ``M·eps(float64)·λmax`` are numerical zeros (DESIGN.md §4).
+
+    Parameters
+    ----------
+    ev : numpy.ndarray
+        Eigenvalues.
+    M : int
+        Columns of each oriented matrix.
+
+    Returns
+    -------
+    float
+    """
     lam_max = float(np.max(ev)) if len(ev) else 0.0
     return M * EPS64 * max(lam_max, 0.0)
 

@@ -33,7 +33,20 @@ def _check_q(Q: float) -> float:
 
 
 def edges(Q: float, sigma2: float = 1.0) -> tuple[float, float]:
-    """Bulk edges (λ₋, λ₊) = σ²(1 ∓ 1/√Q)² of the MP law."""
+    """Bulk edges (λ₋, λ₊) = σ²(1 ∓ 1/√Q)² of the MP law.
+
+    Parameters
+    ----------
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma2 : float, default 1.0
+        Entry variance σ² (bulk scale).
+
+    Returns
+    -------
+    tuple of float
+        (λ₋, λ₊).
+    """
     Q = _check_q(Q)
     r = 1.0 / np.sqrt(Q)
     return float(sigma2 * (1.0 - r) ** 2), float(sigma2 * (1.0 + r) ** 2)
@@ -43,6 +56,20 @@ def pdf(x: Any, Q: float, sigma2: float = 1.0) -> np.ndarray:
     """MP density Q/(2πσ²x)·√((λ₊ − x)(x − λ₋)) on [λ₋, λ₊], 0 elsewhere.
 
     At Q = 1 it diverges like x^(−1/2) at 0 (integrable).
+
+    Parameters
+    ----------
+    x : array_like
+        Points (eigenvalues of X = WᵀW/N).
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma2 : float, default 1.0
+        Entry variance σ² (bulk scale).
+
+    Returns
+    -------
+    numpy.ndarray
+        Density at ``x`` (float64).
     """
     x = np.asarray(x, dtype=np.float64)
     lo, hi = edges(Q, sigma2)
@@ -58,6 +85,20 @@ def cdf(x: Any, Q: float, sigma2: float = 1.0) -> np.ndarray:
     With y = 1/Q, m = 1 + y, r = 2√y and x/σ² = m + r·sin θ,
     F = [mθ + r cos θ − 2(1−y)·arctan((m·tan(θ/2) + r)/(1−y)) − I(−π/2)]/(2πy),
     the antiderivative of √((λ₊−t)(t−λ₋))/(2πyt) (the arctan term vanishes at y = 1).
+
+    Parameters
+    ----------
+    x : array_like
+        Points.
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma2 : float, default 1.0
+        Entry variance σ² (bulk scale).
+
+    Returns
+    -------
+    numpy.ndarray
+        F(x) in [0, 1] (float64, exact to round-off).
     """
     Q = _check_q(Q)
     x = np.asarray(x, dtype=np.float64) / sigma2
@@ -79,13 +120,41 @@ def spike_threshold(sigma2: float, N: int, M: int, fpr: float = 0.01) -> float:
     """Largest eigenvalue a pure-noise X = WᵀW/N exceeds with probability ``fpr``.
 
     σ²(μ + q·s)/N with Johnstone's μ, s for (N, M) and q the TW₁ quantile at 1 − fpr.
+
+    Parameters
+    ----------
+    sigma2 : float
+        Entry variance of the bulk.
+    N, M : int
+        Shape of the oriented W (N ≥ M).
+    fpr : float, default 0.01
+        False-positive rate for a pure-noise matrix.
+
+    Returns
+    -------
+    float
+        The threshold, in units of X = WᵀW/N.
     """
     mu, s = johnstone(N, M)
     return sigma2 * (mu + tw1_ppf(1.0 - fpr) * s) / N
 
 
 def tw_z(lam: float, sigma2: float, N: int, M: int) -> float:
-    """Tracy–Widom z-score (λ·N/σ² − μ)/s of an eigenvalue of X = WᵀW/N."""
+    """Tracy–Widom z-score (λ·N/σ² − μ)/s of an eigenvalue of X = WᵀW/N.
+
+    Parameters
+    ----------
+    lam : float
+        Eigenvalue of X = WᵀW/N.
+    sigma2 : float
+        Entry variance of the bulk.
+    N, M : int
+        Shape of the oriented W.
+
+    Returns
+    -------
+    float
+    """
     mu, s = johnstone(N, M)
     return float((lam * N / sigma2 - mu) / s)
 
@@ -94,6 +163,20 @@ def bbp_location(theta: Any, Q: float, sigma2: float = 1.0) -> np.ndarray:
     """Outlier location of an additive spike W = σG + θσ√N·u vᵀ: σ²(1+θ²)(1/Q+θ²)/θ².
 
     Valid above the BBP threshold θ_c = Q^(−1/4); below it the outlier sticks to λ₊.
+
+    Parameters
+    ----------
+    theta : array_like
+        Spike strengths θ.
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma2 : float, default 1.0
+        Entry variance σ² (bulk scale).
+
+    Returns
+    -------
+    numpy.ndarray
+        Outlier eigenvalues (λ₊ for θ ≤ θ_c).
     """
     theta = np.asarray(theta, dtype=np.float64)
     Q = _check_q(Q)
@@ -106,6 +189,20 @@ def bbp_inverse(lam: Any, Q: float, sigma2: float = 1.0) -> np.ndarray:
     """Spike strength θ̂ whose BBP location is λ (θ_c = Q^(−1/4) for λ ≤ λ₊).
 
     Solves u² + (1 + 1/Q − λ/σ²)u + 1/Q = 0 for u = θ² (larger root).
+
+    Parameters
+    ----------
+    lam : array_like
+        Outlier eigenvalues.
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma2 : float, default 1.0
+        Entry variance σ² (bulk scale).
+
+    Returns
+    -------
+    numpy.ndarray
+        θ̂ (θ_c for eigenvalues at or inside the bulk).
     """
     Q = _check_q(Q)
     lam = np.asarray(lam, dtype=np.float64) / sigma2
@@ -152,6 +249,8 @@ class MPFit:
         Trimmed-trace iterations until the spike set stopped changing.
     warning : str
         Empty, or what to be careful about.
+    evals : numpy.ndarray
+        The fitted eigenvalues, ascending, in the input's units.
     """
 
     sigma2: float
@@ -179,13 +278,32 @@ class MPFit:
         return self.n_spikes
 
     def to_dict(self) -> dict[str, Any]:
-        """Scalar fields as a dict."""
+        """Scalar fields as a dict.
+
+        Returns
+        -------
+        dict
+        """
         return {k: getattr(self, k) for k in (
             "sigma2", "lambda_minus", "lambda_plus", "Q", "N", "M", "n_spikes", "theta_c",
             "tw_z", "threshold", "D", "mp_softrank", "fpr", "iterations", "warning")}
 
     def plot(self, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any:
-        """Histogram of the ESD with the fitted MP density, edges and spikes marked."""
+        """Histogram of the ESD with the fitted MP density, edges and spikes marked.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; default a new figure.
+        bins : int, default 100
+            Histogram bins.
+        **kwargs
+            Passed to the histogram.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
         from rmt.plot import plot_mp_fit
 
         return plot_mp_fit(self, ax=ax, bins=bins, **kwargs)

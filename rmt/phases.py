@@ -134,7 +134,17 @@ class PhaseThresholds:
                 raise ValueError(f"{f.name} must be {allowed}, got {value!r}")
 
     def replace(self, **overrides: Any) -> PhaseThresholds:
-        """A copy with some thresholds changed (``TypeError`` for an unknown name)."""
+        """A copy with some thresholds changed (``TypeError`` for an unknown name).
+
+        Parameters
+        ----------
+        **overrides
+            Threshold names and their new values.
+
+        Returns
+        -------
+        PhaseThresholds
+        """
         unknown = set(overrides) - set(DEFAULTS)
         if unknown:
             raise TypeError(f"unknown classifier parameter(s) {sorted(unknown)}; "
@@ -142,11 +152,21 @@ class PhaseThresholds:
         return dataclasses.replace(self, **overrides) if overrides else self
 
     def to_dict(self) -> dict[str, float]:
-        """The thresholds as a plain dict."""
+        """The thresholds as a plain dict.
+
+        Returns
+        -------
+        dict
+        """
         return dataclasses.asdict(self)
 
     def overrides(self) -> dict[str, float]:
-        """The thresholds that differ from the defaults."""
+        """The thresholds that differ from the defaults.
+
+        Returns
+        -------
+        dict
+        """
         return {k: v for k, v in self.to_dict().items() if v != DEFAULTS[k]}
 
 
@@ -158,7 +178,24 @@ DEFAULTS: dict[str, float] = PhaseThresholds().to_dict()
 
 def thresholds_from(thresholds: PhaseThresholds | None = None,
                     **overrides: Any) -> PhaseThresholds:
-    """``thresholds`` (default :class:`PhaseThresholds`) with keyword overrides applied."""
+    """``thresholds`` (default :class:`PhaseThresholds`) with keyword overrides applied.
+
+    Parameters
+    ----------
+    thresholds : PhaseThresholds, optional
+        The base thresholds.
+    **overrides
+        Individual thresholds replacing the base's.
+
+    Returns
+    -------
+    PhaseThresholds
+
+    Raises
+    ------
+    TypeError
+        ``thresholds`` is not a PhaseThresholds, or an override name is unknown.
+    """
     if thresholds is not None and not isinstance(thresholds, PhaseThresholds):
         raise TypeError(f"thresholds must be a PhaseThresholds, got {type(thresholds).__name__}")
     return (thresholds or PhaseThresholds()).replace(**overrides)
@@ -285,7 +322,12 @@ class PhaseResult:
         return self.decision.thresholds.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        """Scalar fields as a dict (``phase`` as its string)."""
+        """Scalar fields as a dict (``phase`` as its string).
+
+        Returns
+        -------
+        dict
+        """
         keys = ("sublabel", "reason", "N", "M", "num_evals", "rank_loss", "rank_loss_fraction",
                 "gap_decades", "sigma2", "lambda_plus", "n_spikes", "n_near", "n_far",
                 "theta_c", "tw_z", "D_mp", "d0", "alpha", "xmin", "D_pl", "n_tail",

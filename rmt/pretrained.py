@@ -67,7 +67,13 @@ class PretrainedUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where downloaded checkpoints are kept."""
+    """Where downloaded checkpoints are kept.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$RMT_CACHE``, else ``$XDG_CACHE_HOME/rmt``, else ``~/.cache/rmt``.
+    """
     if os.environ.get("RMT_CACHE"):
         return Path(os.environ["RMT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

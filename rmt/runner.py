@@ -541,7 +541,18 @@ def _work_while_starting(queue: collections.deque, warming: set, opts: Options,
 def summary(df: pd.DataFrame) -> dict[str, Any]:
     """Model-level summary, like WeightWatcher's ``get_summary``: unweighted means over the
     successful layers of log_norm, alpha, alpha_weighted, log_alpha_norm,
-    log_spectral_norm, stable_rank and mp_softrank, plus the layer count per phase."""
+    log_spectral_norm, stable_rank and mp_softrank, plus the layer count per phase.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A table from :func:`analyze`.
+
+    Returns
+    -------
+    dict
+        The means by column name, ``n_layers``, ``n_failed`` and ``phases`` (counts).
+    """
     ok = df[df["status"] == "success"] if "status" in df else df
     out: dict[str, Any] = {col: float(ok[col].astype(float).mean()) for col in SUMMARY_COLUMNS
                            if col in ok}

@@ -352,7 +352,7 @@ def _run_stacked(
     first = weights[members[0]]
     shape = weight_shape(first.shape)
     dev = resolve_device(device, first)
-    K = kernels(dev)  # type: ignore[arg-type]
+    K = kernels(dev)
     each = shape.N * shape.M * acc.itemsize + shape.M**2 * 8
     per_batch = max(1, config.ESD_BATCH_BYTES // each)
     for start in range(0, len(members), per_batch):

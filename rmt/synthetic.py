@@ -156,6 +156,21 @@ def zoo(
     alternates between the moderate and very kinds, rank-collapse between low-rank and
     weight-decay collapse.
 
+    Parameters
+    ----------
+    Ms : sequence of int
+        Column counts M.
+    Qs : sequence of float
+        Aspect ratios N/M.
+    sigmas : sequence of float
+        Entry scales, used in turn.
+    phases : sequence of str
+        Phases to build (default all six).
+    both_orientations : bool, default True
+        Also yield each matrix transposed.
+    rng : int or numpy.random.Generator, optional
+        Seed.
+
     Yields
     ------
     (phase, W, info)

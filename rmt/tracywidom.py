@@ -52,13 +52,34 @@ def _log_cdf(s: np.ndarray | float) -> np.ndarray:
 
 
 def tw1_cdf(s: np.ndarray | float) -> np.ndarray | float:
-    """Tracy–Widom₁ cumulative distribution function F₁(s)."""
+    """Tracy–Widom₁ cumulative distribution function F₁(s).
+
+    Parameters
+    ----------
+    s : float or numpy.ndarray
+        Points.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        F₁(s) in float64, from the Painlevé II solution (DOP853, rtol 1e-13, dense output).
+    """
     out = np.exp(_log_cdf(s))
     return float(out) if np.ndim(out) == 0 else out
 
 
 def tw1_sf(s: np.ndarray | float) -> np.ndarray | float:
-    """Tracy–Widom₁ survival function 1 − F₁(s) (accurate in the right tail)."""
+    """Tracy–Widom₁ survival function 1 − F₁(s) (accurate in the right tail).
+
+    Parameters
+    ----------
+    s : float or numpy.ndarray
+        Points.
+
+    Returns
+    -------
+    float or numpy.ndarray
+    """
     out = -np.expm1(_log_cdf(s))
     return float(out) if np.ndim(out) == 0 else out
 

@@ -36,6 +36,19 @@ def levenberg_marquardt(net: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndarra
     one. Stops when ‖∇ε‖ < ``grad_tol``, after 20 accepted steps in a row that each lower ε
     by less than 1e-14 relative, or when no step is accepted.
 
+    Parameters
+    ----------
+    net : MLP
+        The network (exact gradient, Jacobian and Hessian).
+    theta : numpy.ndarray
+        Starting parameters (float64).
+    X, Y : numpy.ndarray
+        Inputs (m × n_in) and targets (m × n_out).
+    max_iter : int, default 3000
+        Iteration cap.
+    grad_tol : float, default 1e-9
+        Stop when ‖∇ε‖ falls below this.
+
     Returns
     -------
     (theta, iterations)
@@ -79,6 +92,19 @@ def newton_polish(net: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
     n = 8 most runs stop at 3000 iterations with ‖∇ε‖ between 1e-6 and 2e-3. Newton's
     method with the exact Hessian (``scipy.optimize.minimize(method="trust-exact")``,
     which also handles indefinite Hessians) converges quadratically from there.
+
+    Parameters
+    ----------
+    net : MLP
+        The network (exact gradient, Jacobian and Hessian).
+    theta : numpy.ndarray
+        Starting parameters (float64).
+    X, Y : numpy.ndarray
+        Inputs (m × n_in) and targets (m × n_out).
+    max_iter : int, default 200
+        Trust-region iterations at most.
+    grad_tol : float, default 1e-10
+        ``gtol`` of the trust-region solver.
 
     Returns
     -------
@@ -166,6 +192,19 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
     ones, the free-probability model applies at θ. A diagnostic, not a test: freeness holds
     at generic high-energy points and fails at minima (science/hessian.md §1.5, T6).
 
+    Parameters
+    ----------
+    model : MLP
+        The network.
+    theta : numpy.ndarray
+        The point θ.
+    X, Y : numpy.ndarray
+        Inputs and targets.
+    n_rotations : int, default 10
+        Haar rotations pooled.
+    rng : int or numpy.random.Generator, optional
+        Seed of the rotations.
+
     Returns
     -------
     dict
@@ -205,6 +244,21 @@ def index_vs_energy(n: int = 8, phi: float = 0.5, n_runs: int = 10, rng: Any = N
     near-flat directions. Every row therefore carries ``grad_norm`` and ``flat_fraction``
     (the share of ‖∇ε‖² in eigen-directions with |λ| < ``rmt.config.FLAT_REL_TOL``·λmax);
     a 3/2-law fit of these points is not a confirmation of the theory.
+
+    Parameters
+    ----------
+    n : int, default 8
+        Network width (n_in = n_hidden = n_out = n).
+    phi : float, default 0.5
+        Ratio ϕ (sets m = round(2n/ϕ) samples).
+    n_runs : int, default 10
+        Data sets and initialisations.
+    rng : int or numpy.random.Generator, optional
+        Master seed.
+    gd_steps : sequence of int
+        Gradient-descent steps before each gradient-norm minimisation.
+    max_iter : int, default 500
+        L-BFGS iterations at most.
 
     Returns
     -------

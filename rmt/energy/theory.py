@@ -85,6 +85,20 @@ def density(x: Any, energy: float, phi: float) -> np.ndarray:
     """Spectral density ρ(x) = −Im G(x + i0⁺)/π of H0 + H1 (vectorised over x).
 
     For ϕ ≥ 1 and ε = 0, H0's atom of mass 1 − 1/ϕ at 0 is not part of this density.
+
+    Parameters
+    ----------
+    x : array_like
+        Points.
+    energy : float
+        Loss ε ≥ 0 (sets the Wigner part's variance 2ε).
+    phi : float
+        Ratio ϕ = parameters/(n_out·m) ≥ 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ρ(x), float64.
     """
     G = np.asarray(stieltjes(x, energy, phi))
     return np.maximum(-G.imag / np.pi, 0.0)
@@ -101,6 +115,18 @@ def edges(energy: float, phi: float) -> tuple[float, float]:
     2εϕ²G⁴ − 4εϕG³ + (ϕ + 2ε − ϕ²)G² + 2ϕG − 1 = 0. The right edge is the minimum of z
     on 0 < G < 1/ϕ, the left edge the largest critical value on G < 0 (or, with ε = 0, the
     MP edge (1 − √ϕ)² on G > 1/ϕ).
+
+    Parameters
+    ----------
+    energy : float
+        Loss ε ≥ 0 (sets the Wigner part's variance 2ε).
+    phi : float
+        Ratio ϕ = parameters/(n_out·m) ≥ 0.
+
+    Returns
+    -------
+    tuple of float
+        (left, right) edges of the support.
     """
     energy, phi = _check(energy, phi)
     coeffs = [2 * energy * phi**2, -4 * energy * phi, phi + 2 * energy - phi**2, 2 * phi, -1.0]
@@ -123,7 +149,17 @@ def edges(energy: float, phi: float) -> tuple[float, float]:
 
 def critical_energy(phi: float) -> float:
     """ε_c(ϕ) = (1 − 20ϕ − 8ϕ² + (1 + 8ϕ)^{3/2})/16 for ϕ < 1, 0 for ϕ ≥ 1: the energy at
-    which the left edge of the spectrum reaches 0."""
+    which the left edge of the spectrum reaches 0.
+
+    Parameters
+    ----------
+    phi : float
+        Ratio ϕ ≥ 0.
+
+    Returns
+    -------
+    float
+    """
     phi = float(phi)
     if phi >= 1:
         return 0.0
@@ -135,6 +171,18 @@ def index(energy: float, phi: float) -> float:
 
     For ϕ > 1 and ε > 0, H0's atom at 0 splits symmetrically, so the index tends to
     (1 − 1/ϕ)/2 as ε → 0.
+
+    Parameters
+    ----------
+    energy : float
+        Loss ε ≥ 0 (sets the Wigner part's variance 2ε).
+    phi : float
+        Ratio ϕ = parameters/(n_out·m) ≥ 0.
+
+    Returns
+    -------
+    float
+        Mass below 0, in [0, 1].
     """
     energy, phi = _check(energy, phi)
     if energy == 0:
@@ -152,6 +200,15 @@ def index_prefactor(phi: float) -> float:
     """α₀(ϕ) of the small-index law α ≈ α₀·|(ε − ε_c)/ε_c|^{3/2} (ϕ < 1).
 
     Extrapolated to x → 0 from x = 1e-4 and 2e-4 (α/x^{3/2} = α₀ + O(x)); α₀(0) = 2/(3π).
+
+    Parameters
+    ----------
+    phi : float
+        Ratio 0 ≤ ϕ < 1.
+
+    Returns
+    -------
+    float
     """
     phi = float(phi)
     if not 0 <= phi < 1:
@@ -166,6 +223,16 @@ def index_prefactor(phi: float) -> float:
 
 def predicted_minimizer_energy(phi: float) -> float:
     """Pennington & Bahri's empirical law for minimisers of the memorisation task:
-    ½(1 − ϕ)² for ϕ < 1, 0 for ϕ ≥ 1 (the network can then memorise)."""
+    ½(1 − ϕ)² for ϕ < 1, 0 for ϕ ≥ 1 (the network can then memorise).
+
+    Parameters
+    ----------
+    phi : float
+        Ratio ϕ ≥ 0.
+
+    Returns
+    -------
+    float
+    """
     phi = float(phi)
     return 0.5 * (1 - phi) ** 2 if phi < 1 else 0.0

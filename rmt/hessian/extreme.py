@@ -74,6 +74,10 @@ def index(op: Any, method: Literal["exact", "slq"] = "exact", *, zero_tol: float
         not count as negative).
         ``"slq"``: :meth:`SpectralDensity.negative_fraction` of :func:`rmt.hessian.slq`
         (keyword options passed on).
+    zero_tol : float, optional
+        Absolute tolerance of the exact count.
+    **slq_options
+        Passed to :func:`rmt.hessian.slq` with ``method="slq"``.
 
     Returns
     -------

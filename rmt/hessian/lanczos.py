@@ -61,7 +61,15 @@ class LanczosResult:
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and the squared first components of T's eigenvectors
-        (the Gauss quadrature weights of the starting vector)."""
+        (the Gauss quadrature weights of the starting vector).
+
+        Returns
+        -------
+        theta : numpy.ndarray
+            Ritz values, ascending.
+        weights : numpy.ndarray
+            Quadrature weights (sum 1 for a unit starting vector).
+        """
         from scipy.linalg import eigh_tridiagonal
 
         if self.alpha.size == 1:

@@ -67,7 +67,18 @@ class MLP:
         return self.n_hidden * (self.n_in + self.n_out)
 
     def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(W1, W2) views of θ."""
+        """(W1, W2) views of θ.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+
+        Returns
+        -------
+        W1, W2 : numpy.ndarray
+            Views of θ, shapes (n_hidden, n_in) and (n_out, n_hidden).
+        """
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.n_params,):
             raise ValueError(f"theta must have shape ({self.n_params},), got {theta.shape}")
@@ -81,7 +92,18 @@ class MLP:
         return np.concatenate([np.ravel(W1), np.ravel(W2)])
 
     def init(self, rng: Any = None) -> np.ndarray:
-        """θ with W1 ~ N(0, 1/n_in) and W2 ~ N(0, 1/n_hidden) entries."""
+        """θ with W1 ~ N(0, 1/n_in) and W2 ~ N(0, 1/n_hidden) entries.
+
+        Parameters
+        ----------
+        rng : int or numpy.random.Generator, optional
+            Seed.
+
+        Returns
+        -------
+        numpy.ndarray
+            θ, float64.
+        """
         rng = np.random.default_rng(rng)
         return self.pack(rng.standard_normal((self.n_hidden, self.n_in)) / np.sqrt(self.n_in),
                          rng.standard_normal((self.n_out, self.n_hidden)) / np.sqrt(self.n_hidden))
@@ -93,20 +115,74 @@ class MLP:
         return W2, A, d1, d2, A @ W2.T
 
     def predict(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """ŷ for the rows of X, shape (m, n_out)."""
+        """ŷ for the rows of X, shape (m, n_out).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return self._forward(theta, X)[-1]
 
     def residuals(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """ŷ − y, shape (m, n_out)."""
+        """ŷ − y, shape (m, n_out).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return self.predict(theta, X) - np.asarray(Y, dtype=np.float64)
 
     def loss(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
-        """ε = Σ(ŷ − y)²/(2·n_out·m)."""
+        """ε = Σ(ŷ − y)²/(2·n_out·m).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+
+        Returns
+        -------
+        float
+        """
         R = self.residuals(theta, X, Y)
         return float(0.5 * np.sum(R * R) / R.size)
 
     def grad(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """∇ε, shape (P,)."""
+        """∇ε, shape (P,).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         W2, A, d1, _, Yh = self._forward(theta, X)
         c = 1.0 / Yh.size
         R = Yh - Y
@@ -114,7 +190,19 @@ class MLP:
         return self.pack((gA * d1).T @ X, c * R.T @ A)
 
     def jacobian(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """∂ŷ/∂θ, shape (m·n_out, P), rows ordered like ``ŷ.ravel()``."""
+        """∂ŷ/∂θ, shape (m·n_out, P), rows ordered like ``ŷ.ravel()``.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         W2, A, d1, _, _ = self._forward(theta, X)
         X = np.asarray(X, dtype=np.float64)
         m = X.shape[0]
@@ -127,7 +215,24 @@ class MLP:
                                dW2.reshape(m * self.n_out, -1)], axis=1)
 
     def hvp(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Exact Hessian-vector product H·v (forward-over-reverse, analytic)."""
+        """Exact Hessian-vector product H·v (forward-over-reverse, analytic).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+        v : numpy.ndarray
+            Direction, shape (P,).
+
+        Returns
+        -------
+        numpy.ndarray
+            H·v, shape (P,), float64 (exact to round-off).
+        """
         W2, A, d1, d2, Yh = self._forward(theta, X)
         X = np.asarray(X, dtype=np.float64)
         c = 1.0 / Yh.size
@@ -143,7 +248,21 @@ class MLP:
         return self.pack(d_gZ.T @ X, d_gW2)
 
     def gauss_newton_vp(self, theta: np.ndarray, X: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """H0·v = c·Jᵀ(J·v), the Gauss–Newton part (positive semi-definite)."""
+        """H0·v = c·Jᵀ(J·v), the Gauss–Newton part (positive semi-definite).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        v : numpy.ndarray
+            Direction, shape (P,).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         W2, A, d1, _, Yh = self._forward(theta, X)
         X = np.asarray(X, dtype=np.float64)
         c = 1.0 / Yh.size
@@ -152,22 +271,81 @@ class MLP:
         return self.pack(((U @ W2) * d1).T @ X, U.T @ A)
 
     def hessian(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """Dense Hessian (P×P), from P Hessian-vector products, symmetrised."""
+        """Dense Hessian (P×P), from P Hessian-vector products, symmetrised.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+
+        Returns
+        -------
+        numpy.ndarray
+            P × P, symmetric.
+        """
         H = np.column_stack([self.hvp(theta, X, Y, e) for e in np.eye(self.n_params)])
         return (H + H.T) / 2
 
     def gauss_newton(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Dense H0 = c·JᵀJ."""
+        """Dense H0 = c·JᵀJ.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+
+        Returns
+        -------
+        numpy.ndarray
+            P × P, positive semi-definite.
+        """
         J = self.jacobian(theta, X)
         return J.T @ J / J.shape[0]
 
     def residual_hessian(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """Dense H1 = H − H0."""
+        """Dense H1 = H − H0.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+
+        Returns
+        -------
+        numpy.ndarray
+            P × P.
+        """
         return self.hessian(theta, X, Y) - self.gauss_newton(theta, X)
 
     def operator(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
                  part: Literal["full", "gauss_newton"] = "full") -> spla.LinearOperator:
-        """The Hessian (or its Gauss–Newton part) at θ as a LinearOperator."""
+        """The Hessian (or its Gauss–Newton part) at θ as a LinearOperator.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        X : numpy.ndarray
+            Inputs, shape (m, n_in).
+        Y : numpy.ndarray
+            Targets, shape (m, n_out).
+        part : {"full", "gauss_newton"}, default "full"
+            Which matrix.
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+        """
         theta = np.array(theta, dtype=np.float64)
         X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
         if part == "full":
@@ -184,6 +362,18 @@ class MLP:
 
         It leaves the network function unchanged only for positively homogeneous f
         (relu, linear); for tanh it would change the function, so it is refused.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Parameters θ, shape (P,).
+        a : float
+            Factor a > 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            The rescaled θ.
         """
         if self.activation == "tanh":
             raise ValueError("rescale changes the function of a tanh network (tanh is not "
@@ -195,5 +385,15 @@ class MLP:
 
 
 def TanhMLP(n_in: int, n_hidden: int, n_out: int) -> MLP:
-    """The tanh case of :class:`MLP` (Pennington & Bahri's network)."""
+    """The tanh case of :class:`MLP` (Pennington & Bahri's network).
+
+    Parameters
+    ----------
+    n_in, n_hidden, n_out : int
+        Layer widths.
+
+    Returns
+    -------
+    MLP
+    """
     return MLP(n_in, n_hidden, n_out, activation="tanh")

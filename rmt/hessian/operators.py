@@ -17,7 +17,24 @@ __all__ = ["CountingOperator", "as_operator", "dense_operator", "shifted", "to_d
 
 def as_operator(op: Any) -> Any:
     """A square operator with ``shape`` and ``matvec``: LinearOperators and duck-typed
-    objects pass through, arrays and sparse matrices are wrapped."""
+    objects pass through, arrays and sparse matrices are wrapped.
+
+    Parameters
+    ----------
+    op : LinearOperator, object with ``shape`` and ``matvec``, or matrix
+        Square operator.
+
+    Returns
+    -------
+    LinearOperator or the object itself
+
+    Raises
+    ------
+    ValueError
+        Not square.
+    TypeError
+        Neither an operator nor a matrix.
+    """
     if hasattr(op, "matvec") and hasattr(op, "shape"):
         n, m = op.shape
         if n != m:
@@ -30,14 +47,30 @@ def as_operator(op: Any) -> Any:
 
 
 def dense_operator(A: Any) -> spla.LinearOperator:
-    """A symmetric matrix (NumPy array or SciPy sparse) as a float64 LinearOperator."""
+    """A symmetric matrix (NumPy array or SciPy sparse) as a float64 LinearOperator.
+
+    Parameters
+    ----------
+    A : numpy.ndarray or scipy.sparse matrix
+        Square, symmetric.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+    """
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"matrix must be square, got shape {A.shape}")
     return spla.aslinearoperator(A if hasattr(A, "tocsr") else np.asarray(A, dtype=np.float64))
 
 
 class CountingOperator(spla.LinearOperator):
-    """Wraps an operator and counts its matrix-vector products (``n_matvecs``)."""
+    """Wraps an operator and counts its matrix-vector products (``n_matvecs``).
+
+    Parameters
+    ----------
+    op : LinearOperator, object with ``shape`` and ``matvec``, or matrix
+        Square operator.
+    """
 
     def __init__(self, op: Any) -> None:
         op = as_operator(op)
@@ -59,14 +92,39 @@ class CountingOperator(spla.LinearOperator):
 
 
 def shifted(op: Any, shift: float = 0.0, scale: float = 1.0) -> spla.LinearOperator:
-    """The operator scale·(A − shift·I)."""
+    """The operator scale·(A − shift·I).
+
+    Parameters
+    ----------
+    op : LinearOperator, object with ``shape`` and ``matvec``, or matrix
+        Square operator.
+    shift : float, default 0.0
+        Subtracted from the diagonal.
+    scale : float, default 1.0
+        Factor applied after the shift.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+    """
     op = as_operator(op)
     return spla.LinearOperator(op.shape, matvec=lambda x: scale * (op.matvec(x) - shift * x),
                                dtype=np.float64)
 
 
 def to_dense(op: Any) -> np.ndarray:
-    """The full matrix of an operator, one matvec per column (for small operators and tests)."""
+    """The full matrix of an operator, one matvec per column (for small operators and tests).
+
+    Parameters
+    ----------
+    op : LinearOperator, object with ``shape`` and ``matvec``, or matrix
+        Square operator.
+
+    Returns
+    -------
+    numpy.ndarray
+        n × n, float64 (n matvecs).
+    """
     op = as_operator(op)
     n = op.shape[0]
     eye = np.eye(n)

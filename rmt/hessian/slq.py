@@ -46,6 +46,8 @@ class SpectralDensity:
         Operator applications spent.
     lanczos_degree, n_probes : int
         Settings used.
+    probes : list of (numpy.ndarray, numpy.ndarray)
+        Each probe's Ritz values and quadrature weights.
     """
 
     nodes: np.ndarray
@@ -61,7 +63,18 @@ class SpectralDensity:
         return float(self.nodes[-1] - self.nodes[0])
 
     def cdf(self, x: Any) -> np.ndarray:
-        """Interpolated CDF (mean over probes of each probe's midpoint-interpolated CDF)."""
+        """Interpolated CDF (mean over probes of each probe's midpoint-interpolated CDF).
+
+        Parameters
+        ----------
+        x : array_like
+            Points.
+
+        Returns
+        -------
+        numpy.ndarray
+            Estimated F(x) in [0, 1].
+        """
         x = np.asarray(x, dtype=np.float64)
         total = np.zeros_like(x)
         for theta, tau in self.probes:
@@ -70,7 +83,12 @@ class SpectralDensity:
         return total / len(self.probes)
 
     def negative_fraction(self) -> float:
-        """Estimated fraction of negative eigenvalues (the index), ``cdf(0)``."""
+        """Estimated fraction of negative eigenvalues (the index), ``cdf(0)``.
+
+        Returns
+        -------
+        float
+        """
         return float(self.cdf(0.0))
 
     def pdf(self, x: Any, bandwidth: float | None = None) -> np.ndarray:
@@ -83,6 +101,11 @@ class SpectralDensity:
         bandwidth : float, optional
             Standard deviation of the Gaussian kernel; default width/lanczos_degree (the
             resolution of k nodes).
+
+        Returns
+        -------
+        numpy.ndarray
+            Density at ``x``.
         """
         x = np.asarray(x, dtype=np.float64)
         h = bandwidth if bandwidth is not None else max(self.width, 1e-300) / self.lanczos_degree
@@ -91,7 +114,17 @@ class SpectralDensity:
 
     def wasserstein(self, other: Any) -> float:
         """W1 distance to another measure: a SpectralDensity, or exact eigenvalues (an
-        array, equal weights). Uses the quadrature measures themselves (step CDFs)."""
+        array, equal weights). Uses the quadrature measures themselves (step CDFs).
+
+        Parameters
+        ----------
+        other : SpectralDensity or array_like
+            The other measure.
+
+        Returns
+        -------
+        float
+        """
         if isinstance(other, SpectralDensity):
             return wasserstein(self.nodes, self.weights, other.nodes, other.weights)
         ev = np.sort(np.asarray(other, dtype=np.float64).ravel())
@@ -119,7 +152,19 @@ class SpectralDensity:
 
 
 def wasserstein(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> float:
-    """W1 = ∫|F₁ − F₂| between two weighted point sets on the real line."""
+    """W1 = ∫|F₁ − F₂| between two weighted point sets on the real line.
+
+    Parameters
+    ----------
+    x1, x2 : numpy.ndarray
+        Support points.
+    w1, w2 : numpy.ndarray
+        Their weights (each summing to 1).
+
+    Returns
+    -------
+    float
+    """
     o1, o2 = np.argsort(x1), np.argsort(x2)
     x1, w1, x2, w2 = x1[o1], w1[o1], x2[o2], w2[o2]
     grid = np.union1d(x1, x2)

@@ -89,7 +89,23 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
                           batches: Iterable[Any], *, dtype: Any = None) -> spla.LinearOperator:
     """The generalised Gauss–Newton matrix Jᵀ(∇²_ŷ ℓ)J as a LinearOperator (PSD for convex
     losses; equals the Fisher for softmax cross-entropy). Same arguments as
-    :func:`hessian_operator`."""
+    :func:`hessian_operator`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network.
+    loss_fn : callable
+        ``loss_fn(model(inputs), targets)`` → scalar mean loss of a batch.
+    batches : iterable of (inputs, targets)
+        The data.
+    dtype : torch.dtype, default torch.float64
+        Precision of the products.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+    """
     import torch
     from torch.func import functional_call, jvp, vjp
 

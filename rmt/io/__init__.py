@@ -50,7 +50,22 @@ def sniff(path: str | Path) -> str:
     """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
     ``torch-zip`` (also TorchScript), ``torch-legacy``, ``npz``, ``gguf``, ``hdf5``
     (Keras), ``onnx`` — by content where the format has a signature. FIFOs, devices
-    and sockets are refused without being opened."""
+    and sockets are refused without being opened.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    rmt.errors.CheckpointError
+        Not a regular file, unreadable, or an unrecognised format.
+    """
     path = Path(path)
     if path.is_dir() and not path.name.endswith(FILE_SUFFIXES):
         return "directory"
@@ -102,7 +117,17 @@ _READERS = {"safetensors": iter_safetensors, "index": iter_index, "directory": i
 
 
 def open_file(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
-    """The tensors of one checkpoint path (format sniffed); errors are raised."""
+    """The tensors of one checkpoint path (format sniffed); errors are raised.
+
+    Parameters
+    ----------
+    path : path
+        One file or directory.
+
+    Yields
+    ------
+    (name, LazyTensor)
+    """
     path = Path(path)
     yield from _READERS[sniff(path)](path)
 
@@ -138,7 +163,24 @@ def open_checkpoint(source: Any) -> Iterator[tuple[str, LazyTensor]]:
 
 
 def get_tensor(source: Any, name: str) -> LazyTensor:
-    """The LazyTensor called ``name`` (headers are read, no tensor data)."""
+    """The LazyTensor called ``name`` (headers are read, no tensor data).
+
+    Parameters
+    ----------
+    source : path, mapping or torch.nn.Module
+        As in :func:`open_checkpoint`.
+    name : str
+        Tensor name as stored.
+
+    Returns
+    -------
+    LazyTensor
+
+    Raises
+    ------
+    KeyError
+        No such tensor.
+    """
     for found, tensor in open_checkpoint(source):
         if found == name:
             return tensor
@@ -146,5 +188,15 @@ def get_tensor(source: Any, name: str) -> LazyTensor:
 
 
 def describe(source: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape, dtype) of every tensor, from headers only."""
+    """(name, shape, dtype) of every tensor, from headers only.
+
+    Parameters
+    ----------
+    source : path, mapping or torch.nn.Module
+        As in :func:`open_checkpoint`.
+
+    Returns
+    -------
+    list of (name, shape, dtype)
+    """
     return [(n, t.shape, str(t.dtype)) for n, t in open_checkpoint(source)]

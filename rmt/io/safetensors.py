@@ -85,6 +85,18 @@ def read_header(path: str | Path) -> tuple[dict, int]:
     Duplicate names, non-JSON, nesting deeper than the JSON parser's recursion limit and
     headers longer than :data:`MAX_HEADER` are refused.
 
+    Parameters
+    ----------
+    path : path
+        The .safetensors file.
+
+    Returns
+    -------
+    entries : dict
+        Tensor name → header entry (dtype, shape, data_offsets).
+    data_start : int
+        Byte offset where the data section begins.
+
     Raises
     ------
     rmt.errors.CheckpointError
@@ -210,7 +222,17 @@ def stream_safetensors(
 
 def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray],
                       metadata: dict[str, str] | None = None) -> None:
-    """Write arrays (any DTYPES dtype, bfloat16/float8 included) to a .safetensors file."""
+    """Write arrays (any DTYPES dtype, bfloat16/float8 included) to a .safetensors file.
+
+    Parameters
+    ----------
+    path : path
+        File to write.
+    tensors : dict of str to numpy.ndarray
+        Arrays by name.
+    metadata : dict of str to str, optional
+        The header's ``__metadata__``.
+    """
     arrays = {name: np.asarray(arr, order="C") for name, arr in tensors.items()}
     stream_safetensors(path, {name: (arr.dtype, arr.shape) for name, arr in arrays.items()},
                        lambda name: (arrays[name],), metadata)

@@ -98,12 +98,27 @@ class LazyTensor:
         ------
         rmt.errors.CheckpointError
             The bytes cannot be read (file changed or shrank, damaged container, ...).
+
+        Returns
+        -------
+        numpy.ndarray
         """
         arr = self._loader()
         return arr if dtype is None else np.asarray(arr).astype(dtype)
 
     def row_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        """Consecutive blocks of ``rows`` rows (first axis) in the storage dtype."""
+        """Consecutive blocks of ``rows`` rows (first axis) in the storage dtype.
+
+        Parameters
+        ----------
+        rows : int
+            Rows per block.
+
+        Yields
+        ------
+        numpy.ndarray
+            Views (or copies) of consecutive row ranges.
+        """
         arr = self._loader()
         for start in range(0, self.shape[0] if self.shape else 0, rows):
             yield arr[start : start + rows]

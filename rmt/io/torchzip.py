@@ -269,7 +269,7 @@ _REFUSED_OPS = {op[0] for op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX,
                                  pickle.READONLY_BUFFER)}
 
 
-class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+class _RestrictedUnpickler(pickle._Unpickler):
     """The pure-Python unpickler with an allow-list of names, opcodes and BUILD targets."""
 
     def __init__(self, data: bytes | Any, path: Path, *, script: bool = False,
@@ -298,7 +298,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self.storages: dict[str, tuple[np.dtype, int]] = {}
         # pickle._Unpickler (the pure-Python unpickler) is private and untyped in typeshed:
         # its dispatch table and stack are typed here, the overrides need ignores.
-        dispatch: dict[int, Any] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+        dispatch: dict[int, Any] = dict(pickle._Unpickler.dispatch)
         dispatch[pickle.REDUCE[0]] = _RestrictedUnpickler._reduce
         dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
         dispatch[pickle.APPENDS[0]] = _RestrictedUnpickler._appends
