@@ -1,9 +1,9 @@
 """``python -m benchmarks [--quick] [--only NAME,...]``: every benchmark, one summary table.
 
 Runs the side-by-side benchmarks in turn (each writes ``benchmarks/results/<name>.json``
-and ``.md`` and refreshes its table in the README), then writes
+and ``.md`` and refreshes its table in docs/benchmarks.md), then writes
 ``benchmarks/results/summary.md`` with the headline ratios, the machine and the thread
-counts, and refreshes the README's summary. ``--quick`` keeps to a few minutes: the
+counts, and refreshes the summary in docs/benchmarks.md. ``--quick`` keeps to a few minutes: the
 MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
 run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, the parallel and
 thread etiquette (``benchmarks.etiquette``), the cost of ``--plot`` (``benchmarks.plots``),
@@ -32,7 +32,7 @@ from benchmarks import (
     powerlaw_fit,
     weightwatcher,
 )
-from benchmarks._common import RESULTS, machine, update_readme
+from benchmarks._common import RESULTS, machine, update_doc
 
 QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if previous.is_file():  # an --only run keeps the other benchmarks' durations
         timings = {**json.loads(previous.read_text()).get("seconds", {}), **timings}
     previous.write_text(json.dumps({"machine": info, "seconds": timings}, indent=2) + "\n")
-    update_readme("summary", md)
+    update_doc("summary", md)
     print(md)
     return 0
 

@@ -92,25 +92,27 @@ def run_json(cmd: list[Any], *, cwd: Path | None = None,
     return json.loads(lines[-1]) if lines else {}
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+BENCHMARKS_DOC = DOCS / "benchmarks.md"
 
 
-def update_readme(name: str, table: str) -> None:
-    """Replace the README block between ``<!-- name-table -->`` markers with ``table``."""
+def update_doc(name: str, table: str, doc: Path = BENCHMARKS_DOC) -> None:
+    """Replace the block between ``<!-- name-table -->`` markers of ``doc`` with ``table``."""
     start, end = f"<!-- {name}-table -->", f"<!-- /{name}-table -->"
-    text = README.read_text()
+    text = doc.read_text()
     if start not in text or end not in text:
         return
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+    doc.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
-def publish(name: str, payload: dict[str, Any], table: str, *, readme: bool = True,
-            directory: Path = RESULTS) -> None:
-    """Print the table, write ``<directory>/<name>.{json,md}`` and refresh the README block."""
+def publish(name: str, payload: dict[str, Any], table: str, *,
+            doc: Path | None = BENCHMARKS_DOC, directory: Path = RESULTS) -> None:
+    """Print the table, write ``<directory>/<name>.{json,md}`` and refresh its block in
+    ``doc`` (docs/benchmarks.md by default; None: no document)."""
     print(table)
     write(name, payload, table, directory)
-    if readme:
-        update_readme(name, table)
+    if doc is not None:
+        update_doc(name, table, doc)
 

@@ -8,7 +8,7 @@ attention matrices, 0.9 GB — then, each in a fresh process:
 - the floor: for every tensor, NumPy's float64 Gram product and ``eigvalsh`` (the bf16 →
   float64 conversion is not timed).
 
-Goals (issue 6): peak RSS ≤ 1.5 GiB; analyze wall time ≤ 1.2× the floor.
+Goals: peak RSS ≤ 1.5 GiB; analyze wall time ≤ 1.2× the floor.
 Run: ``python -m benchmarks.analyze_llm [--threads 2]``.
 """
 

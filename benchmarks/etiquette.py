@@ -5,8 +5,8 @@ Two measurements, each in fresh processes so caches and thread pools start cold:
 - **Parallel overhead.** A safetensors file of 4000 tiny (12×10) tensors analysed
   serially and with ``n_jobs=2``. Tasks carry their tensor's byte range and travel in
   chunks, and a pool is started only when the work left outlasts its start-up, so the
-  parallel run costs no more than the serial one (goal: ≤ 1.1× serial; before issue 13
-  every task re-walked the checkpoint and the run took 124–239 s against 4 s).
+  parallel run costs no more than the serial one (goal: ≤ 1.1× serial; when every
+  task re-walked the checkpoint the run took 124–239 s against 4 s).
 - **Threads under load.** all-MiniLM-L6-v2 (``rmt.pretrained``) with ``OMP_NUM_THREADS=1``
   set by the caller while ``--hogs`` busy processes load the machine: the default
   ``n_threads=None`` must run like an explicit ``n_threads=1`` (goal: ≤ 1.3× its time),

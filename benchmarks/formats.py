@@ -172,14 +172,6 @@ def check(path: Path, loader: Loader) -> dict[str, Any]:
                                                               regex=True)))}
 
 
-def _update_doc(table: str) -> None:
-    start, end = "<!-- formats-table -->", "<!-- /formats-table -->"
-    text = DOC.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        DOC.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Check every file; write ``benchmarks/results/formats.{json,md}`` and the docs table."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
@@ -203,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['fitted']} | {r['compared']} | "
                       + (f"{r['max_abs_dalpha']:.1e}" if r["max_abs_dalpha"] is not None
                          else "—") + " |" for r in results))
-    publish("formats", {"machine": info, "results": results}, md, readme=False)
-    _update_doc(md)
+    publish("formats", {"machine": info, "results": results}, md, doc=DOC)
     return 0
 
 

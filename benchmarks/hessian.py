@@ -12,8 +12,8 @@ On operators with known spectra, side by side at their default budgets:
 - rmt ``slq(lanczos_degree=80, n_probes=4)`` (interpolated CDF) and ``extreme_eigs``
   (ARPACK, tol 1e-8).
 
-Both incumbents are implemented here from their published procedures (science/hessian.md
-§2) on the same operators, so the comparison is of methods, not of frameworks. Metrics:
+Both incumbents are implemented here from their published procedures (docs/science.md §7)
+on the same operators, so the comparison is of methods, not of frameworks. Metrics:
 W1 distance to the exact spectrum over the spectral width, index error, relative λmax
 error, matvecs. Operators: a Hessian-like spectrum (n = 10⁴, bulk with 2.1% negative
 mass, outliers 6, 8, 10) and the exact Hessian of a TanhMLP at a random point.

@@ -5,8 +5,8 @@ Two checkpoints, each analysed in a fresh process with and without ``plot_dir``:
 - all-MiniLM-L6-v2 (``rmt.pretrained``, 37 matrices of 384 to 1536);
 - a VGG16-shaped Keras ``.h5`` (13 conv kernels (3, 3, in, out) up to 512x512 and the
   4096x4096 and 4096x1000 dense layers; random weights, channels-last as Keras stores
-  them). Before issue 14 such a file was read as 262,144 tiny problems per kernel and
-  ``--plot`` drew 786,000-point curves and 100,000 spike markers: 18 extra minutes.
+  them). Read by PyTorch's layout such a file becomes 262,144 tiny problems per kernel, and
+  ``--plot`` once drew 786,000-point curves and 100,000 spike markers: 18 extra minutes.
 
 Figures are drawn on a background thread while the next layers are analysed (the
 kernels release the GIL), and every curve is thinned to at most 2000 points, so a figure

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 import rmt
-from benchmarks._common import machine, publish
+from benchmarks._common import BENCHMARKS_DOC, machine, publish
 from rmt import mp
 
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(bench("ESD-shaped", esd_shaped(50000, rng), False))
     md = table(rows, info)
     name = "powerlaw_fit" + ("-quick" if args.quick else "")
-    publish(name, {"machine": info, "results": rows}, md, readme=not args.quick)
+    publish(name, {"machine": info, "results": rows}, md,
+            doc=None if args.quick else BENCHMARKS_DOC)
     return 0
 
 

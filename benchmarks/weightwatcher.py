@@ -10,7 +10,7 @@ float64 copies made beforehand (the conversion is not timed). Every side is time
 Per-layer α agreement is reported for ``candidates="ww"`` (WeightWatcher's own fit) and
 for rmt's default (powerlaw's convention, α uncapped).
 
-Models come from the package index (science/weightwatcher.md): all-MiniLM-L6-v2
+Models come from the package index (``rmt.pretrained``): all-MiniLM-L6-v2
 (``rmt.pretrained``) and, with ``--models minilm,mpnet``, all-mpnet-base-v2.
 Run: ``python -m benchmarks.weightwatcher [--threads 1] [--models minilm]``.
 """

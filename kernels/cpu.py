@@ -187,7 +187,7 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
 
 # Every config.KS_COARSE_STRIDE-th candidate is evaluated in full first; the least of those D is an
 # upper bound on the minimum, and the pruned pass abandons any candidate whose running
-# maximum exceeds it (science/phases.md §8).
+# maximum exceeds it (docs/science.md §4).
 config.KS_COARSE_STRIDE = 64
 
 

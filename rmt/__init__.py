@@ -1,6 +1,6 @@
 """rmt: random-matrix-theory spectra of neural-network weights and Hessians.
 
-Public API (DESIGN.md §3)::
+Public API (docs/design.md has the module map)::
 
     import rmt
     ev = rmt.esd(W)                 # eigenvalues of X = WᵀW/N, float64, ascending

@@ -3,7 +3,7 @@
 Sort once; α̂ for every candidate xmin from suffix sums of ln x (O(n) total); the KS
 distance of each candidate from a compiled kernel with exact pruning
 (``rmt.kernels.cpu.ks_distances``) or its GPU twin. Conventions follow powerlaw 2.0
-(science/phases.md §8) or WeightWatcher's ``WWFit`` (``candidates="ww"``).
+(docs/science.md §4) or WeightWatcher's ``WWFit`` (``candidates="ww"``).
 """
 
 from __future__ import annotations

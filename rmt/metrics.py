@@ -71,7 +71,7 @@ class ESDMetrics:
 
 
 def numerical_zero_threshold(ev: np.ndarray, M: int) -> float:
-    """Eigenvalues at or below ``M·eps(float64)·λmax`` are numerical zeros (DESIGN.md §4).
+    """Eigenvalues at or below ``M·eps(float64)·λmax`` are numerical zeros (docs/science.md §1).
 
     Parameters
     ----------
@@ -93,7 +93,7 @@ def svd_rank_loss(W: Any, conv: Conv = "slices") -> int:
 
     The epsilon is float64's whatever the storage dtype: with float16/bfloat16 weights
     max(N, M)·eps(storage) ≥ 1 for common sizes and every matrix would look
-    rank-deficient (science/phases.md §6, flaw 2).
+    rank-deficient (docs/science.md §1).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Marchenko–Pastur law, MP fit with Tracy–Widom spike detection, BBP spike strengths.
 
-Convention (DESIGN.md §4): eigenvalues λ of X = WᵀW/N for W N×M, Q = N/M ≥ 1, entries
+Convention (docs/science.md §1): eigenvalues λ of X = WᵀW/N for W N×M, Q = N/M ≥ 1, entries
 of variance σ². The MP law then lives on [λ₋, λ₊], λ± = σ²(1 ± 1/√Q)², with mean σ².
 
 References

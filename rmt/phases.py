@@ -1,7 +1,8 @@
 """Martin & Mahoney's 5+1 phases of self-regularisation, made operational.
 
 The papers define the phases qualitatively; this is the decision procedure of
-science/phases.md §6 with its known flaws fixed (every threshold is a parameter):
+docs/science.md §6 (every threshold is a field of :class:`PhaseThresholds`, and the
+measurement or source behind each is in the table there):
 
 1. **Rank-collapse** when ≥ ``rank_loss_threshold`` of the singular values are numerically
    zero (float64's epsilon, confirmed on singular values when W is at hand), or when
@@ -13,7 +14,7 @@ science/phases.md §6 with its known flaws fixed (every threshold is a parameter
 3. The MP fit's KS distance D_mp is judged against its null scale d₀ = c·ln(n)/n
    (calibrated on 160 Gaussian matrices, n = 64…1024 eigenvalues, Q = 1…8: n·D/ln n has
    mean 0.47 and 90th percentile ≈ 0.6, independent of Q; c = ``d0_constant``). A closed form
-   costs nothing, where the 3-Gaussian null of §6 costs three eigensolves per shape.
+   costs nothing, where a simulated null would cost three eigensolves per shape.
 4. Power-law fit (``rmt.fit_powerlaw``, α uncapped).
 5. Decide in order: no spike → random-like; only near spikes (≤ ``max_spike_fraction`` of
    the ESD) → bleeding-out; an MP bulk (D_mp ≤ ``mp_tolerance``·d₀) with mostly far spikes →

@@ -1,6 +1,6 @@
 """Empirical spectral density (ESD) of one weight: orientation, conv kernels, dtype policy.
 
-Conventions (DESIGN.md §4): W is N×M after transposing so that N ≥ M, Q = N/M, and
+Conventions (docs/science.md §1): W is N×M after transposing so that N ≥ M, Q = N/M, and
 the ESD is the M eigenvalues of X = WᵀW/N (``normalize=True``) or of WᵀW
 (``normalize=False``, WeightWatcher's eigenvalues). Conv kernels (out, in, kh, kw)
 give kh·kw matrices W[:, :, i, j] of out×in, each oriented and normalised on its own,

@@ -1,6 +1,6 @@
 """Seeded weight matrices in each of Martin & Mahoney's 5+1 phases (ground truth for tests).
 
-Recipes follow science/phases.md §7, made size-aware where a fixed strength would put a
+Recipes are those of docs/science.md §6.1, made size-aware where a fixed strength would put a
 matrix on a phase boundary at some sizes: bleeding-out spikes are placed a few
 Tracy–Widom widths above λ₊ (just detectable at every N, always below 1.5 θ_c), which a
 fixed θ ∈ [1.05, 1.15]·θ_c is not (at M = 256 its outliers sit inside the TW window).

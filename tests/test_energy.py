@@ -1,4 +1,4 @@
-"""Pennington & Bahri's theory (science/hessian.md §1.5, tests T1–T4) against closed forms
+"""Pennington & Bahri's theory (docs/science.md §8) against closed forms
 and sampled Wishart + Wigner matrices."""
 
 from __future__ import annotations

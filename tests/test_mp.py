@@ -1,4 +1,4 @@
-"""Marchenko–Pastur law, Tracy–Widom law and the MP fit against closed forms and samples."""
+"""Marchenko–Pastur law and the MP fit against closed forms and samples."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import scipy.integrate
 import rmt
 from rmt import mp
 from rmt.errors import DataError
-from rmt.tracywidom import johnstone, tw1_cdf, tw1_ppf, tw1_sf
 
 
 def _spiked(N, M, thetas, seed, sigma=1.0):
@@ -44,28 +43,6 @@ def test_cdf_matches_a_sampled_wishart_esd():
     i = np.arange(M)
     D = max(np.max(F - i / M), np.max((i + 1) / M - F))
     assert D < 0.01  # eigenvalues are far more rigid than iid draws (1.36/√M = 0.043)
-
-
-def test_tracy_widom_against_published_values():
-    assert tw1_ppf(0.95) == pytest.approx(0.9793, abs=1e-4)
-    assert tw1_ppf(0.99) == pytest.approx(2.0234, abs=1e-4)
-    s = np.linspace(-11.5, 11.5, 40001)
-    density = np.gradient(tw1_cdf(s), s)
-    mean = np.trapezoid(s * density, s)
-    sd = np.sqrt(np.trapezoid((s - mean) ** 2 * density, s))
-    assert mean == pytest.approx(-1.2065, abs=2e-4)
-    assert sd == pytest.approx(1.2680, abs=2e-4)
-    assert tw1_sf(3.0) == pytest.approx(1 - tw1_cdf(3.0), rel=1e-8)
-    assert np.all(np.diff(tw1_cdf(s)) >= 0)
-
-
-def test_johnstone_scaling_formula():
-    mu, s = johnstone(2000, 1000)
-    a, b = np.sqrt(1999), np.sqrt(1000)
-    assert mu == pytest.approx((a + b) ** 2)
-    assert s == pytest.approx((a + b) * (1 / a + 1 / b) ** (1 / 3))
-    # science/phases.md §4: σ_TW at 2000×1000 in X = WᵀW/N units is 0.01443
-    assert s / 2000 == pytest.approx(0.01443, rel=2e-3)
 
 
 def test_pure_noise_fit():

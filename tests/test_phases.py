@@ -90,7 +90,7 @@ def test_rank_collapse_kinds():
 
 def test_alpha_alone_never_decides():
     # A pure bulk+spikes matrix has a power-law fit with alpha < 4 from its spikes; the MP
-    # and spike tests must come first (science/phases.md §6.7). (20 spikes in M = 512 is
+    # and spike tests must come first (docs/science.md §6). (20 spikes in M = 512 is
     # 3.9% of the ESD; above max_spike_fraction = 5% a signal of that rank is no longer
     # "low rank" for the classifier — the documented boundary.)
     res = classify(synthetic.phase_matrix("bulk+spikes", 1024, 512, n_spikes=20, rng=7))
@@ -102,7 +102,7 @@ def test_alpha_alone_never_decides():
 
 
 def test_strength_sweep_moves_through_the_phases_in_order():
-    # The batch-size figures (science/phases.md §5): as implicit regularisation grows,
+    # The batch-size figures (docs/science.md §6.2): as implicit regularisation grows,
     # stable rank and MP soft rank fall and the phase moves Random-like -> Bleeding-out ->
     # Bulk+Spikes. Here signal strength stands in for shrinking batch size.
     rng = np.random.default_rng(8)

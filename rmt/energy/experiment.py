@@ -3,7 +3,7 @@
 A tanh network ŷ = W2 tanh(W1 x) with n_in = n_hidden = n_out = n (P = 2n² parameters)
 is fitted to m = round(2n/ϕ) Gaussian inputs and Gaussian targets, so ϕ = P/(n·m). Each
 run is minimised to a true minimum by Levenberg–Marquardt on the residuals with the
-analytic Jacobian (science/hessian.md §1.5, T5); the energy and the exact Hessian index
+analytic Jacobian (docs/science.md §8); the energy and the exact Hessian index
 at the minimum are recorded. ``index_vs_energy`` (T7) looks for critical points at higher
 energies and reports honestly how critical they are; ``freeness_diagnostic`` (T6) compares
 H with H0 + Q·H1·Qᵀ for Haar Q.
@@ -190,7 +190,7 @@ def freeness_diagnostic(model: MLP, theta: np.ndarray, X: np.ndarray, Y: np.ndar
 
     Haar-random Q make H1 free from H0; if the real Hessian's spectrum matches the rotated
     ones, the free-probability model applies at θ. A diagnostic, not a test: freeness holds
-    at generic high-energy points and fails at minima (science/hessian.md §1.5, T6).
+    at generic high-energy points and fails at minima (Pennington & Bahri 2017, §4).
 
     Parameters
     ----------

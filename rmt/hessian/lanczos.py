@@ -3,7 +3,7 @@
 ``orthogonalize="full"`` re-orthogonalises every new vector against all previous ones
 (classical Gram–Schmidt, twice): without it, finite-precision Lanczos loses orthogonality
 as soon as a Ritz value converges, and the converged extreme eigenvalues reappear as
-"ghost" copies (science/hessian.md §3: 6 copies of the top eigenvalue after 100 steps).
+"ghost" copies (docs/science.md §7: 6 copies of the top eigenvalue after 100 steps).
 ``"partial"`` is Simon's partial re-orthogonalisation: the loss of orthogonality is
 estimated by the ω-recurrence in O(j) per step and the vector is re-orthogonalised only
 when an estimate exceeds √eps (then also the next vector). ``"none"`` is the bare

@@ -208,7 +208,7 @@ def slq(
     Notes
     -----
     Measured on Hessian-like spectra (n = 10⁴, a bulk near 0 with ~2% negative mass and
-    outliers): W1/width ≈ 0.29/k + 4e-3/√n_probes (science/hessian.md §3); the goals
+    outliers): W1/width ≈ 0.29/k + 4e-3/√n_probes (docs/science.md §7); the goals
     W1 ≤ 5e-3·width and |Δindex| ≤ 0.005 at 320 matvecs are checked in the tests.
     """
     if probe not in ("rademacher", "gaussian"):

@@ -1,4 +1,4 @@
-"""rmt.analyze: rows against the functions they come from, failures, resume, parallel runs."""
+"""rmt.analyze (rmt/runner.py): rows against their functions, failures, resume, workers."""
 
 from __future__ import annotations
 
