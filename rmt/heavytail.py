@@ -4,9 +4,10 @@
 ``powerlaw.Fit(x, parameter_ranges={'alpha': [1, None]}, verbose=False)`` — the
 ``powerlaw`` package with its α ≤ 3 cap lifted (its default caps α at 3, which is wrong
 for weight spectra, whose α runs from 1.5 to beyond 6). Conventions copied exactly
-(docs/science.md §4; Clauset, Shalizi & Newman 2009, Eqs. 3.1, 3.9): candidates are the distinct values with the two largest
-excluded; the KS distance is evaluated at distinct values only with the empirical CDF
-k/n (fraction strictly below); values ≤ 0 are dropped; ties go to the smallest xmin.
+(docs/science.md §4; Clauset, Shalizi & Newman 2009, Eqs. 3.1, 3.9): candidates are the
+distinct values with the two largest excluded; the KS distance is evaluated at distinct
+values only with the empirical CDF k/n (fraction strictly below); values ≤ 0 are dropped;
+ties go to the smallest xmin.
 ``candidates="ww"`` reproduces WeightWatcher's ``WWFit`` instead.
 
 Precision: float64 throughout; α from suffix sums (relative error ≲ 1e-13), D agrees

@@ -78,7 +78,8 @@ def test_capped_range_reproduces_powerlaw_default():
     fit = rmt.fit_powerlaw(x, alpha_range=(0, 3), device="cpu")
     assert fit.xmin == ref.xmin
     np.testing.assert_allclose([fit.alpha, fit.D], [ref.alpha, ref.D], rtol=1e-10)
-    assert fit.alpha <= 3 < rmt.fit_powerlaw(x).alpha  # the cap is why rmt lifts it (docs/science.md §4)
+    # the cap is why rmt lifts it (docs/science.md §4)
+    assert fit.alpha <= 3 < rmt.fit_powerlaw(x).alpha
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -106,8 +106,8 @@ def hessian_like():
 
 
 def test_slq_accuracy_goals(hessian_like):
-    # Goal (docs/science.md §7): W1 <= 5e-3·width at 320 matvecs and |Δindex| <= 0.005. Measured over
-    # 6 seeds: W1/width 1.2e-3, |Δindex| <= 0.0014 (step CDF: up to 0.0020).
+    # Goal (docs/science.md §7): W1 <= 5e-3·width at 320 matvecs and |Δindex| <= 0.005.
+    # Measured over 6 seeds: W1/width 1.2e-3, |Δindex| <= 0.0014 (step CDF: up to 0.0020).
     d, op = hessian_like
     width, true_index = d[-1] - d[0], float(np.mean(d < 0))
     for seed in range(3):
