@@ -1,4 +1,5 @@
-"""Every Python snippet of the README runs as pasted, each in a fresh interpreter."""
+"""Every Python snippet of the README and the user guide runs as pasted, each in a fresh
+interpreter."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {"README": ROOT / "README.md", "guide": ROOT / "docs" / "guide.md"}
+FOUND = {name: re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+         for name, path in PAGES.items()}
+SNIPPETS = [code for codes in FOUND.values() for code in codes]
 
 
-def test_the_readme_has_snippets():
-    assert len(SNIPPETS) >= 7
+def test_the_pages_have_snippets():
+    assert len(FOUND["README"]) >= 4 and len(FOUND["guide"]) >= 7
 
 
 @pytest.mark.parametrize("code", SNIPPETS, ids=[s.splitlines()[-1][:40] for s in SNIPPETS])
