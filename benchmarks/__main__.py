@@ -11,7 +11,6 @@ thread etiquette (``benchmarks.etiquette``), the cost of ``--plot`` (``benchmark
 (``benchmarks.formats``, needs torch, onnx and h5py), WeightWatcher
 on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv) and
 the GPU benchmarks (``benchmarks.gpu``: skipped, saying so, without a CUDA device).
-``rmt bench`` runs this from a source checkout.
 """
 
 from __future__ import annotations
