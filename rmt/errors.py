@@ -39,51 +39,19 @@ class WeightError(ValueError):
 
 
 class NonFiniteError(WeightError):
-    """The weight holds NaN or Inf entries, or its squares overflow the accumulator.
-
-    Parameters
-    ----------
-    problem : str
-        What is wrong.
-    name : str, optional
-        The layer or tensor name.
-    """
+    """The weight holds NaN or Inf entries, or its squares overflow the accumulator."""
 
 
 class ShapeError(WeightError):
-    """The weight has fewer than two dimensions, or more than the supported four.
-
-    Parameters
-    ----------
-    problem : str
-        What is wrong.
-    name : str, optional
-        The layer or tensor name.
-    """
+    """The weight has fewer than two dimensions, or more than the supported four."""
 
 
 class EmptyWeightError(WeightError):
-    """The weight has a dimension of length zero.
-
-    Parameters
-    ----------
-    problem : str
-        What is wrong.
-    name : str, optional
-        The layer or tensor name.
-    """
+    """The weight has a dimension of length zero."""
 
 
 class DTypeError(WeightError):
-    """The weight's dtype is not a supported floating-point storage type.
-
-    Parameters
-    ----------
-    problem : str
-        What is wrong.
-    name : str, optional
-        The layer or tensor name.
-    """
+    """The weight's dtype is not a supported floating-point storage type."""
 
 
 class DeviceError(RuntimeError):

@@ -61,7 +61,9 @@ def test_numpydoc_sections(qualname, obj):
     errors = {code for code, _ in numpydoc_validate.validate(qualname)["errors"]}
     if inspect.isclass(obj):
         errors.discard("RT01")
-        if _is_record(obj):
+        # records document fields as Attributes; a subclass that keeps its base's
+        # __init__ (the rmt.errors family) has its parameters documented there
+        if _is_record(obj) or "__init__" not in vars(obj):
             errors.discard("PR01")
     assert not errors & CODES, (qualname, sorted(errors & CODES))
 
