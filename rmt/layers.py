@@ -158,20 +158,20 @@ def layer_row(layer: LayerResult, base: dict[str, Any]) -> dict[str, Any]:
 
 
 def _shape_columns(shape: WeightShape) -> dict[str, Any]:
-    return {"N": shape.N, "M": shape.M, "Q": shape.Q, "num_slices": shape.num_slices,
-            "num_evals": shape.num_evals}
+    return {"N": shape.N, "M": shape.M, "Q": shape.Q, "num_slices": shape.n_slices,
+            "num_evals": shape.n_evals}
 
 
 def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
     start = time.perf_counter()
     shape = weight_shape(W.shape, opts.conv, name)
-    if shape.num_evals < opts.min_evals:
+    if shape.n_evals < opts.min_evals:
         return failed_row({**base, **_shape_columns(shape)},
-                          f"too few eigenvalues ({shape.num_evals} < min_evals="
+                          f"too few eigenvalues ({shape.n_evals} < min_evals="
                           f"{opts.min_evals})")
-    if opts.max_evals is not None and shape.num_evals > opts.max_evals:
+    if opts.max_evals is not None and shape.n_evals > opts.max_evals:
         return failed_row({**base, **_shape_columns(shape)},
-                          f"skipped: {shape.num_evals} eigenvalues > max_evals="
+                          f"skipped: {shape.n_evals} eigenvalues > max_evals="
                           f"{opts.max_evals}")
     ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
              n_threads=opts.n_threads, name=name)
@@ -245,9 +245,9 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         stacked = layout.kind == "stack" and len(shape) == 3
         if stacked:
             each = weight_shape(shape[1:], opts.conv, name)
-            if each.num_evals < opts.min_evals:  # one row, not one per tiny matrix
+            if each.n_evals < opts.min_evals:  # one row, not one per tiny matrix
                 return [failed_row(base, f"stack of {shape[0]} matrices, each with too "
-                                         f"few eigenvalues ({each.num_evals} < min_evals="
+                                         f"few eigenvalues ({each.n_evals} < min_evals="
                                          f"{opts.min_evals})")]
         W = layout.apply(tensor.load())
         if vector_slices:

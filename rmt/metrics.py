@@ -29,8 +29,9 @@ class ESDMetrics:
 
     Attributes
     ----------
-    num_evals : int
-        Number of eigenvalues (M, or M·kh·kw for pooled conv slices).
+    n_evals : int
+        Number of eigenvalues (M, or M·kh·kw for pooled conv slices); ``num_evals`` is
+        the same under the table column's name.
     lambda_max : float
         Largest eigenvalue (units of the ESD's normalisation).
     stable_rank : float
@@ -40,7 +41,7 @@ class ESDMetrics:
     log_spectral_norm : float
         log10 λmax.
     entropy : float
-        Matrix entropy −Σ pᵢ ln pᵢ / ln R, pᵢ = λᵢ/Σλ, R = num_evals − rank_loss
+        Matrix entropy −Σ pᵢ ln pᵢ / ln R, pᵢ = λᵢ/Σλ, R = n_evals − rank_loss
         (Martin & Mahoney Eq. 6); in [0, 1], 1 for a flat spectrum.
     rank_loss : int
         Number of singular values ν ≤ νmax·max(N, M)·eps(float64) (NumPy's
@@ -51,7 +52,7 @@ class ESDMetrics:
         was not given or is too large to decompose.
     """
 
-    num_evals: int
+    n_evals: int
     lambda_max: float
     stable_rank: float
     log_norm: float
@@ -60,14 +61,21 @@ class ESDMetrics:
     rank_loss: int
     rank_loss_method: Literal["svd", "gram"]
 
+    @property
+    def num_evals(self) -> int:
+        """``n_evals`` under the table column's name."""
+        return self.n_evals
+
     def to_dict(self) -> dict[str, Any]:
-        """The metrics as a plain dict.
+        """The metrics as a plain dict, keyed by the table's column names.
 
         Returns
         -------
         dict
         """
-        return asdict(self)
+        out = asdict(self)
+        out["num_evals"] = out.pop("n_evals")
+        return out
 
 
 def numerical_zero_threshold(ev: np.ndarray, M: int) -> float:
@@ -179,7 +187,7 @@ def esd_metrics(
         else:
             entropy = float("nan") if total <= 0 else 0.0
         return ESDMetrics(
-            num_evals=len(ev),
+            n_evals=len(ev),
             lambda_max=lam_max,
             stable_rank=total / lam_max if lam_max > 0 else float("nan"),
             log_norm=float(np.log10(total)),

@@ -267,7 +267,7 @@ class PhaseResult:
     decision : Decision
         The label, its reason and the derived numbers.
     N, M : int
-        Shape read from the weight (pooled conv slices give num_evals = M·kh·kw).
+        Shape read from the weight (pooled conv slices give n_evals = M·kh·kw).
     rank_loss : int
         Numerically zero singular values.
     evals : numpy.ndarray
@@ -277,7 +277,7 @@ class PhaseResult:
     pl_fit : PowerLawFit or None
         The classifier's power-law fit (tail of ≥ min_tail points).
 
-    The properties ``phase, sublabel, reason, num_evals, rank_loss_fraction,
+    The properties ``phase, sublabel, reason, n_evals, rank_loss_fraction,
     gap_decades, sigma2, lambda_plus, n_spikes, n_near, n_far, theta, theta_c, tw_z,
     D_mp, d0, alpha, xmin, D_pl, n_tail, pl_reliable, params`` read the decision and
     the fits (NaN or 0 where a fit is missing).
@@ -300,7 +300,8 @@ class PhaseResult:
     n_far = property(lambda self: self.decision.n_far)
     d0 = property(lambda self: self.decision.d0)
     pl_reliable = property(lambda self: self.decision.pl_reliable)
-    num_evals = property(lambda self: int(self.evals.size))
+    n_evals = property(lambda self: int(self.evals.size))
+    num_evals = n_evals  # the table column's name
     sigma2 = property(lambda self: _get(self.mp_fit, "sigma2", np.nan))
     lambda_plus = property(lambda self: _get(self.mp_fit, "lambda_plus", np.nan))
     n_spikes = property(lambda self: _get(self.mp_fit, "n_spikes", 0))
@@ -405,7 +406,7 @@ def decide(mp_fit: MPFit | None, pl_fit: PowerLawFit | None, metrics: ESDMetrics
         No MP fit for a spectrum that is not rank-collapsed.
     """
     p = thresholds
-    n = metrics.num_evals
+    n = metrics.n_evals
     rank_loss = metrics.rank_loss
     pos = mp_fit.evals if mp_fit is not None else np.empty(0)
     M = mp_fit.M if mp_fit is not None else n

@@ -474,7 +474,7 @@ def _cost(tensor: LazyTensor) -> float:
         shape = weight_shape(tensor.shape)
     except (ValueError, TypeError):
         return 1e-3
-    return 1e-3 + shape.num_slices * (shape.N * shape.M**2 + 4 * shape.M**3) / 5e10
+    return 1e-3 + shape.n_slices * (shape.N * shape.M**2 + 4 * shape.M**3) / 5e10
 
 
 def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: Any,

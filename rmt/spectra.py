@@ -42,15 +42,17 @@ class WeightShape:
     ----------
     N, M : int
         Rows and columns of each oriented matrix (N ≥ M).
-    num_slices : int
-        Matrices pooled into the ESD (kh·kw for a conv kernel with ``conv="slices"``).
+    n_slices : int
+        Matrices pooled into the ESD (kh·kw for a conv kernel with ``conv="slices"``);
+        ``num_slices`` and ``num_evals`` are ``n_slices`` and ``n_evals`` under the table
+        columns' names.
     transpose : bool
         Whether the stored matrix (or slice) is transposed to make N ≥ M.
     """
 
     N: int
     M: int
-    num_slices: int
+    n_slices: int
     transpose: bool
 
     @property
@@ -59,9 +61,19 @@ class WeightShape:
         return self.N / self.M
 
     @property
+    def n_evals(self) -> int:
+        """Length of the ESD, M·n_slices."""
+        return self.M * self.n_slices
+
+    @property
+    def num_slices(self) -> int:
+        """``n_slices`` under the table column's name."""
+        return self.n_slices
+
+    @property
     def num_evals(self) -> int:
-        """Length of the ESD, M·num_slices."""
-        return self.M * self.num_slices
+        """``n_evals`` under the table column's name."""
+        return self.n_evals
 
 
 def _as_array(W: Any) -> Any:
@@ -119,7 +131,7 @@ def weight_shape(
     k = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     if len(shape) > 2 and conv == "flatten":
         rows, cols, k = shape[0], cols * k, 1
-    return WeightShape(N=max(rows, cols), M=min(rows, cols), num_slices=k, transpose=rows < cols)
+    return WeightShape(N=max(rows, cols), M=min(rows, cols), n_slices=k, transpose=rows < cols)
 
 
 def _raise_nonfinite(W: Any, acc: np.dtype, name: str | None) -> None:
@@ -180,7 +192,7 @@ def _eigenvalues(W: Any, shape: WeightShape, device: Device, acc: np.dtype,
     stack = _slices(W, shape)
     per_batch = max(1, config.ESD_BATCH_BYTES // (shape.N * shape.M * 8 + shape.M * shape.M * 8))
     parts = []
-    for start in range(0, shape.num_slices, per_batch):
+    for start in range(0, shape.n_slices, per_batch):
         G = K.gram_stack(stack[start : start + per_batch], dtype=acc)
         _check_gram(G, W, acc, name)
         parts.append(K.eigvalsh(G).ravel())
@@ -231,7 +243,7 @@ def esd(
 
     Returns
     -------
-    numpy.ndarray of float64, shape (M·num_slices,)
+    numpy.ndarray of float64, shape (M·n_slices,)
         Eigenvalues in ascending order. Round-off can make eigenvalues of a
         rank-deficient W slightly negative (≥ −M·eps·λmax); they are returned as
         computed.
