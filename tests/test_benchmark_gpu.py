@@ -115,3 +115,16 @@ def test_bf16_checkpoint_through_the_gpu_twin_equals_the_cpu_path(tmp_path, nump
     for column in ("lambda_max", "stable_rank", "alpha", "num_spikes"):
         np.testing.assert_allclose(on_gpu[column], on_cpu[column], rtol=1e-9)
     assert numpy_as_cupy["gram"] >= 3  # the wide down_proj and tall matrices went one by one
+
+
+def test_every_published_table_has_its_place_in_the_docs():
+    # benchmarks regenerate docs/benchmarks.md (and formats.md), never the README body
+    from benchmarks._common import BENCHMARKS_DOC, DOCS
+
+    text = BENCHMARKS_DOC.read_text()
+    for name in ("summary", "esd", "powerlaw_fit", "analyze_llm", "etiquette", "plots",
+                 "weightwatcher", "hessian", "gpu-checkpoint", "gpu-powerlaw"):
+        assert f"<!-- {name}-table -->" in text and f"<!-- /{name}-table -->" in text, name
+    assert "<!-- formats-table -->" in (DOCS / "formats.md").read_text()
+    readme = (DOCS.parent / "README.md").read_text()
+    assert "-table -->" not in readme
