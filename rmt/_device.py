@@ -122,6 +122,5 @@ def kernels(device: Literal["cpu", "gpu"]) -> ModuleType:
         if err.name not in ("rmt.kernels", "rmt.kernels.cpu", "rmt.kernels.gpu"):
             raise
         raise ImportError(
-            "rmt.kernels is not importable: this rmt is imported from a source checkout "
-            f"({__file__.rsplit('/', 2)[0]}) that is not installed, and kernels/ is mapped "
-            "to rmt.kernels only by installing. Run `pip install -e .` in the clone.") from err
+            "rmt.kernels is not importable: rmt is neither installed (pip install .) nor "
+            "imported from a source checkout with kernels/ beside rmt/") from err
