@@ -10,15 +10,6 @@ Public API (docs/design.md has the module map)::
     res = rmt.classify(W)           # one of the 5+1 phases, with the numbers that decided it
 """
 
-from pathlib import Path as _Path
-
-# kernels/ is installed as rmt.kernels (setup.cfg's package_dir). In a source checkout it
-# sits beside rmt/, so the checkout's root joins the package path and `import rmt.kernels`
-# finds it there too (tests and notebooks run from the checkout).
-if not (_Path(__file__).parent / "kernels").is_dir() and (
-        _Path(__file__).parents[1] / "kernels" / "__init__.py").is_file():
-    __path__.append(str(_Path(__file__).parents[1]))
-
 from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom
 from rmt._device import gpu_available
 from rmt.columns import COLUMNS

@@ -122,5 +122,6 @@ def kernels(device: Literal["cpu", "gpu"]) -> ModuleType:
         if err.name not in ("rmt.kernels", "rmt.kernels.cpu", "rmt.kernels.gpu"):
             raise
         raise ImportError(
-            "rmt.kernels is not importable: rmt is neither installed (pip install .) nor "
-            "imported from a source checkout with kernels/ beside rmt/") from err
+            "rmt.kernels is not importable: this rmt is a source checkout that is not "
+            "installed (kernels/ becomes rmt.kernels by installing); run `pip install -e .` "
+            "in the clone") from err
