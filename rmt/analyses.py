@@ -130,3 +130,6 @@ PHASE = register(Analysis("phase", _phase, (
     Column("reason", "one sentence saying why the phase was chosen", "", "rmt.phases.decide",
            lambda r, layer: r.reason),
 ), required=True))
+
+# Further built-in analyses, each in its own module, registered (in this order) on import.
+from rmt import erg, hill  # noqa: E402, F401

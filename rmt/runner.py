@@ -282,8 +282,7 @@ def analyze(
                                    "max_evals": None if max_evals is None else int(max_evals),
                                    "phase_params": {k: float(v) for k, v in sorted(
                                        {**th.overrides(), **fit_options}.items())}}
-        if set(ANALYSES) != BUILT_IN:  # plug-ins add columns: their rows are another run
-            options["analyses"] = list(ANALYSES)
+        options["analyses"] = list(ANALYSES)  # other analyses, other columns: another run
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
                         __version__, restart)
 

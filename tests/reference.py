@@ -161,3 +161,18 @@ def largest_gap(ev: np.ndarray, zero: float, fraction: float) -> float:
         if k >= fraction * n and n - k >= fraction * n and lam[k - 1] > 0:
             best = max(best, float(np.log10(lam[k]) - np.log10(lam[k - 1])))
     return best
+
+
+def ww_detx(evals: np.ndarray) -> tuple[int, int, float]:
+    """WeightWatcher 0.7.7's ``apply_detX`` (``rescale_eigenvalues`` + ``detX_constraint``),
+    transcribed: (detX_num, detX_idx, detX_val in the input's units)."""
+    evals = np.sort(np.asarray(evals, dtype=np.float64))
+    n = len(evals)
+    scale2 = n / np.sum(evals)          # Wscale² = (√N / √Σλ)²
+    rescaled = scale2 * evals
+    num_evals, idx = n, 0
+    for idx in range(n - 1, 0, -1):
+        if np.prod(rescaled[idx:]) < 1.0:
+            num_evals = n - idx
+            break
+    return num_evals, idx, float(rescaled[idx] / scale2)
