@@ -132,4 +132,4 @@ PHASE = register(Analysis("phase", _phase, (
 ), required=True))
 
 # Further built-in analyses, each in its own module, registered (in this order) on import.
-from rmt import erg, hill  # noqa: E402, F401
+from rmt import erg, hill, randomized  # noqa: E402, F401

@@ -15,7 +15,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANALYSES", "COLUMNS", "Analysis", "Column", "LayerResult", "register", "unregister"]
+__all__ = [
+    "ANALYSES",
+    "COLUMNS",
+    "OPTIONS",
+    "Analysis",
+    "Column",
+    "LayerResult",
+    "register",
+    "table_columns",
+    "unregister",
+]
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,9 @@ class Analysis:
         Whether a DataError fails the whole row (the phase needs ≥ 4 eigenvalues).
     warning : callable, optional
         ``warning(result) -> str``: a caution to add to the row's warning column.
+    option : str
+        The ``rmt.analyze`` keyword that turns it on (``"randomize"``); empty: always on.
+        An analysis that is off neither runs nor adds columns to the table.
     """
 
     name: str
@@ -114,6 +127,21 @@ class Analysis:
     failure: str = ""
     required: bool = False
     warning: Callable[[Any], str] | None = None
+    option: str = ""
+
+    def enabled(self, options: Any) -> bool:
+        """Whether it runs with these options.
+
+        Parameters
+        ----------
+        options : rmt.layers.Options
+            The run's options (``options.enabled`` lists the opt-in switches turned on).
+
+        Returns
+        -------
+        bool
+        """
+        return not self.option or self.option in getattr(options, "enabled", ())
 
     @property
     def module(self) -> str:
@@ -154,6 +182,9 @@ def _closing_columns() -> dict[str, Column]:
 
 #: Registered analyses, in the order they run (later ones may read earlier results).
 ANALYSES: dict[str, Analysis] = {}
+
+#: The opt-in switches of the registered analyses (``rmt.analyze`` keywords).
+OPTIONS: list[str] = []
 
 #: Every column of the table, in table order: reader columns, each analysis' columns,
 #: then status, warning and seconds. ``str(COLUMNS[name])`` is the description.
@@ -201,7 +232,30 @@ def register(analysis: Analysis) -> Analysis:
                              f"defined by {owner}")
     ANALYSES[analysis.name] = analysis
     _rebuild_columns()
+    OPTIONS[:] = _options()
     return analysis
+
+
+def table_columns(enabled: Any = ()) -> list[str]:
+    """The columns of a table made with these opt-in analyses turned on (in order).
+
+    Parameters
+    ----------
+    enabled : iterable of str
+        Options turned on (``{"randomize"}``).
+
+    Returns
+    -------
+    list of str
+    """
+    on = set(enabled)
+    off = {col.name for a in ANALYSES.values() if a.option and a.option not in on
+           for col in a.columns}
+    return [name for name in COLUMNS if name not in off]
+
+
+def _options() -> list[str]:
+    return sorted({a.option for a in ANALYSES.values() if a.option})
 
 
 def unregister(name: str) -> None:
@@ -214,6 +268,7 @@ def unregister(name: str) -> None:
     """
     del ANALYSES[name]
     _rebuild_columns()
+    OPTIONS[:] = _options()
 
 
 _rebuild_columns()

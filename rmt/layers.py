@@ -51,6 +51,11 @@ class Options:
     analysis_modules : tuple of str
         Modules of plug-in analyses, which a worker process imports (so that they
         register there too) before its first task.
+    enabled : frozenset of str
+        Opt-in analyses turned on (``{"randomize"}``).
+    seed : int
+        Seed of the analyses that draw random numbers (per layer:
+        :func:`rmt.randomized.layer_rng`).
     """
 
     normalize: bool = True
@@ -64,6 +69,8 @@ class Options:
     plot_dir: str | None = None
     on_error: OnError = "record"
     analysis_modules: tuple[str, ...] = ()
+    enabled: frozenset[str] = frozenset()
+    seed: int = 0
 
 
 def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
@@ -112,6 +119,8 @@ def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
     """
     layer = LayerResult(name, shape, ev, ev[ev > numerical_zero_threshold(ev, shape.M)], opts)
     for analysis in ANALYSES.values():
+        if not analysis.enabled(opts):
+            continue
         try:
             result = analysis.compute(layer, W)
         except DataError as err:

@@ -32,7 +32,7 @@ import pandas as pd
 from rmt import config
 from rmt._device import Device, resolve_device
 from rmt._threads import limit_threads, threads_in_force
-from rmt.columns import ANALYSES
+from rmt.columns import ANALYSES, table_columns
 from rmt.errors import AnalysisError
 from rmt.heavytail import Candidates
 from rmt.io import LazyTensor, open_checkpoint
@@ -65,14 +65,15 @@ def _run_chunk(tasks: list[Task], opts: Options) -> list[tuple[int, str, list[di
         return [(i, name, analyze_tensor(i, name, tensor, opts)) for i, name, tensor in tasks]
 
 
-def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def _frame(rows: Iterable[dict[str, Any]], enabled: Any = ()) -> pd.DataFrame:
+    columns = table_columns(enabled)
     df = pd.DataFrame(list(rows))
     if df.empty:
-        return pd.DataFrame(columns=list(COLUMNS))
-    for col in COLUMNS:
+        return pd.DataFrame(columns=columns)
+    for col in columns:
         if col not in df.columns:
             df[col] = np.nan
-    order = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
+    order = [c for c in columns if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
     df = df[order].sort_values("layer_id", kind="stable").reset_index(drop=True)
     return df.fillna({"warning": ""}).infer_objects()
 
@@ -159,6 +160,8 @@ def analyze(
     plot_dir: str | Path | None = None,
     on_error: OnError = "record",
     thresholds: PhaseThresholds | None = None,
+    randomize: bool = False,
+    rng: int = 0,
     **fit_options: Any,
 ) -> pd.DataFrame:
     """Analyse every 2-D weight and conv kernel of a checkpoint: one row per layer.
@@ -213,6 +216,12 @@ def analyze(
         ``"raise"``: stop at the first such error (for debugging).
     thresholds : rmt.phases.PhaseThresholds, optional
         The phase classifier's thresholds (default :class:`~rmt.phases.PhaseThresholds`).
+    randomize : bool, default False
+        Also analyse each layer with its entries shuffled: the randomized ESD, correlation
+        traps and distances (:mod:`rmt.randomized`; one more ESD per layer).
+    rng : int, default 0
+        Seed of every random draw (the shuffles); each layer's generator depends only on
+        this seed and the layer's name, so results do not depend on scheduling.
     **fit_options
         Individual thresholds overriding ``thresholds`` (``fpr=0.05``, ...).
 
@@ -243,6 +252,9 @@ def analyze(
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
+    _int_option(rng, "rng", 0)
+    if not isinstance(randomize, bool | np.bool_):
+        raise ValueError(f"randomize must be True or False, got {randomize!r}")
     th = thresholds_from(thresholds, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):
@@ -255,7 +267,8 @@ def analyze(
                    max_evals=None if max_evals is None else int(max_evals),
                    candidates=candidates, n_threads=n_threads, thresholds=th,
                    plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
-                   analysis_modules=_plugin_modules(parallel))
+                   analysis_modules=_plugin_modules(parallel),
+                   enabled=frozenset({"randomize"} if randomize else ()), seed=int(rng))
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
@@ -282,7 +295,8 @@ def analyze(
                                    "max_evals": None if max_evals is None else int(max_evals),
                                    "phase_params": {k: float(v) for k, v in sorted(
                                        {**th.overrides(), **fit_options}.items())}}
-        options["analyses"] = list(ANALYSES)  # other analyses, other columns: another run
+        options["analyses"] = [name for name, a in ANALYSES.items() if a.enabled(opts)]
+        options["seed"] = int(rng)  # other analyses, other columns, other draws: another run
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
                         __version__, restart)
 
@@ -318,18 +332,18 @@ def analyze(
             collect(i, shown, copied or [failed_row(
                 {"layer_id": i, "name": shown}, f"same data as {first!r}, which has no row")])
     except KeyboardInterrupt as err:
-        err.table = _frame(rows)  # type: ignore[attr-defined]  # the CLI prints it
+        err.table = _frame(rows, opts.enabled)  # type: ignore[attr-defined]  # the CLI prints it
         raise
     except Exception as err:
         raise AnalysisError(f"analysis stopped after {len(results)} of {len(pending)} layers "
                             f"({type(err).__name__}: {err}); finished rows are in .table"
                             + (f" and in {resume}" if resume is not None else ""),
-                            _frame(rows)) from err
+                            _frame(rows, opts.enabled)) from err
     finally:
         bar.close()
         if log is not None:
             log.close()
-    df = _frame(rows)
+    df = _frame(rows, opts.enabled)
     if plot_dir is not None:
         from rmt.plot import plot_model
 

@@ -29,7 +29,9 @@ def test_every_column_is_documented_with_unit_and_source():
 def test_table_columns_are_the_schema():
     rng = np.random.default_rng(0)
     df = rmt.analyze({"w": rng.standard_normal((200, 100))}, progress=False)
-    assert list(df.columns) == list(rmt.COLUMNS)
+    assert list(df.columns) == columns.table_columns()
+    on = rmt.analyze({"w": rng.standard_normal((200, 100))}, randomize=True, progress=False)
+    assert list(on.columns) == columns.table_columns({"randomize"}) == list(rmt.COLUMNS)
 
 
 @pytest.fixture

@@ -53,7 +53,10 @@ def test_rows_and_failures(table):
     names = list(table["name"])
     assert "mlp.up.bias" not in names and "norm.scale" not in names  # 1-D: not layers
     assert names.count("experts.weight[0]") == 1 and "experts.weight[2]" in names
-    assert set(COLUMNS) <= set(table.columns)
+    assert set(rmt.columns.table_columns()) <= set(table.columns)
+    # what the default table leaves out is exactly the opt-in analyses' columns
+    opt_in = {c.name for a in rmt.columns.ANALYSES.values() if a.option for c in a.columns}
+    assert set(COLUMNS) - set(table.columns) == opt_in
     status = table.set_index("name")["status"]
     warning = table.set_index("name")["warning"]
     for bad, fragment in [("bad.nan", "NaN"), ("bad.zero", "zero"), ("bad.int", "int64"),

@@ -1,0 +1,112 @@
+"""rmt.randomized: shuffled ESDs and correlation traps — planted traps found and localised,
+pure noise at the stated false-positive rate, seeding, WeightWatcher's definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import rmt
+from rmt import io as rio
+from rmt.randomized import jensen_shannon_ww, layer_rng, randomized_esd, shuffled, traps
+
+PLANTED = [(17, 33, 60.0), (250, 7, -55.0), (399, 199, 50.0)]
+
+
+def _planted(seed: int) -> np.ndarray:
+    W = np.random.default_rng(seed).standard_normal((400, 200))
+    for r, c, v in PLANTED:
+        W[r, c] = v
+    return W
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_traps_are_found_and_localised(seed):
+    W = _planted(seed)
+    res = traps(W, rng=seed + 10)
+    # one trap per planted weight, unless the shuffle puts two in one row or column, where
+    # they make a single rank-one trap together
+    assert 1 <= res.n_traps <= len(PLANTED)
+    # the traps' largest entries, in the ORIGINAL coordinates, are the planted weights
+    found = {e for t in res.traps for e in t.entries if abs(e[2]) > 10}
+    assert found == set(PLANTED) and all(t.entries[0] in PLANTED for t in res.traps)
+    for t in (t for t in res.traps if abs(t.entries[1][2]) < 10):  # one planted weight
+        assert t.strength > 1 and t.tw_z > 10
+        assert t.ipr_left > 0.5 and t.ipr_right > 0.5          # concentrated vectors
+        a = t.entries[0][2]
+        # a single entry a in N x M unit noise makes a singular value with
+        # s² = (a² + N)(a² + M)/a² (Benaych-Georges & Nadakuditi 2012)
+        expected = (a * a + 400) * (a * a + 200) / (a * a)
+        assert t.energy_fraction == pytest.approx(expected / np.sum(W * W), rel=0.05)
+    assert [t.eigenvalue for t in res.traps] == sorted((t.eigenvalue for t in res.traps),
+                                                       reverse=True)
+
+
+def test_pure_noise_has_traps_at_the_false_positive_rate():
+    # 300 Gaussian matrices: the TW spike test at fpr = 0.01 flags about 1% of them
+    # (P(more than 10 of 300) < 1e-3 for a 1% rate)
+    flagged = sum(traps(np.random.default_rng(s).standard_normal((200, 100)), rng=s,
+                        fpr=0.01).n_traps > 0 for s in range(300))
+    assert flagged <= 10
+
+
+def test_shuffle_keeps_each_slices_entries_and_is_seeded():
+    K = np.random.default_rng(3).standard_normal((8, 6, 3, 3)).astype(np.float32)
+    S, perms = shuffled(K, np.random.default_rng(4))
+    assert S.dtype == K.dtype and S.shape == K.shape and len(perms) == 9
+    for i in range(3):
+        for j in range(3):
+            a, b = K[:, :, i, j], S[:, :, i, j]
+            assert np.array_equal(np.sort(a.ravel()), np.sort(b.ravel()))  # own entries only
+            assert np.array_equal(b.ravel(), a.ravel()[perms[3 * i + j]])
+    again, _ = shuffled(K, np.random.default_rng(4))
+    assert np.array_equal(S, again)
+    assert layer_rng(0, "a").random() == layer_rng(0, "a").random() != layer_rng(0, "b").random()
+
+
+def test_randomized_esd_and_weightwatchers_distance():
+    W = rmt.synthetic.phase_matrix("heavy-tailed", 600, 300, rng=5)
+    ev = rmt.esd(W)
+    r = randomized_esd(W, ev, rng=np.random.default_rng(6))
+    S, _ = shuffled(W, np.random.default_rng(6))
+    np.testing.assert_allclose(r.evals, rmt.esd(S), rtol=1e-12, atol=1e-14)
+    assert r.lambda_max < ev[-1]  # shuffling destroys the correlated heavy tail's top
+    # rand_distance_ww is WeightWatcher's formula: JS divergence via scipy's entropy
+    m = (ev + r.evals) / 2
+    js = np.sqrt((scipy.stats.entropy(ev, m) + scipy.stats.entropy(r.evals, m)) / 2)
+    assert r.distance_ww == pytest.approx(js, rel=1e-12)
+    assert jensen_shannon_ww(ev, ev) == 0
+    assert r.distance == pytest.approx(scipy.stats.wasserstein_distance(
+        np.log10(ev), np.log10(r.evals)), rel=1e-12)
+
+
+def test_analyze_randomize_columns_seeded_and_opt_in(tmp_path):
+    weights = {"trap": _planted(7).astype(np.float32),
+               "noise": np.random.default_rng(8).standard_normal((300, 150)).astype(np.float32)}
+    path = tmp_path / "m.safetensors"
+    rio.write_safetensors(path, weights)
+    plain = rmt.analyze(path, progress=False)
+    assert "num_traps" not in plain.columns and "rand_lambda_max" not in plain.columns
+    df = rmt.analyze(path, randomize=True, rng=3, progress=False).set_index("name")
+    assert df.loc["trap", "num_traps"] == 3 and df.loc["noise", "num_traps"] == 0
+    assert df.loc["trap", "ww_softrank"] == pytest.approx(
+        df.loc["trap", "rand_lambda_max"] / df.loc["trap", "lambda_max"])
+    assert df.loc["trap", "ww_maxdist"] == pytest.approx(
+        df.loc["trap", "lambda_max"] - df.loc["trap", "rand_lambda_max"])
+    # the same seed gives the same shuffles, serially or in worker processes
+    again = rmt.analyze(path, randomize=True, rng=3, n_jobs=2, progress=False).set_index("name")
+    np.testing.assert_array_equal(again["rand_lambda_max"], df["rand_lambda_max"])
+    other = rmt.analyze(path, randomize=True, rng=4, progress=False).set_index("name")
+    assert other.loc["noise", "rand_lambda_max"] != df.loc["noise", "rand_lambda_max"]
+    with pytest.raises(ValueError, match="rng"):
+        rmt.analyze(path, randomize=True, rng=-1)
+
+
+def test_randomize_through_the_gpu_twin(numpy_as_cupy):
+    W = _planted(9)
+    ev = rmt.esd(W, device="cpu")
+    cpu = randomized_esd(W, ev, rng=np.random.default_rng(1), device="cpu")
+    gpu = randomized_esd(W, ev, rng=np.random.default_rng(1), device="gpu")
+    np.testing.assert_allclose(gpu.evals, cpu.evals, rtol=1e-12, atol=1e-12)
+    assert gpu.n_traps == cpu.n_traps == 3 and numpy_as_cupy
