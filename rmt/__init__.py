@@ -14,9 +14,11 @@ from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywid
 from rmt._device import gpu_available
 from rmt.columns import COLUMNS
 from rmt.heavytail import PowerLawFit, fit_powerlaw
+from rmt.hill import HillFit, alpha_hill
 from rmt.metrics import ESDMetrics, esd_metrics
 from rmt.mp import MPFit, fit_mp
 from rmt.phases import Phase, PhaseResult, PhaseThresholds, classify, classify_esd
+from rmt.randomized import TrapResult, traps
 from rmt.runner import analyze, summary
 from rmt.spectra import WeightShape, esd, esd_batch, weight_shape
 
@@ -25,13 +27,16 @@ __version__ = "0.1.0"
 __all__ = [
     "COLUMNS",
     "ESDMetrics",
+    "HillFit",
     "MPFit",
     "Phase",
     "PhaseResult",
     "PhaseThresholds",
     "PowerLawFit",
+    "TrapResult",
     "WeightShape",
     "__version__",
+    "alpha_hill",
     "analyze",
     "classify",
     "classify_esd",
@@ -50,5 +55,6 @@ __all__ = [
     "summary",
     "synthetic",
     "tracywidom",
+    "traps",
     "weight_shape",
 ]

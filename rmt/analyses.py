@@ -131,5 +131,10 @@ PHASE = register(Analysis("phase", _phase, (
            lambda r, layer: r.reason),
 ), required=True))
 
-# Further built-in analyses, each in its own module, registered (in this order) on import.
-from rmt import erg, hill, randomized  # noqa: E402, F401
+# Further built-in analyses, each in its own module, registered here in the order they run
+# (each may read the results of those before it: ERG_gap reads the power-law tail).
+from rmt import erg, hill, randomized  # noqa: E402
+
+register(erg.ERG)
+register(hill.HILL)
+register(randomized.RANDOMIZE)

@@ -110,7 +110,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            restart=args.restart, plot_dir=args.plot, normalize=not args.raw,
                            candidates=args.candidates, min_evals=args.min_evals,
                            max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
-                           on_error="raise" if args.debug else "record")
+                           on_error="raise" if args.debug else "record",
+                           randomize=args.randomize, rng=args.rng)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -288,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="layers with fewer eigenvalues get a failed row (default 10)")
     an.add_argument("--max-evals", type=_count(0), default=None,
                     help="skip layers with more eigenvalues than this")
+    an.add_argument("--randomize", action="store_true",
+                    help="also analyse each layer with its entries shuffled: randomized ESD, "
+                    "correlation traps (num_traps), distances (one more ESD per layer)")
+    an.add_argument("--rng", type=_count(0), default=0,
+                    help="seed of the shuffles (each layer's depends on it and its name)")
     an.add_argument("--n-threads", type=_count(1), default=None,
                     help="BLAS/Numba threads (default: the limits already in force)")
     an.set_defaults(func=_cmd_analyze)

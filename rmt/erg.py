@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult, register
+from rmt.columns import Analysis, Column, LayerResult
 
 __all__ = ["ERG", "ERGResult", "detx"]
 
@@ -89,7 +89,8 @@ def _gap(result: ERGResult, layer: LayerResult) -> float:
     return float(result.detX_num - fit.n_tail) if fit is not None else float("nan")
 
 
-ERG = register(Analysis("erg", _erg, (
+#: Registered by rmt.analyses, after the analyses it reads.
+ERG = Analysis("erg", _erg, (
     Column("detX_num", "top eigenvalues whose product, in an ESD rescaled to mean 1, first "
            "falls below 1 (WeightWatcher's detX_num)", "count", "rmt.erg.detx",
            lambda r, layer: r.detX_num),
@@ -97,4 +98,4 @@ ERG = register(Analysis("erg", _erg, (
            lambda r, layer: r.detX_val),
     Column("ERG_gap", "detX_num - num_pl_spikes (about 0 when the ERG condition holds at the "
            "power-law xmin)", "count", "rmt.erg.detx, rmt.fit_powerlaw", _gap),
-)))
+))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult, register
+from rmt.columns import Analysis, Column, LayerResult
 from rmt.errors import DataError
 
 __all__ = ["HILL", "HillFit", "alpha_hill"]
@@ -98,8 +98,9 @@ def _hill(layer: LayerResult, W: Any) -> HillFit:
     return alpha_hill(layer.nonzero)
 
 
-HILL = register(Analysis("hill", _hill, (
+#: Registered by rmt.analyses, after the analyses it reads.
+HILL = Analysis("hill", _hill, (
     Column("alpha_hill", "Hill estimate of the tail exponent with xmin at the median "
            "eigenvalue (PL_Alpha_Hill of AlphaPruning/TempBalance/FARMS)", "",
            "rmt.hill.alpha_hill", lambda r, layer: r.alpha),
-), failure="no Hill fit"))
+), failure="no Hill fit")

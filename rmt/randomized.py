@@ -28,7 +28,7 @@ import scipy.sparse.linalg
 import scipy.stats
 
 from rmt._device import array_namespace, to_host
-from rmt.columns import Analysis, Column, LayerResult, register
+from rmt.columns import Analysis, Column, LayerResult
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
 from rmt.spectra import Conv, esd, weight_shape
@@ -345,7 +345,8 @@ def _lam_max(layer: LayerResult) -> float:
     return float(layer.evals[-1])
 
 
-RANDOMIZE = register(Analysis("randomize", _randomize, (
+#: Registered by rmt.analyses, after the analyses it reads.
+RANDOMIZE = Analysis("randomize", _randomize, (
     Column("rand_lambda_max", "largest eigenvalue of the ESD of W with its entries shuffled "
            "(WeightWatcher's max_rand_eval)", "eigenvalue", "rmt.randomized.randomized_esd",
            lambda r, layer: r.lambda_max),
@@ -367,4 +368,4 @@ RANDOMIZE = register(Analysis("randomize", _randomize, (
     Column("rand_distance_ww", "WeightWatcher's rand_distance: Jensen-Shannon distance "
            "between the sorted eigenvalue vectors", "", "rmt.randomized.jensen_shannon_ww",
            lambda r, layer: r.distance_ww),
-), option="randomize"))
+), option="randomize")
