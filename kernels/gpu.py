@@ -30,7 +30,7 @@ from rmt._device import cupy_or_none, is_cupy_array, to_host
 from rmt._dtypes import accumulation_dtype, decode_table, storage_kind
 from rmt.errors import DeviceError
 
-__all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances"]
+__all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
 
 
 
@@ -249,3 +249,26 @@ def ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, 
     """
     return _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas,
                          inv_norms, active, _cupy())
+
+
+# --- shuffles (randomized ESDs) ----------------------------------------------------------
+
+def permuted(a: Any, seed: int) -> Any:
+    """A uniformly random permutation of the entries of a 1-D device array, as a new array.
+
+    The permutation comes from CuPy's own generator seeded with ``seed``: the same seed
+    gives the same shuffle on the GPU, a different one than on the CPU.
+
+    Parameters
+    ----------
+    a : cupy.ndarray
+        1-D.
+    seed : int
+        0 ≤ seed < 2**64.
+
+    Returns
+    -------
+    cupy.ndarray
+    """
+    cp = _cupy()
+    return a[cp.random.RandomState(int(seed) % 2**32).permutation(a.size)]

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse.linalg
-import scipy.stats
 
-from rmt._device import array_namespace, to_host
+from rmt._device import array_namespace, is_cupy_array, kernels, to_host
 from rmt.columns import Analysis, Column, LayerResult
+from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
 from rmt.spectra import Conv, esd, weight_shape
@@ -62,8 +62,8 @@ def _slices(W: Any, conv: Conv) -> list[Any]:
     return [flat[:, :, i] for i in range(flat.shape[2])]
 
 
-def shuffled(W: Any, rng: np.random.Generator, conv: Conv = "slices"
-             ) -> tuple[Any, list[np.ndarray]]:
+def shuffled(W: Any, rng: np.random.Generator, conv: Conv = "slices", *,
+             permutations: bool = False) -> tuple[Any, list[np.ndarray]]:
     """W with the entries of each matrix it is read as permuted at random.
 
     Parameters
@@ -71,22 +71,32 @@ def shuffled(W: Any, rng: np.random.Generator, conv: Conv = "slices"
     W : array_like
         A matrix or conv kernel (NumPy or CuPy, any storage dtype; the dtype is kept).
     rng : numpy.random.Generator
-        Draws the permutations (on the host, so both devices shuffle alike).
+        Draws one seed per slice for the kernels' shuffle (``rmt.kernels.cpu.permuted``).
     conv : {"slices", "flatten"}
         Each kh·kw slice shuffled on its own, or the flattened kernel at once.
+    permutations : bool, default False
+        Also return the permutations (permutes an index array and gathers: slower).
 
     Returns
     -------
     shuffled : array
         Same shape and dtype as W, each slice's entries permuted.
     permutations : list of numpy.ndarray
-        Per slice, ``shuffled_slice.ravel() == slice.ravel()[perm]``.
+        Per slice, ``shuffled_slice.ravel() == slice.ravel()[perm]`` (the same shuffle
+        either way); empty unless asked for.
     """
     xp = array_namespace(W)
+    K = kernels("gpu" if is_cupy_array(W) else "cpu")
     mats = _slices(W, conv)
-    perms = [rng.permutation(A.size) for A in mats]
-    out = [A.reshape(-1)[xp.asarray(p)].reshape(A.shape) for A, p in zip(mats, perms,
-                                                                          strict=True)]
+    seeds = [int(s) for s in rng.integers(0, 2**63, size=len(mats))]
+    out, perms = [], []
+    for A, seed in zip(mats, seeds, strict=True):
+        if permutations:
+            perm = kernels("cpu").permuted(np.arange(A.size, dtype=np.int64), seed)
+            out.append(A.reshape(-1)[xp.asarray(perm)].reshape(A.shape))
+            perms.append(perm)
+        else:  # the same shuffle, on the entries themselves
+            out.append(K.permuted(A.reshape(-1), seed).reshape(A.shape))
     if W.ndim == 2:
         return out[0], perms
     if conv == "flatten":
@@ -110,7 +120,19 @@ def jensen_shannon_ww(p: Any, q: Any) -> float:
     """
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     m = (p + q) / 2
-    return float(np.sqrt((scipy.stats.entropy(p, m) + scipy.stats.entropy(q, m)) / 2))
+    return float(np.sqrt((_kl(p, m) + _kl(q, m)) / 2))
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """scipy.stats.entropy(p, q): KL divergence of the normalised vectors (0·log 0 = 0)."""
+    p, q = p / p.sum(), q / q.sum()
+    keep = p > 0
+    return float(np.sum(p[keep] * np.log(p[keep] / q[keep])))
+
+
+def _w1(x: np.ndarray, y: np.ndarray) -> float:
+    """Wasserstein-1 distance between two samples (equal weights within each)."""
+    return wasserstein(x, np.full(x.size, 1.0 / x.size), y, np.full(y.size, 1.0 / y.size))
 
 
 @dataclass(frozen=True)
@@ -180,8 +202,8 @@ def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Co
     mpf = (fit_mp(nonzero, N=shape.N, M=shape.M, fpr=fpr, normalized=normalize)
            if nonzero.size >= 2 else None)
     own = ev[ev > numerical_zero_threshold(ev, shape.M)]
-    distance = (float(scipy.stats.wasserstein_distance(np.log10(own), np.log10(nonzero)))
-                if own.size and nonzero.size else float("nan"))
+    distance = (_w1(np.log10(own), np.log10(nonzero)) if own.size and nonzero.size
+                else float("nan"))
     return RandomizedESD(evals=rand, mp_fit=mpf, lambda_max=float(rand[-1]),
                          distance=distance,
                          distance_ww=jensen_shannon_ww(np.maximum(ev, 0), np.maximum(rand, 0)))
@@ -278,7 +300,7 @@ def traps(W: Any, *, rng: Any = None, fpr: float = 0.01, conv: Conv = "slices",
     W = to_host(W)
     shape = weight_shape(W.shape, conv)
     unit = float(shape.N) if normalize else 1.0
-    Ws, perms = shuffled(W, rng, conv)
+    Ws, perms = shuffled(W, rng, conv, permutations=True)
     rand = esd(Ws, normalize=normalize, conv=conv, device="cpu")
     nonzero = rand[rand > numerical_zero_threshold(rand, shape.M)]
     mpf = (fit_mp(nonzero, N=shape.N, M=shape.M, fpr=fpr, normalized=normalize)

@@ -53,15 +53,15 @@ def test_pure_noise_has_traps_at_the_false_positive_rate():
 
 def test_shuffle_keeps_each_slices_entries_and_is_seeded():
     K = np.random.default_rng(3).standard_normal((8, 6, 3, 3)).astype(np.float32)
-    S, perms = shuffled(K, np.random.default_rng(4))
+    S, perms = shuffled(K, np.random.default_rng(4), permutations=True)
     assert S.dtype == K.dtype and S.shape == K.shape and len(perms) == 9
     for i in range(3):
         for j in range(3):
             a, b = K[:, :, i, j], S[:, :, i, j]
             assert np.array_equal(np.sort(a.ravel()), np.sort(b.ravel()))  # own entries only
             assert np.array_equal(b.ravel(), a.ravel()[perms[3 * i + j]])
-    again, _ = shuffled(K, np.random.default_rng(4))
-    assert np.array_equal(S, again)
+    again, none = shuffled(K, np.random.default_rng(4))  # in place, no index array
+    assert np.array_equal(S, again) and none == []
     assert layer_rng(0, "a").random() == layer_rng(0, "a").random() != layer_rng(0, "b").random()
 
 
@@ -110,3 +110,31 @@ def test_randomize_through_the_gpu_twin(numpy_as_cupy):
     gpu = randomized_esd(W, ev, rng=np.random.default_rng(1), device="gpu")
     np.testing.assert_allclose(gpu.evals, cpu.evals, rtol=1e-12, atol=1e-12)
     assert gpu.n_traps == cpu.n_traps == 3 and numpy_as_cupy
+    from rmt.kernels import gpu as twin  # the device shuffle, NumPy standing in for CuPy
+
+    a = twin.permuted(np.arange(100), 3)
+    assert sorted(a.tolist()) == list(range(100)) and not np.array_equal(a, np.arange(100))
+
+
+def test_the_shuffle_kernel_is_uniform():
+    from rmt.kernels import cpu
+
+    # all 120 orders of 5 entries, 60000 seeded shuffles: chi-square against uniform
+    counts: dict[tuple, int] = {}
+    for seed in range(60000):
+        key = tuple(cpu.permuted(np.arange(5, dtype=np.int64), seed))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 120
+    assert scipy.stats.chisquare(list(counts.values())).pvalue > 1e-4  # false failure 1e-4
+    # with several buckets (n = 2**17: 4 of them), where entries 0 and n-1 land is uniform
+    # and independent: 2000 shuffles, their positions in 8 x 8 cells
+    n, cells = 2**17, np.zeros((8, 8))
+    for seed in range(2000):
+        p = cpu.permuted(np.arange(n, dtype=np.int32), seed)
+        first, last = np.flatnonzero(p == 0)[0], np.flatnonzero(p == n - 1)[0]
+        cells[first * 8 // n, last * 8 // n] += 1
+    assert scipy.stats.chisquare(cells.ravel()).pvalue > 1e-4
+    b = cpu.permuted(np.arange(10.0).astype(np.float16), 1)  # any width, moved as raw bits
+    assert b.dtype == np.float16 and sorted(b.tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="1-D"):
+        cpu.permuted(np.zeros((3, 3)), 0)
