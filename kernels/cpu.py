@@ -339,9 +339,9 @@ def _permuted(a, out, seed, n_buckets):
     x = x0
     for i in range(n):
         x, r = _next(x)
-        b = np.int64((r * m) >> np.uint64(32))
-        out[fill[b]] = a[i]
-        fill[b] += 1
+        k = np.int64((r * m) >> np.uint64(32))
+        out[fill[k]] = a[i]
+        fill[k] += 1
     for b in range(n_buckets):
         lo = counts[b]
         for i in range(counts[b + 1] - 1, lo, -1):
