@@ -551,26 +551,44 @@ def _work_while_starting(queue: collections.deque, warming: set, opts: Options,
             fut.result()
 
 
-def summary(df: pd.DataFrame) -> dict[str, Any]:
-    """Model-level summary, like WeightWatcher's ``get_summary``: unweighted means over the
-    successful layers of log_norm, alpha, alpha_weighted, log_alpha_norm,
-    log_spectral_norm, stable_rank and mp_softrank, plus the layer count per phase.
+def summary(df: pd.DataFrame, *, ww: bool = False) -> dict[str, Any]:
+    """Model-level summary: means over layers of log_norm, alpha, alpha_weighted,
+    log_alpha_norm, log_spectral_norm, stable_rank and mp_softrank.
 
     Parameters
     ----------
     df : pandas.DataFrame
         A table from :func:`analyze`.
+    ww : bool, default False
+        Reproduce WeightWatcher 0.7.7's ``get_summary`` exactly: the plain mean of each
+        column over every row of ``df`` (pandas skips NaN; given WeightWatcher's own
+        table, its α = −1 rows for failed fits count, as they do there), nothing else.
 
     Returns
     -------
     dict
-        The means by column name, ``n_layers``, ``n_failed`` and ``phases`` (counts).
+        Default: the means over the successful rows (a failed or missing fit is left
+        out, never counted as −1), ``weighted`` — the same means weighted by each row's
+        parameter count N·M·num_slices —, ``n_layers``, ``n_failed`` and ``phases``
+        (layers per phase). With ``ww=True``: the means only.
     """
+    if ww:
+        return {col: float(df[col].mean()) for col in SUMMARY_COLUMNS if col in df}
     ok = df[df["status"] == "success"] if "status" in df else df
     out: dict[str, Any] = {col: float(ok[col].astype(float).mean()) for col in SUMMARY_COLUMNS
                            if col in ok}
+    if {"N", "M", "num_slices"} <= set(ok.columns):
+        size = (ok["N"] * ok["M"] * ok["num_slices"]).astype(float)
+        out["weighted"] = {col: _weighted_mean(ok[col].astype(float), size)
+                           for col in SUMMARY_COLUMNS if col in ok}
     out["n_layers"] = len(df)
     out["n_failed"] = int((df.get("status") == "failed").sum()) if "status" in df else 0
     if "phase" in ok:
         out["phases"] = {k: int(v) for k, v in ok["phase"].value_counts().items()}
     return out
+
+
+def _weighted_mean(values: pd.Series, weights: pd.Series) -> float:
+    keep = np.isfinite(values) & np.isfinite(weights)
+    total = float(weights[keep].sum())
+    return float((values[keep] * weights[keep]).sum() / total) if total > 0 else float("nan")

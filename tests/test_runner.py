@@ -197,3 +197,18 @@ def test_unreadable_checkpoint_is_an_error(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(rmt.errors.CheckpointError, match="bad header"):
         analyze(bad)
+
+
+def test_summary_weighted_by_parameters_and_weightwatchers_definition():
+    rows = pd.DataFrame({
+        "status": ["success", "success", "failed"], "N": [100, 400, 50], "M": [50, 100, 10],
+        "num_slices": [1, 9, 1], "alpha": [2.0, 4.0, np.nan], "log_norm": [1.0, 3.0, np.nan],
+        "phase": ["heavy-tailed", "bulk-decay", ""]})
+    info = summary(rows)
+    assert info["alpha"] == 3.0 and info["n_failed"] == 1  # the failed row is left out
+    w = np.array([100 * 50, 400 * 100 * 9])
+    assert info["weighted"]["alpha"] == pytest.approx((2 * w[0] + 4 * w[1]) / w.sum())
+    # WeightWatcher's get_summary: the plain column mean over its table, whose failed fits
+    # carry alpha = -1
+    ww_table = rows.assign(alpha=[2.0, 4.0, -1.0])
+    assert summary(ww_table, ww=True) == {"log_norm": 2.0, "alpha": pytest.approx(5 / 3)}
