@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--debug", action="store_true",
                     help="stop at the first bad tensor and show the traceback")
     an.add_argument("--raw", action="store_true", help="eigenvalues of WᵀW without 1/N")
-    an.add_argument("--conv", choices=("slices", "flatten"), default="slices",
+    an.add_argument("--conv", choices=("slices", "flatten", "per-slice"), default="slices",
                     help="conv kernels as kh*kw pooled out x in slices (default) or one "
                     "out x (in*kh*kw) matrix")
     an.add_argument("--candidates", choices=("powerlaw", "ww"), default="powerlaw",

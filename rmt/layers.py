@@ -28,6 +28,9 @@ from rmt.phases import PhaseThresholds
 from rmt.spectra import Conv, WeightShape, esd, weight_shape
 
 OnError = Literal["record", "raise"]
+#: How ``rmt.analyze`` reads conv kernels: ``rmt.esd``'s two rules, or one row per slice
+#: (WeightWatcher's ``pool=False``).
+ConvRule = Literal["slices", "flatten", "per-slice"]
 
 #: The analyses rmt registers itself; anything else in ANALYSES is a plug-in.
 BUILT_IN = frozenset(ANALYSES)
@@ -51,6 +54,9 @@ class Options:
     analysis_modules : tuple of str
         Modules of plug-in analyses, which a worker process imports (so that they
         register there too) before its first task.
+    per_slice : bool
+        One row per kh·kw slice of a conv kernel (``conv="per-slice"``; ``conv`` is then
+        ``"slices"``).
     enabled : frozenset of str
         Opt-in analyses turned on (``{"randomize"}``).
     seed : int
@@ -60,6 +66,7 @@ class Options:
 
     normalize: bool = True
     conv: Conv = "slices"
+    per_slice: bool = False
     device: Literal["cpu", "gpu"] = "cpu"
     min_evals: int = 10
     max_evals: int | None = None
@@ -238,6 +245,7 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         if 0 in tensor.shape:
             return [failed_row(base, f"empty tensor (shape {tensor.shape})")]
         storage_kind(tensor.dtype, name)  # integer/bool buffers fail here, before any read
+        per_slice = opts.per_slice  # each kh x kw slice its own row (conv is "slices")
         layout = getattr(tensor, "layout", None) or infer_layout(name, tensor.shape)
         shape = layout.shape(tensor.shape)
         base["layout"] = layout.describe(tensor.shape)
@@ -252,6 +260,13 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
             shape = (shape[0], math.prod(shape[1:]))
             base["layout"] = f"{base['layout']}; 1 channel: read as {shape[0]}x{shape[1]}"
         stacked = layout.kind == "stack" and len(shape) == 3
+        slices = per_slice and layout.kind == "conv" and len(shape) > 2 and not vector_slices
+        if slices:
+            each = weight_shape(shape[:2], opts.conv, name)
+            if each.n_evals < opts.min_evals:
+                return [failed_row(base, f"kernel of {math.prod(shape[2:])} slices, each with "
+                                         f"too few eigenvalues ({each.n_evals} < min_evals="
+                                         f"{opts.min_evals})")]
         if stacked:
             each = weight_shape(shape[1:], opts.conv, name)
             if each.n_evals < opts.min_evals:  # one row, not one per tiny matrix
@@ -264,6 +279,12 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         if stacked:
             return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
                     for e in range(shape[0])]
+        if slices:
+            flat = W.reshape(shape[0], shape[1], -1)
+            names = [f"{name}[{','.join(map(str, np.unravel_index(k, shape[2:])))}]"
+                     for k in range(flat.shape[2])]
+            return [_safe_row(shown, flat[:, :, k], {**base, "name": shown}, opts)
+                    for k, shown in enumerate(names)]
         return [_safe_row(name, W, base, opts)]
     except Exception as err:  # contained: one tensor never stops the run
         if opts.on_error == "raise":

@@ -36,10 +36,19 @@ from rmt.columns import ANALYSES, table_columns
 from rmt.errors import AnalysisError
 from rmt.heavytail import Candidates
 from rmt.io import LazyTensor, open_checkpoint
-from rmt.layers import BUILT_IN, COLUMNS, OnError, Options, analyze_tensor, failed_row, select
+from rmt.layers import (
+    BUILT_IN,
+    COLUMNS,
+    ConvRule,
+    OnError,
+    Options,
+    analyze_tensor,
+    failed_row,
+    select,
+)
 from rmt.phases import PhaseThresholds, thresholds_from
 from rmt.resume import ResumeLog, checkpoint_identity
-from rmt.spectra import Conv, weight_shape
+from rmt.spectra import weight_shape
 
 __all__ = ["COLUMNS", "analyze", "summary"]
 
@@ -99,7 +108,7 @@ def _validate(layers: Any, min_evals: Any, max_evals: Any, n_jobs: Any, conv: An
     _int_option(max_evals, "max_evals", 0, allow_none=True)
     _int_option(n_jobs, "n_jobs", 1)
     _int_option(n_threads, "n_threads", 1, allow_none=True)
-    _choice(conv, "conv", ("slices", "flatten"))
+    _choice(conv, "conv", ("slices", "flatten", "per-slice"))
     _choice(candidates, "candidates", ("powerlaw", "ww"))
     _choice(on_error, "on_error", ("record", "raise"))
     _choice(device, "device", ("auto", "cpu", "gpu"))
@@ -154,7 +163,7 @@ def analyze(
     resume: str | Path | None = None,
     restart: bool = False,
     normalize: bool = True,
-    conv: Conv = "slices",
+    conv: ConvRule = "slices",
     candidates: Candidates = "powerlaw",
     n_threads: int | None = None,
     plot_dir: str | Path | None = None,
@@ -199,8 +208,9 @@ def analyze(
         Discard a resume file that belongs to another run and start it anew.
     normalize : bool, default True
         Eigenvalues of X = WᵀW/N (False: WᵀW, WeightWatcher's units).
-    conv : {"slices", "flatten"}
-        Conv kernel rule (see :func:`rmt.esd`).
+    conv : {"slices", "flatten", "per-slice"}
+        Conv kernel rule: :func:`rmt.esd`'s pooled slices or flattened kernel, or one
+        row per kh·kw slice (``name[i,j]``; WeightWatcher's ``pool=False``).
     candidates : {"powerlaw", "ww"}
         Power-law fit convention (``"ww"`` reproduces WeightWatcher's ``alpha``).
     n_threads : int, optional
@@ -263,7 +273,8 @@ def analyze(
     dev = resolve_device(device)
     if n_threads is None and executor is None and n_jobs > 1:
         n_threads = max(1, threads_in_force() // n_jobs)
-    opts = Options(normalize=normalize, conv=conv, device=dev, min_evals=int(min_evals),
+    opts = Options(normalize=normalize, conv="slices" if conv == "per-slice" else conv,
+                   per_slice=conv == "per-slice", device=dev, min_evals=int(min_evals),
                    max_evals=None if max_evals is None else int(max_evals),
                    candidates=candidates, n_threads=n_threads, thresholds=th,
                    plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,

@@ -212,3 +212,17 @@ def test_summary_weighted_by_parameters_and_weightwatchers_definition():
     # carry alpha = -1
     ww_table = rows.assign(alpha=[2.0, 4.0, -1.0])
     assert summary(ww_table, ww=True) == {"log_norm": 2.0, "alpha": pytest.approx(5 / 3)}
+
+
+def test_per_slice_rows_are_each_slices_own_analysis():
+    K = np.random.default_rng(61).standard_normal((64, 32, 3, 3)).astype(np.float32)
+    df = analyze({"conv.weight": K}, conv="per-slice", progress=False)
+    assert list(df["name"]) == [f"conv.weight[{i},{j}]" for i in range(3) for j in range(3)]
+    for k, row in df.iterrows():
+        i, j = divmod(k, 3)
+        ev = rmt.esd(K[:, :, i, j])
+        assert row["num_evals"] == 32 and row["num_slices"] == 1
+        assert row["lambda_max"] == pytest.approx(ev[-1], rel=1e-12)
+        assert row["alpha"] == pytest.approx(rmt.fit_powerlaw(ev).alpha, rel=1e-12)
+    tiny = analyze({"conv.weight": K[:8, :6]}, conv="per-slice", progress=False)
+    assert len(tiny) == 1 and "too few eigenvalues" in tiny.loc[0, "warning"]
