@@ -188,7 +188,8 @@ class PowerLawFit:
             nested=name == "truncated_power_law", normalized=normalized)
         return LikelihoodRatio(R, p)
 
-    def best_fit(self, *, p_threshold: float = 0.05) -> str:
+    def best_fit(self, *, p_threshold: float = 0.05,
+                 candidates: tuple[str, ...] = _alternatives.NAMES) -> str:
         """The distribution the tail favours: "power_law" unless an alternative wins.
 
         An alternative wins when its likelihood is significantly higher (R < 0 and
@@ -198,6 +199,8 @@ class PowerLawFit:
         ----------
         p_threshold : float, default 0.05
             Significance an alternative's win needs.
+        candidates : tuple of str
+            The alternatives considered (default all four).
 
         Returns
         -------
@@ -205,7 +208,7 @@ class PowerLawFit:
             ``"power_law"`` or the winning alternative's name.
         """
         best, best_R = "power_law", 0.0
-        for name in _alternatives.NAMES:
+        for name in candidates:
             R, p = self.compare(name)
             if R < 0 and p <= p_threshold and R < best_R:
                 best, best_R = name, R

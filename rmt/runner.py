@@ -170,6 +170,7 @@ def analyze(
     on_error: OnError = "record",
     thresholds: PhaseThresholds | None = None,
     randomize: bool = False,
+    tpl: bool = False,
     rng: int = 0,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -229,6 +230,9 @@ def analyze(
     randomize : bool, default False
         Also analyse each layer with its entries shuffled: the randomized ESD, correlation
         traps and distances (:mod:`rmt.randomized`; one more ESD per layer).
+    tpl : bool, default False
+        Also fit a truncated power law to each tail and name the tail's best distribution
+        (:mod:`rmt.tails`: ``tpl_alpha``, ``tpl_lambda``, ``best_fit``).
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
@@ -263,8 +267,9 @@ def analyze(
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
     _int_option(rng, "rng", 0)
-    if not isinstance(randomize, bool | np.bool_):
-        raise ValueError(f"randomize must be True or False, got {randomize!r}")
+    for flag, value in (("randomize", randomize), ("tpl", tpl)):
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
     th = thresholds_from(thresholds, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):
@@ -279,7 +284,9 @@ def analyze(
                    candidates=candidates, n_threads=n_threads, thresholds=th,
                    plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
                    analysis_modules=_plugin_modules(parallel),
-                   enabled=frozenset({"randomize"} if randomize else ()), seed=int(rng))
+                   enabled=frozenset(name for name, on in (("randomize", randomize),
+                                                           ("tpl", tpl)) if on),
+                   seed=int(rng))
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
