@@ -30,8 +30,10 @@ def test_table_columns_are_the_schema():
     rng = np.random.default_rng(0)
     df = rmt.analyze({"w": rng.standard_normal((200, 100))}, progress=False)
     assert list(df.columns) == columns.table_columns()
-    on = rmt.analyze({"w": rng.standard_normal((200, 100))}, randomize=True, progress=False)
-    assert list(on.columns) == columns.table_columns({"randomize"}) == list(rmt.COLUMNS)
+    on = rmt.analyze({"w": rng.standard_normal((200, 100))}, randomize=True, tpl=True,
+                     progress=False)
+    assert list(on.columns) == columns.table_columns(columns.OPTIONS) == list(rmt.COLUMNS)
+    assert columns.OPTIONS == ["randomize", "tpl"]
 
 
 @pytest.fixture
