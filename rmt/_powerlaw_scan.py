@@ -114,6 +114,7 @@ def scan(
     candidates: Literal["powerlaw", "ww"],
     device: Device,
     fixed_xmin: float | None = None,
+    prune: bool = True,
 ) -> Scan:
     """Fit α at every candidate xmin of sorted positive ``data`` and pick the least D.
 
@@ -133,6 +134,9 @@ def scan(
         Where the KS kernel runs.
     fixed_xmin : float, optional
         Evaluate this xmin only.
+    prune : bool, default True
+        Exact pruning of the KS scan (the minimum and every D at or below it are exact;
+        others are lower bounds). False: every candidate's D is exact.
 
     Returns
     -------
@@ -194,7 +198,7 @@ def scan(
         active = np.isfinite(alphas)
     K = kernels(resolve_device(device))
     D = K.ks_distances(pts_log, pts_rank, starts, log_xmins, pts_rank[starts], n_tail,
-                       alphas, inv_norms, active, prune=fixed_xmin is None)
+                       alphas, inv_norms, active, prune=prune and fixed_xmin is None)
     if candidates == "ww":
         D = np.where(alphas > 1.0, D, 1.0)  # WWFit keeps D = 1 where α ≤ 1
         best = int(np.argmin(D)) if D.size else -1

@@ -111,7 +111,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            candidates=args.candidates, min_evals=args.min_evals,
                            max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
                            on_error="raise" if args.debug else "record",
-                           randomize=args.randomize, tpl=args.tpl, rng=args.rng)
+                           randomize=args.randomize, tpl=args.tpl,
+                           uncertainty=args.uncertainty, rng=args.rng)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "correlation traps (num_traps), distances (one more ESD per layer)")
     an.add_argument("--tpl", action="store_true",
                     help="also fit a truncated power law to each tail; best_fit column")
+    an.add_argument("--uncertainty", action="store_true",
+                    help="also give alpha error bars (bootstrap interval, xmin band)")
     an.add_argument("--rng", type=_count(0), default=0,
                     help="seed of the shuffles (each layer's depends on it and its name)")
     an.add_argument("--n-threads", type=_count(1), default=None,

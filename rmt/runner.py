@@ -171,6 +171,7 @@ def analyze(
     thresholds: PhaseThresholds | None = None,
     randomize: bool = False,
     tpl: bool = False,
+    uncertainty: bool = False,
     rng: int = 0,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -233,6 +234,9 @@ def analyze(
     tpl : bool, default False
         Also fit a truncated power law to each tail and name the tail's best distribution
         (:mod:`rmt.tails`: ``tpl_alpha``, ``tpl_lambda``, ``best_fit``).
+    uncertainty : bool, default False
+        Also give α error bars: a seeded bootstrap interval and the xmin-sensitivity band
+        (:mod:`rmt.uncertainty`; 200 refits per layer).
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
@@ -267,7 +271,8 @@ def analyze(
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
     _int_option(rng, "rng", 0)
-    for flag, value in (("randomize", randomize), ("tpl", tpl)):
+    switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty}
+    for flag, value in switches.items():
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     th = thresholds_from(thresholds, **fit_options)
@@ -284,8 +289,7 @@ def analyze(
                    candidates=candidates, n_threads=n_threads, thresholds=th,
                    plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
                    analysis_modules=_plugin_modules(parallel),
-                   enabled=frozenset(name for name, on in (("randomize", randomize),
-                                                           ("tpl", tpl)) if on),
+                   enabled=frozenset(name for name, on in switches.items() if on),
                    seed=int(rng))
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
