@@ -384,6 +384,8 @@ def fit_powerlaw(
         return PowerLawFit(np.nan, np.nan, xmax, np.nan, 0, np.nan,
                            f"only {n_distinct} distinct values: fewer than 2 candidate xmin",
                            data.size, candidates, alpha_range, data, min_tail)
+    if candidates == "ww" and xmin is None and xmax is None and data.size < WW_SMALL_N:
+        return _ww_small_n(data, alpha_range, min_tail)
     with limit_threads(n_threads):
         result = scan(data, xmax=xmax, alpha_range=alpha_range, min_tail=min_tail,
                       candidates=candidates, device=device, fixed_xmin=xmin)
@@ -414,3 +416,45 @@ def fit_powerlaw(
         data=data,
         min_tail=min_tail,
     )
+
+
+#: Below this many data points WeightWatcher 0.7.7's WWFit switches to its small-n rule.
+WW_SMALL_N = 20
+
+
+def _ww_small_n(data: np.ndarray, alpha_range: Any, min_tail: int | None) -> PowerLawFit:
+    """WeightWatcher 0.7.7's ``WWFit`` for n < 20, as it runs (``candidates="ww"``).
+
+    Its ``fit_powerlaw_smallN`` computes the bias-corrected MLE α = 1 + (k − 1)/Σ ln(x/xmin)
+    for tails of k ≥ 8 points (k = n with all points when none has 8) and the KS distance
+    D; it means to choose xmin by D − 0.868/√k, but ``WWFit.__init__`` then takes the
+    argmin of D over the candidates anyway, and that is what its ``alpha`` column shows:
+    reproduced here.
+    """
+    n = data.size
+    logs = np.log(data)
+    alphas = np.zeros(n - 1)
+    Ds = np.ones(n - 1)
+    for i in range(n - 1):
+        k = n - i
+        spread = float(np.sum(logs[i:]) - k * logs[i])
+        if k < 8 or spread <= 1e-12:
+            continue
+        alphas[i] = 1.0 + (k - 1.0) / spread
+        if alphas[i] > 1.0:
+            Ds[i] = float(np.max(np.abs(np.arange(k) / k
+                                        - (1.0 - (data[i:] / data[i]) ** (1.0 - alphas[i])))))
+    if not np.any(Ds < 1.0) and n >= 2:  # no tail of 8: the whole data set
+        spread = float(np.sum(logs) - n * logs[0])
+        if spread > 1e-12:
+            alphas[0] = 1.0 + (n - 1.0) / spread
+            Ds[0] = float(np.max(np.abs(np.arange(n) / n
+                                        - (1.0 - (data / data[0]) ** (1.0 - alphas[0])))))
+    i = int(np.argmin(Ds))
+    alpha = float(alphas[i])
+    return PowerLawFit(alpha=alpha, xmin=float(data[i]), xmax=None, D=float(Ds[i]),
+                       n_tail=n - i, sigma=(alpha - 1.0) / np.sqrt(n - i),
+                       warning=f"WeightWatcher's small-n rule (n = {n} < {WW_SMALL_N})",
+                       n=int(n), candidates="ww", alpha_range=alpha_range, data=data,
+                       min_tail=min_tail)
+

@@ -176,3 +176,41 @@ def ww_detx(evals: np.ndarray) -> tuple[int, int, float]:
             num_evals = n - idx
             break
     return num_evals, idx, float(rescaled[idx] / scale2)
+
+
+def ww_fit(data: np.ndarray) -> tuple[float, float, float]:
+    """WeightWatcher 0.7.7's WWFit (WW_powerlaw.py), transcribed with its small-n branch:
+    (alpha, xmin, D). For n < 20 ``fit_powerlaw_smallN`` runs, then ``__init__`` takes the
+    argmin of Ds regardless of the J objective it computed."""
+    data = np.asarray(np.sort(data), dtype=np.float64)
+    N = len(data)
+    log_data = np.log(data)
+    if N >= 20:
+        return ww_scan(data)
+    alphas = np.zeros(N - 1)
+    Ds = np.ones(N - 1)
+    Js = np.full(N - 1, np.inf)
+    for i, xmin in enumerate(data[:-1]):
+        n_int = N - i
+        if n_int < 8:
+            continue
+        n = float(n_int)
+        s = np.sum(log_data[i:]) - n * log_data[i]
+        if s <= 1e-12:
+            continue
+        alpha_bc = 1.0 + (n - 1.0) / s
+        alphas[i] = alpha_bc
+        if alpha_bc <= 1.0:
+            continue
+        F_fit = 1.0 - (data[i:] / xmin) ** (1.0 - alpha_bc)
+        Ds[i] = float(np.max(np.abs(np.arange(n_int) / n - F_fit)))
+        Js[i] = Ds[i] - 0.868 / np.sqrt(n)
+    if not np.isfinite(Js).any():
+        n = float(N)
+        s = np.sum(log_data) - n * log_data[0]
+        if s > 1e-12:
+            alphas[0] = 1.0 + (n - 1.0) / s
+            F_fit = 1.0 - (data / data[0]) ** (1.0 - alphas[0])
+            Ds[0] = float(np.max(np.abs(np.arange(N) / n - F_fit)))
+    i = int(np.argmin(Ds))   # WWFit.__init__
+    return alphas[i], data[i], Ds[i]

@@ -279,3 +279,18 @@ def test_plot_draws_data_and_fit():
     matplotlib.use("Agg")
     ax = rmt.fit_powerlaw(DATASETS["esd"]).plot()
     assert len(ax.lines) >= 2 and ax.get_xscale() == "log"
+
+
+@pytest.mark.parametrize("n", [3, 5, 8, 9, 13, 19, 20, 40])
+def test_ww_small_n_rule_is_weightwatchers(n):
+    # WeightWatcher 0.7.7 switches rules below 20 points (bias-corrected MLE, tails >= 8)
+    from tests.reference import ww_fit
+
+    rng = np.random.default_rng(n)
+    for _ in range(5):
+        x = np.sort(rng.pareto(1.5, n) + 1.0)
+        fit = rmt.fit_powerlaw(x, candidates="ww")
+        alpha, xmin, D = ww_fit(x)
+        assert fit.alpha == pytest.approx(alpha, rel=1e-12) and fit.xmin == xmin
+        assert fit.D == pytest.approx(D, rel=1e-12, abs=1e-15)
+        assert ("small-n" in fit.warning) == (n < 20)
