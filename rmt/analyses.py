@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult, register
+from rmt.columns import Analysis, Column, LayerResult, attribute, register
 from rmt.errors import DataError
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.metrics import ESDMetrics, esd_metrics
@@ -28,23 +28,19 @@ def _metrics(layer: LayerResult, W: Any) -> ESDMetrics:
     return esd_metrics(layer.evals, W=W, conv=layer.options.conv)
 
 
-def _metric(attr: str) -> Any:
-    return lambda m, layer: getattr(m, attr)
-
-
 METRICS = register(Analysis("metrics", _metrics, (
     Column("lambda_max", "largest eigenvalue of X = W^T W/N (of W^T W with normalize=False)",
-           "eigenvalue", "rmt.esd_metrics", _metric("lambda_max")),
+           "eigenvalue", "rmt.esd_metrics", attribute("lambda_max")),
     Column("log_norm", "log10 of the sum of eigenvalues (log10 ||W||_F^2/N; WW: log10 "
-           "||W||_F^2)", "log10", "rmt.esd_metrics", _metric("log_norm")),
+           "||W||_F^2)", "log10", "rmt.esd_metrics", attribute("log_norm")),
     Column("log_spectral_norm", "log10 lambda_max", "log10", "rmt.esd_metrics",
-           _metric("log_spectral_norm")),
+           attribute("log_spectral_norm")),
     Column("stable_rank", "sum(lambda)/lambda_max = ||W||_F^2/||W||_2^2 (scale-free)", "",
-           "rmt.esd_metrics", _metric("stable_rank")),
+           "rmt.esd_metrics", attribute("stable_rank")),
     Column("entropy", "matrix entropy -sum p ln p / ln R, p = lambda/sum(lambda), R = hard "
-           "rank", "", "rmt.esd_metrics", _metric("entropy")),
+           "rank", "", "rmt.esd_metrics", attribute("entropy")),
     Column("rank_loss", "singular values <= sigma_max*max(N,M)*eps(float64), summed over "
-           "slices", "count", "rmt.esd_metrics", _metric("rank_loss")),
+           "slices", "count", "rmt.esd_metrics", attribute("rank_loss")),
 )))
 
 
@@ -62,17 +58,17 @@ def _log10_sum_power(x: np.ndarray, alpha: float) -> float:
 
 POWERLAW = register(Analysis("powerlaw", _powerlaw, (
     Column("alpha", "power-law exponent of the ESD tail (KS-optimal xmin, uncapped; NaN if "
-           "failed)", "", "rmt.fit_powerlaw", lambda f, layer: f.alpha),
+           "failed)", "", "rmt.fit_powerlaw", attribute("alpha")),
     Column("xmin", "lower end of the power-law tail", "eigenvalue", "rmt.fit_powerlaw",
-           lambda f, layer: f.xmin),
+           attribute("xmin")),
     Column("xmax", "upper end of the fit (largest eigenvalue: the fit uses no xmax)",
            "eigenvalue", "rmt.fit_powerlaw", lambda f, layer: float(layer.evals[-1])),
     Column("D", "KS distance of the power-law fit", "", "rmt.fit_powerlaw",
-           lambda f, layer: f.D),
+           attribute("D")),
     Column("sigma", "standard error of alpha, (alpha-1)/sqrt(n_tail)", "",
-           "rmt.fit_powerlaw", lambda f, layer: f.sigma),
+           "rmt.fit_powerlaw", attribute("sigma")),
     Column("num_pl_spikes", "eigenvalues in the power-law tail (>= xmin)", "count",
-           "rmt.fit_powerlaw", lambda f, layer: f.n_tail),
+           "rmt.fit_powerlaw", attribute("n_tail")),
     Column("alpha_weighted", "alpha * log10(lambda_max) (WeightWatcher's alpha-hat)", "",
            "rmt.fit_powerlaw, rmt.esd_metrics",
            lambda f, layer: f.alpha * layer.results["metrics"].log_spectral_norm),
@@ -97,13 +93,13 @@ MP = register(Analysis("mp", _mp, (
     Column("sigma_mp", "sqrt of the MP fit's entry variance sigma^2 (entry std of the bulk)",
            "entry", "rmt.fit_mp", _entry_std),
     Column("mp_softrank", "lambda_plus/lambda_max of the MP fit", "", "rmt.fit_mp",
-           lambda f, layer: f.mp_softrank),
+           attribute("mp_softrank")),
     Column("num_spikes", "eigenvalues above the Tracy-Widom threshold at false-positive "
-           "rate fpr", "count", "rmt.fit_mp", lambda f, layer: f.n_spikes),
+           "rate fpr", "count", "rmt.fit_mp", attribute("n_spikes")),
     Column("tw_z", "Tracy-Widom z-score of lambda_max against the MP bulk", "", "rmt.fit_mp",
-           lambda f, layer: f.tw_z),
+           attribute("tw_z")),
     Column("D_mp", "KS distance of the bulk to the fitted MP law", "", "rmt.fit_mp",
-           lambda f, layer: f.D),
+           attribute("D")),
 )))
 
 
@@ -122,13 +118,13 @@ def _phase(layer: LayerResult, W: Any) -> PhaseResult:
 
 PHASE = register(Analysis("phase", _phase, (
     Column("d0", "null scale of D_mp for this many eigenvalues, 0.6 ln(n)/n", "",
-           "rmt.phases.decide", lambda r, layer: r.d0),
+           "rmt.phases.decide", attribute("d0")),
     Column("phase", "Martin & Mahoney 5+1 phase (rmt.classify)", "", "rmt.phases.decide",
            lambda r, layer: str(r.phase)),
     Column("sublabel", "'very'/'moderate' for heavy-tailed, 'rank'/'gap' for rank-collapse",
-           "", "rmt.phases.decide", lambda r, layer: r.sublabel),
+           "", "rmt.phases.decide", attribute("sublabel")),
     Column("reason", "one sentence saying why the phase was chosen", "", "rmt.phases.decide",
-           lambda r, layer: r.reason),
+           attribute("reason")),
 ), required=True))
 
 # Further built-in analyses, each in its own module, registered here in the order they run

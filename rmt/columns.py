@@ -149,6 +149,22 @@ class Analysis:
         return getattr(self.compute, "__module__", "") or ""
 
 
+def attribute(name: str) -> Callable[[Any, LayerResult], Any]:
+    """The ``value`` function of a column that is one attribute of its analysis' result.
+
+    Parameters
+    ----------
+    name : str
+        Attribute of the result object.
+
+    Returns
+    -------
+    callable
+        ``value(result, layer) -> getattr(result, name)``.
+    """
+    return lambda result, layer: getattr(result, name)
+
+
 def _reader_columns() -> dict[str, Column]:
     c = Column
     return {col.name: col for col in (

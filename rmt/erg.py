@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 
 __all__ = ["ERG", "ERGResult", "detx"]
 
@@ -93,9 +93,9 @@ def _gap(result: ERGResult, layer: LayerResult) -> float:
 ERG = Analysis("erg", _erg, (
     Column("detX_num", "top eigenvalues whose product, in an ESD rescaled to mean 1, first "
            "falls below 1 (WeightWatcher's detX_num)", "count", "rmt.erg.detx",
-           lambda r, layer: r.detX_num),
+           attribute("detX_num")),
     Column("detX_val", "the smallest of those eigenvalues", "eigenvalue", "rmt.erg.detx",
-           lambda r, layer: r.detX_val),
+           attribute("detX_val")),
     Column("ERG_gap", "detX_num - num_pl_spikes (about 0 when the ERG condition holds at the "
            "power-law xmin)", "count", "rmt.erg.detx, rmt.fit_powerlaw", _gap),
 ))

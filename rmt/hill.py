@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 from rmt.errors import DataError
 
 __all__ = ["HILL", "HillFit", "alpha_hill"]
@@ -102,5 +102,5 @@ def _hill(layer: LayerResult, W: Any) -> HillFit:
 HILL = Analysis("hill", _hill, (
     Column("alpha_hill", "Hill estimate of the tail exponent with xmin at the median "
            "eigenvalue (PL_Alpha_Hill of AlphaPruning/TempBalance/FARMS)", "",
-           "rmt.hill.alpha_hill", lambda r, layer: r.alpha),
+           "rmt.hill.alpha_hill", attribute("alpha")),
 ), failure="no Hill fit")

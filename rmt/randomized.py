@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 from rmt._device import array_namespace, is_cupy_array, kernels, to_host
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
@@ -371,7 +371,7 @@ def _lam_max(layer: LayerResult) -> float:
 RANDOMIZE = Analysis("randomize", _randomize, (
     Column("rand_lambda_max", "largest eigenvalue of the ESD of W with its entries shuffled "
            "(WeightWatcher's max_rand_eval)", "eigenvalue", "rmt.randomized.randomized_esd",
-           lambda r, layer: r.lambda_max),
+           attribute("lambda_max")),
     Column("ww_softrank", "rand_lambda_max / lambda_max", "", "rmt.randomized.randomized_esd",
            lambda r, layer: r.lambda_max / _lam_max(layer)),
     Column("ww_maxdist", "lambda_max - rand_lambda_max", "eigenvalue",
@@ -383,11 +383,11 @@ RANDOMIZE = Analysis("randomize", _randomize, (
            lambda r, layer: r.mp_fit.mp_softrank if r.mp_fit is not None else float("nan")),
     Column("num_traps", "correlation traps: eigenvalues of the shuffled ESD above its "
            "Tracy-Widom edge at fpr", "count", "rmt.randomized.randomized_esd",
-           lambda r, layer: r.n_traps),
+           attribute("n_traps")),
     Column("rand_distance", "Wasserstein-1 distance between the log10 eigenvalue "
            "distributions of the ESD and the shuffled ESD", "decades",
-           "rmt.randomized.randomized_esd", lambda r, layer: r.distance),
+           "rmt.randomized.randomized_esd", attribute("distance")),
     Column("rand_distance_ww", "WeightWatcher's rand_distance: Jensen-Shannon distance "
            "between the sorted eigenvalue vectors", "", "rmt.randomized.jensen_shannon_ww",
-           lambda r, layer: r.distance_ww),
+           attribute("distance_ww")),
 ), option="randomize")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 
 __all__ = ["SINGULAR", "WEAK_RANK_TOLERANCE", "SingularValues", "singular_values"]
 
@@ -83,11 +83,11 @@ def _singular(layer: LayerResult, W: Any) -> SingularValues:
 #: Registered by rmt.analyses, after the metrics it reads.
 SINGULAR = Analysis("singular", _singular, (
     Column("sv_max", "largest singular value of W", "singular value", "rmt.singular",
-           lambda r, layer: r.sv_max),
+           attribute("sv_max")),
     Column("sv_min", "smallest singular value of W (over all slices)", "singular value",
-           "rmt.singular", lambda r, layer: r.sv_min),
+           "rmt.singular", attribute("sv_min")),
     Column("matrix_rank", "singular values above NumPy's matrix_rank cut (num_evals - "
-           "rank_loss)", "count", "rmt.singular", lambda r, layer: r.matrix_rank),
+           "rank_loss)", "count", "rmt.singular", attribute("matrix_rank")),
     Column("weak_rank_loss", "eigenvalues of W^T W below 1e-6 (WeightWatcher's tolerance, in "
-           "its units)", "count", "rmt.singular", lambda r, layer: r.weak_rank_loss),
+           "its units)", "count", "rmt.singular", attribute("weak_rank_loss")),
 ))

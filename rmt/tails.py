@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 
 __all__ = ["BEST_FIT_CANDIDATES", "TPL", "TailComparison", "compare_tails"]
 
@@ -70,10 +70,10 @@ def _tails(layer: LayerResult, W: Any) -> TailComparison | None:
 #: Registered by rmt.analyses, after the power-law fit it reads.
 TPL = Analysis("tpl", _tails, (
     Column("tpl_alpha", "exponent of the truncated power law x^-alpha exp(-lambda x) fitted "
-           "to the power-law tail", "", "rmt.tails.compare_tails", lambda r, layer: r.tpl_alpha),
+           "to the power-law tail", "", "rmt.tails.compare_tails", attribute("tpl_alpha")),
     Column("tpl_lambda", "its cut-off rate lambda (WeightWatcher's Lambda)", "1/eigenvalue",
-           "rmt.tails.compare_tails", lambda r, layer: r.tpl_lambda),
+           "rmt.tails.compare_tails", attribute("tpl_lambda")),
     Column("best_fit", "power_law, truncated_power_law, lognormal or exponential: the tail's "
            "best distribution by likelihood-ratio tests at p <= 0.05", "",
-           "rmt.tails.compare_tails", lambda r, layer: r.best_fit),
+           "rmt.tails.compare_tails", attribute("best_fit")),
 ), option="tpl")

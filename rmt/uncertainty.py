@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rmt._powerlaw_scan import scan
-from rmt.columns import Analysis, Column, LayerResult
+from rmt.columns import Analysis, Column, LayerResult, attribute
 from rmt.errors import DataError
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 
@@ -126,11 +126,11 @@ def _uncertainty(layer: LayerResult, W: Any) -> AlphaUncertainty | None:
 UNCERTAINTY = Analysis("uncertainty", _uncertainty, (
     Column("alpha_ci_low", "lower end of the 95% bootstrap interval of alpha (200 seeded "
            "resamples, xmin refitted each time)", "", "rmt.uncertainty.alpha_uncertainty",
-           lambda r, layer: r.ci_low),
+           attribute("ci_low")),
     Column("alpha_ci_high", "upper end of that interval", "", "rmt.uncertainty.alpha_uncertainty",
-           lambda r, layer: r.ci_high),
+           attribute("ci_high")),
     Column("alpha_xmin_low", "smallest alpha over candidate xmin with D within 10% of the "
-           "best", "", "rmt.uncertainty.alpha_uncertainty", lambda r, layer: r.xmin_low),
+           "best", "", "rmt.uncertainty.alpha_uncertainty", attribute("xmin_low")),
     Column("alpha_xmin_high", "largest such alpha", "", "rmt.uncertainty.alpha_uncertainty",
-           lambda r, layer: r.xmin_high),
+           attribute("xmin_high")),
 ), option="uncertainty")

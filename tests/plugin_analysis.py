@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult, register
+from rmt.columns import Analysis, Column, LayerResult, attribute, register
 from rmt.errors import DataError
 
 
@@ -27,7 +27,7 @@ def top_gap(layer: LayerResult, W: Any) -> TopGap:
 
 TOP_GAP = register(Analysis("top_gap", top_gap, (
     Column("top_gap", "lambda_max over the second-largest eigenvalue", "", "tests",
-           lambda r, layer: r.ratio),
+           attribute("ratio")),
 ), failure="no top gap"))
 
 
