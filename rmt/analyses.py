@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rmt.columns import Analysis, Column, LayerResult, attribute, register
+from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std, register
 from rmt.errors import DataError
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.metrics import ESDMetrics, esd_metrics
@@ -84,14 +84,9 @@ def _mp(layer: LayerResult, W: Any) -> MPFit | None:
                   fpr=layer.options.thresholds.fpr, normalized=layer.options.normalize)
 
 
-def _entry_std(fit: MPFit, layer: LayerResult) -> float:
-    unit = 1.0 if layer.options.normalize else float(layer.shape.N)  # σ² in the ESD's units
-    return float(np.sqrt(fit.sigma2 / unit))
-
-
 MP = register(Analysis("mp", _mp, (
     Column("sigma_mp", "sqrt of the MP fit's entry variance sigma^2 (entry std of the bulk)",
-           "entry", "rmt.fit_mp", _entry_std),
+           "entry", "rmt.fit_mp", entry_std),
     Column("mp_softrank", "lambda_plus/lambda_max of the MP fit", "", "rmt.fit_mp",
            attribute("mp_softrank")),
     Column("num_spikes", "eigenvalues above the Tracy-Widom threshold at false-positive "

@@ -15,17 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "ANALYSES",
-    "COLUMNS",
-    "OPTIONS",
-    "Analysis",
-    "Column",
-    "LayerResult",
-    "register",
-    "table_columns",
-    "unregister",
-]
+__all__ = ["ANALYSES", "COLUMNS", "OPTIONS", "Analysis", "Column", "LayerResult", "attribute",
+           "entry_std", "register", "table_columns", "unregister"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +154,27 @@ def attribute(name: str) -> Callable[[Any, LayerResult], Any]:
         ``value(result, layer) -> getattr(result, name)``.
     """
     return lambda result, layer: getattr(result, name)
+
+
+def entry_std(fit: Any, layer: LayerResult) -> float:
+    """The entry standard deviation of an MP fit's bulk, √σ², whatever the ESD's units.
+
+    Parameters
+    ----------
+    fit : rmt.MPFit or None
+        A fit of ``layer``'s (or its shuffled matrix's) ESD; σ² is in the ESD's units.
+    layer : LayerResult
+        Gives the normalisation and N.
+
+    Returns
+    -------
+    float
+        NaN without a fit.
+    """
+    if fit is None:
+        return float("nan")
+    unit = 1.0 if layer.options.normalize else float(layer.shape.N)
+    return float(np.sqrt(fit.sigma2 / unit))
 
 
 def _reader_columns() -> dict[str, Column]:

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 from rmt._device import array_namespace, is_cupy_array, kernels, to_host
-from rmt.columns import Analysis, Column, LayerResult, attribute
+from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std
 from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
@@ -356,12 +356,6 @@ def _randomize(layer: LayerResult, W: Any) -> RandomizedESD:
                           device=opts.device, n_threads=opts.n_threads)
 
 
-def _entry_std(r: RandomizedESD, layer: LayerResult) -> float:
-    if r.mp_fit is None:
-        return float("nan")
-    unit = 1.0 if layer.options.normalize else float(layer.shape.N)
-    return float(np.sqrt(r.mp_fit.sigma2 / unit))
-
 
 def _lam_max(layer: LayerResult) -> float:
     return float(layer.evals[-1])
@@ -377,7 +371,7 @@ RANDOMIZE = Analysis("randomize", _randomize, (
     Column("ww_maxdist", "lambda_max - rand_lambda_max", "eigenvalue",
            "rmt.randomized.randomized_esd", lambda r, layer: _lam_max(layer) - r.lambda_max),
     Column("rand_sigma_mp", "entry std of the shuffled ESD's MP fit", "entry",
-           "rmt.randomized.randomized_esd", _entry_std),
+           "rmt.randomized.randomized_esd", lambda r, layer: entry_std(r.mp_fit, layer)),
     Column("rand_mp_softrank", "lambda_plus / lambda_max of the shuffled ESD's MP fit", "",
            "rmt.randomized.randomized_esd",
            lambda r, layer: r.mp_fit.mp_softrank if r.mp_fit is not None else float("nan")),
