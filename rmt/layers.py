@@ -36,7 +36,7 @@ ConvRule = Literal["slices", "flatten", "per-slice"]
 BUILT_IN = frozenset(ANALYSES)
 
 __all__ = ["BUILT_IN", "COLUMNS", "Options", "analyze_tensor", "compute_layer", "failed_row",
-           "layer_row", "select"]
+           "layer_row", "select", "with_warning"]
 
 
 @dataclass(frozen=True)
@@ -181,22 +181,21 @@ def _shape_columns(shape: WeightShape) -> dict[str, Any]:
 def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
     start = time.perf_counter()
     shape = weight_shape(W.shape, opts.conv, name)
+    sized = {**base, **_shape_columns(shape)}  # what a failed row can still show
     if shape.n_evals < opts.min_evals:
-        return failed_row({**base, **_shape_columns(shape)},
-                          f"too few eigenvalues ({shape.n_evals} < min_evals="
-                          f"{opts.min_evals})")
+        return failed_row(sized, f"too few eigenvalues ({shape.n_evals} < min_evals="
+                                 f"{opts.min_evals})")
     if opts.max_evals is not None and shape.n_evals > opts.max_evals:
-        return failed_row({**base, **_shape_columns(shape)},
-                          f"skipped: {shape.n_evals} eigenvalues > max_evals="
-                          f"{opts.max_evals}")
+        return failed_row(sized, f"skipped: {shape.n_evals} eigenvalues > max_evals="
+                                 f"{opts.max_evals}")
     ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
              n_threads=opts.n_threads, name=name)
     if not ev[-1] > 0:
-        return failed_row({**base, **_shape_columns(shape)}, "all entries are zero")
+        return failed_row(sized, "all entries are zero")
     try:
         layer = compute_layer(name, W, ev, shape, opts)
     except DataError as err:
-        return failed_row({**base, **_shape_columns(shape)}, str(err))
+        return failed_row(sized, str(err))
     row = layer_row(layer, base)
     if opts.plot_dir is not None:
         from rmt.plot import queue_layer_plot
@@ -204,9 +203,28 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         problem = queue_layer_plot(layer.results["phase"], name, base["layer_id"],
                                    opts.plot_dir)
         if problem:
-            row["warning"] = f"{row['warning']}; {problem}" if row["warning"] else problem
+            row = with_warning(row, problem)
     row["seconds"] = time.perf_counter() - start
     return row
+
+
+def with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
+    """The row with ``note`` added to its warning column ("; "-separated).
+
+    Parameters
+    ----------
+    row : dict
+        A table row.
+    note : str
+        What to add.
+
+    Returns
+    -------
+    dict
+        A new row.
+    """
+    warning = row.get("warning") or ""
+    return {**row, "warning": f"{warning}; {note}" if warning else note}
 
 
 def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list[dict[str, Any]]:

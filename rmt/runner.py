@@ -45,6 +45,7 @@ from rmt.layers import (
     analyze_tensor,
     failed_row,
     select,
+    with_warning,
 )
 from rmt.phases import PhaseThresholds, thresholds_from
 from rmt.resume import ResumeLog, checkpoint_identity
@@ -331,7 +332,7 @@ def analyze(
 
     def collect(i: int, shown: str, new_rows: list[dict[str, Any]]) -> None:
         if i in notes:
-            new_rows = [_with_warning(r, notes[i]) for r in new_rows]
+            new_rows = [with_warning(r, notes[i]) for r in new_rows]
         results[i] = new_rows
         rows.extend(new_rows)
         unread = all(str(r.get("warning", "")).startswith("unreadable:") for r in new_rows)
@@ -397,15 +398,10 @@ def _plan(todo: list[Task], log: ResumeLog | None
     return rows, pending, aliases
 
 
-def _with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
-    warning = row.get("warning") or ""
-    return {**row, "warning": f"{warning}; {note}" if warning else note}
-
-
 def _alias_row(row: dict[str, Any], i: int, shown: str, first: str) -> dict[str, Any]:
     suffix = row["name"][len(first):] if str(row.get("name", "")).startswith(first) else ""
     copied = {**row, "layer_id": i, "name": shown + suffix}
-    return _with_warning(copied, f"same data as {first!r} (tied weights): computed once")
+    return with_warning(copied, f"same data as {first!r} (tied weights): computed once")
 
 
 def _chunks(tasks: list[Task], n_workers: int) -> list[list[Task]]:
