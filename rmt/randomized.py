@@ -31,6 +31,7 @@ from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std
 from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
+from rmt.mp_ww import WWMPFit, fit_mp_ww
 from rmt.spectra import Conv, esd, weight_shape
 
 __all__ = ["RANDOMIZE", "RandomizedESD", "Trap", "TrapResult", "jensen_shannon_ww",
@@ -153,6 +154,9 @@ class RandomizedESD:
         and of this one (decades).
     distance_ww : float
         WeightWatcher's Jensen–Shannon distance between the sorted eigenvalue vectors.
+    ww_fit : WWMPFit or None
+        WeightWatcher's MP fit of the same shuffled ESD (``rmt.mp_ww.fit_mp_ww``): its
+        spikes are WeightWatcher's ``num_traps``.
     """
 
     evals: np.ndarray = field(repr=False)
@@ -160,11 +164,17 @@ class RandomizedESD:
     lambda_max: float
     distance: float
     distance_ww: float
+    ww_fit: WWMPFit | None = None
 
     @property
     def n_traps(self) -> int:
         """Eigenvalues of the shuffled ESD above its Tracy–Widom edge."""
         return 0 if self.mp_fit is None else int(self.mp_fit.n_spikes)
+
+    @property
+    def n_traps_ww(self) -> int:
+        """Eigenvalues of the shuffled ESD above WeightWatcher's cut (−1: no fit, as it)."""
+        return -1 if self.ww_fit is None else int(self.ww_fit.n_spikes)
 
 
 def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Conv = "slices",
@@ -204,9 +214,14 @@ def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Co
     own = ev[ev > numerical_zero_threshold(ev, shape.M)]
     distance = (_w1(np.log10(own), np.log10(nonzero)) if own.size and nonzero.size
                 else float("nan"))
+    try:
+        ww_fit = fit_mp_ww(np.maximum(rand, 0), shape.N, shape.M)
+    except ValueError:
+        ww_fit = None
     return RandomizedESD(evals=rand, mp_fit=mpf, lambda_max=float(rand[-1]),
                          distance=distance,
-                         distance_ww=jensen_shannon_ww(np.maximum(ev, 0), np.maximum(rand, 0)))
+                         distance_ww=jensen_shannon_ww(np.maximum(ev, 0), np.maximum(rand, 0)),
+                         ww_fit=ww_fit)
 
 
 @dataclass(frozen=True)
@@ -378,6 +393,10 @@ RANDOMIZE = Analysis("randomize", _randomize, (
     Column("num_traps", "correlation traps: eigenvalues of the shuffled ESD above its "
            "Tracy-Widom edge at fpr", "count", "rmt.randomized.randomized_esd",
            attribute("n_traps")),
+    Column("num_traps_ww", "WeightWatcher's num_traps: shuffled-ESD eigenvalues above its "
+           "KDE MP fit's cut bulk_max + sqrt(Q^-1/2 bulk_max^2/3 M^-2/3) (no stated "
+           "false-positive rate; -1 without a fit)", "count", "rmt.mp_ww.fit_mp_ww",
+           attribute("n_traps_ww")),
     Column("rand_distance", "Wasserstein-1 distance between the log10 eigenvalue "
            "distributions of the ESD and the shuffled ESD", "decades",
            "rmt.randomized.randomized_esd", attribute("distance")),

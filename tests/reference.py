@@ -214,3 +214,51 @@ def ww_fit(data: np.ndarray) -> tuple[float, float, float]:
             Ds[0] = float(np.max(np.abs(np.arange(N) / n - F_fit)))
     i = int(np.argmin(Ds))   # WWFit.__init__
     return alphas[i], data[i], Ds[i]
+
+
+def ww_mp_fit(evals: np.ndarray, N: int, M: int) -> tuple[float, int]:
+    """WeightWatcher 0.7.7's ``mp_fit`` (rescale, ``fit_density_with_range``, ``resid_mp``
+    with scikit-learn's KernelDensity, the spike cut), transcribed: (sigma_mp, num_spikes)."""
+    import scipy.optimize
+    from sklearn.neighbors import KernelDensity
+
+    evals = np.asarray(evals, dtype=np.float64)
+    Q = N / M
+    wscale = np.sqrt(evals.shape[0]) / np.sqrt(np.sum(evals))
+    to_plot = wscale * wscale * evals
+
+    def resid(p, ev, Q, bw):
+        sigma = p
+        kde = KernelDensity(kernel="linear", bandwidth=bw).fit(ev.reshape(-1, 1))
+        xde = np.linspace(0, np.max(ev) + 0.5, 1000)
+        yde = np.exp(kde.score_samples(xde[:, np.newaxis]))
+        bad_ids = np.where(yde < 0.01)[0]
+        good_ids = np.where(yde > 0.01)[0]
+        xde, yde = xde[good_ids], yde[good_ids]
+        if Q == 1:
+            with np.errstate(invalid="ignore"):
+                ymp = np.nan_to_num(1 / (np.pi * sigma * sigma) * np.sqrt(4 - xde**2))
+            r = ymp - yde
+        else:
+            y = 1 / Q
+            b = np.power(sigma * (1 + np.sqrt(1 / Q)), 2)
+            a = np.power(sigma * (1 - np.sqrt(1 / Q)), 2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ymp = np.nan_to_num((1 / (2 * np.pi * sigma * sigma * xde * y))
+                                    * np.sqrt((b - xde) * (xde - a)))
+            mode = xde[np.where(yde == max(yde))][0]
+            if (b < mode) | (b > max(xde)) | (a > mode):
+                r = np.zeros(len(yde)) + 1000
+            else:
+                r = ymp - yde
+        r = np.concatenate((r, np.zeros(len(bad_ids))))
+        return np.sum(r**2)
+
+    s0 = np.sqrt(np.max(to_plot) / np.square(1 + 1.0 / np.sqrt(Q)))
+    rng = (slice(0.05 * s0, 2.0 * s0, 0.01 * s0),)
+    to_fit = np.sqrt(to_plot) if Q == 1 else to_plot
+    out = scipy.optimize.brute(resid, rng, args=(to_fit, Q, 0.1), full_output=True)
+    s1 = float(np.ravel(out[0])[0])
+    bulk_max = (s1 * (1 + 1 / np.sqrt(Q))) ** 2
+    tw = 1 / np.sqrt(Q) * np.power(bulk_max, 2 / 3) * np.power(M, -2 / 3)
+    return s1, len(to_plot[to_plot > bulk_max + np.sqrt(tw)])

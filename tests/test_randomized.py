@@ -138,3 +138,36 @@ def test_the_shuffle_kernel_is_uniform():
     assert b.dtype == np.float16 and sorted(b.tolist()) == list(range(10))
     with pytest.raises(ValueError, match="1-D"):
         cpu.permuted(np.zeros((3, 3)), 0)
+
+
+@pytest.mark.parametrize("shape, planted", [((300, 100), 30.0), ((200, 200), 25.0),
+                                            ((500, 60), 0.0), ((120, 40), 15.0)])
+def test_weightwatchers_mp_fit_is_reproduced(shape, planted):
+    from sklearn.neighbors import KernelDensity
+
+    from rmt.mp_ww import fit_mp_ww, linear_kde
+    from tests.reference import ww_mp_fit
+
+    rng = np.random.default_rng(int(sum(shape)))
+    W = rng.standard_normal(shape)
+    W[0, 0] = planted
+    ev = np.linalg.eigvalsh(W.T @ W)
+    fit = fit_mp_ww(ev, *shape)
+    sigma, n_spikes = ww_mp_fit(ev, *shape)  # its code, scikit-learn's KDE, scipy's brute
+    assert fit.sigma == pytest.approx(sigma, rel=1e-9) and fit.n_spikes == n_spikes
+    assert fit_mp_ww(ev / shape[0], *shape).sigma == pytest.approx(fit.sigma, rel=1e-9)
+    x = np.linspace(0, 5, 777)
+    ref = np.exp(KernelDensity(kernel="linear", bandwidth=0.1)
+                 .fit(ev[:, None] / ev.mean()).score_samples(x[:, None]))
+    np.testing.assert_allclose(linear_kde(ev / ev.mean(), x, 0.1), ref, atol=1e-10)
+
+
+def test_num_traps_ww_counts_with_weightwatchers_cut():
+    from tests.reference import ww_mp_fit
+
+    W = _planted(11)
+    ev = rmt.esd(W, normalize=False)
+    r = randomized_esd(W, ev, rng=np.random.default_rng(2), normalize=False)
+    assert r.n_traps_ww == ww_mp_fit(r.evals, 400, 200)[1] >= 1
+    df = rmt.analyze({"w": W}, randomize=True, rng=2, progress=False)
+    assert df["num_traps_ww"].iloc[0] >= 1 and "num_traps_ww" in rmt.COLUMNS
