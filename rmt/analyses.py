@@ -44,7 +44,16 @@ METRICS = register(Analysis("metrics", _metrics, (
 )))
 
 
+# Opt-in: outliers at the top of the tail, found before the power-law fit that leaves them out.
+from rmt import fingers  # noqa: E402
+
+register(fingers.FINGERS)
+
+
 def _powerlaw(layer: LayerResult, W: Any) -> PowerLawFit:
+    fingers = layer.results.get("fingers")
+    if fingers is not None:  # fingers=...: the fit of the tail without its outliers
+        return fingers.fit
     return fit_powerlaw(layer.nonzero, candidates=layer.options.candidates,
                         device=layer.options.device)
 
@@ -61,8 +70,9 @@ POWERLAW = register(Analysis("powerlaw", _powerlaw, (
            "failed)", "", "rmt.fit_powerlaw", attribute("alpha")),
     Column("xmin", "lower end of the power-law tail", "eigenvalue", "rmt.fit_powerlaw",
            attribute("xmin")),
-    Column("xmax", "upper end of the fit (largest eigenvalue: the fit uses no xmax)",
-           "eigenvalue", "rmt.fit_powerlaw", lambda f, layer: float(layer.evals[-1])),
+    Column("xmax", "upper end of the fit (largest eigenvalue fitted: the fit uses no "
+           "xmax; below the fingers when they are removed)", "eigenvalue", "rmt.fit_powerlaw",
+           lambda f, layer: float(f.data[-1]) if f.data.size else float(layer.evals[-1])),
     Column("D", "KS distance of the power-law fit", "", "rmt.fit_powerlaw",
            attribute("D")),
     Column("sigma", "standard error of alpha, (alpha-1)/sqrt(n_tail)", "",

@@ -62,6 +62,8 @@ class Options:
     seed : int
         Seed of the analyses that draw random numbers (per layer:
         :func:`rmt.randomized.layer_rng`).
+    fingers : {"dk", "clip_xmax"}
+        The outlier rule of the ``fingers`` analysis (when enabled).
     """
 
     normalize: bool = True
@@ -78,6 +80,7 @@ class Options:
     analysis_modules: tuple[str, ...] = ()
     enabled: frozenset[str] = frozenset()
     seed: int = 0
+    fingers: str = "dk"
 
 
 def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:

@@ -173,6 +173,7 @@ def analyze(
     randomize: bool = False,
     tpl: bool = False,
     uncertainty: bool = False,
+    fingers: str | None = None,
     rng: int = 0,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -238,6 +239,11 @@ def analyze(
     uncertainty : bool, default False
         Also give α error bars: a seeded bootstrap interval and the xmin-sensitivity band
         (:mod:`rmt.uncertainty`; 200 refits per layer).
+    fingers : {None, "dk", "clip_xmax"}, default None
+        Test the top of each tail for outlier eigenvalues and fit the power law without
+        them (:mod:`rmt.fingers`: ``num_fingers``, ``raw_alpha``, ``finger_p``; ``alpha``
+        is then the fit without them). ``"dk"``: the Dragon-King significance test at 1%
+        family-wise; ``"clip_xmax"``: WeightWatcher's ``fix_fingers="clip_xmax"`` rule.
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
@@ -276,6 +282,9 @@ def analyze(
     for flag, value in switches.items():
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if fingers is not None:
+        _choice(fingers, "fingers", ("dk", "clip_xmax"))
+    switches["fingers"] = fingers is not None
     th = thresholds_from(thresholds, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):
@@ -291,7 +300,7 @@ def analyze(
                    plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
                    analysis_modules=_plugin_modules(parallel),
                    enabled=frozenset(name for name, on in switches.items() if on),
-                   seed=int(rng))
+                   seed=int(rng), fingers=fingers or "dk")
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
@@ -320,6 +329,8 @@ def analyze(
                                        {**th.overrides(), **fit_options}.items())}}
         options["analyses"] = [name for name, a in ANALYSES.items() if a.enabled(opts)]
         options["seed"] = int(rng)  # other analyses, other columns, other draws: another run
+        if fingers is not None:
+            options["fingers"] = fingers
         log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
                         __version__, restart)
 

@@ -262,3 +262,20 @@ def ww_mp_fit(evals: np.ndarray, N: int, M: int) -> tuple[float, int]:
     bulk_max = (s1 * (1 + 1 / np.sqrt(Q))) ** 2
     tw = 1 / np.sqrt(Q) * np.power(bulk_max, 2 / 3) * np.power(M, -2 / 3)
     return s1, len(to_plot[to_plot > bulk_max + np.sqrt(tw)])
+
+
+def ww_clip_xmax(evals: np.ndarray, max_fingers: int = 10, finger_thresh: float = 1.0,
+                 min_alpha: float = 2.0) -> tuple[float, int, float]:
+    """WeightWatcher 0.7.7's ``fit_clipped_powerlaw`` (xmax=None, its own power-law fit
+    ``ww_fit``), transcribed: (alpha, num_fingers, raw_alpha)."""
+    evals = np.sort(np.asarray(evals, dtype=np.float64))
+    first = ww_fit(evals)[0]
+    best, num_fingers = first, 0
+    for idx in range(2, max_fingers):
+        alpha = ww_fit(evals[:-idx])[0]
+        if alpha + finger_thresh < first:
+            best, num_fingers = alpha, idx - 1
+            break
+        if alpha <= min_alpha:
+            break
+    return best, num_fingers, first
