@@ -23,7 +23,7 @@ from scipy.linalg import blas
 from rmt import config
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
 
-__all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
+__all__ = ["decode", "eigh", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
 
 
 
@@ -181,6 +181,35 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
     return scipy.linalg.eigvalsh(
         G, lower=lower, overwrite_a=True, check_finite=False, driver="evd"
     )
+
+
+def eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues, ascending, and unit eigenvectors of one symmetric matrix or a stack.
+
+    Only the lower triangle is referenced; a single Fortran-ordered matrix is overwritten
+    (LAPACK ``syevd`` with vectors, in place).
+
+    Parameters
+    ----------
+    G : numpy.ndarray, shape (M, M) or (k, M, M)
+        Symmetric matrices in float64 or float32.
+
+    Returns
+    -------
+    w : numpy.ndarray, shape (M,) or (k, M)
+        Eigenvalues in the dtype of ``G``, ascending.
+    V : numpy.ndarray, shape (M, M) or (k, M, M)
+        Orthonormal eigenvectors as columns, ``V[..., :, i]`` for ``w[..., i]``.
+    """
+    if G.ndim == 3:
+        w, V = np.linalg.eigh(G, UPLO="L")
+        return w, V
+    if G.flags.c_contiguous and not G.flags.f_contiguous:
+        G, lower = G.T, False
+    else:
+        lower = True
+    w, V = scipy.linalg.eigh(G, lower=lower, overwrite_a=True, check_finite=False, driver="evd")
+    return w, V
 
 
 # --- power-law KS scan -------------------------------------------------------------------

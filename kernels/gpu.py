@@ -30,7 +30,7 @@ from rmt._device import cupy_or_none, is_cupy_array, to_host
 from rmt._dtypes import accumulation_dtype, decode_table, storage_kind
 from rmt.errors import DeviceError
 
-__all__ = ["decode", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
+__all__ = ["decode", "eigh", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
 
 
 
@@ -189,6 +189,31 @@ def eigvalsh(G: Any) -> np.ndarray:
     """
     cp = _cupy()
     return cp.asnumpy(_eigvalsh(G, cp))
+
+
+def eigh(G: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues, ascending, and unit eigenvectors, returned to the host.
+
+    Parameters
+    ----------
+    G : cupy.ndarray, shape (M, M) or (k, M, M)
+        Symmetric matrices; only the lower triangle is referenced.
+
+    Returns
+    -------
+    w : numpy.ndarray, shape (M,) or (k, M)
+    V : numpy.ndarray, shape (M, M) or (k, M, M)
+        Eigenvectors as columns: cuSOLVER ``syevd`` per matrix, batched ``syevj`` for
+        stacks with M ≤ 32.
+    """
+    cp = _cupy()
+    G = cp.asarray(G)
+    if G.ndim == 2 or G.shape[-1] <= SYEVJ_BATCHED_MAX_N:
+        w, V = cp.linalg.eigh(G, UPLO="L")
+    else:
+        pairs = [cp.linalg.eigh(G[k], UPLO="L") for k in range(G.shape[0])]
+        w, V = cp.stack([p[0] for p in pairs]), cp.stack([p[1] for p in pairs])
+    return cp.asnumpy(w), cp.asnumpy(V)
 
 
 # --- power-law KS scan -------------------------------------------------------------------

@@ -134,7 +134,7 @@ PHASE = register(Analysis("phase", _phase, (
 
 # Further built-in analyses, each in its own module, registered here in the order they run
 # (each may read the results of those before it: ERG_gap reads the power-law tail).
-from rmt import erg, hill, randomized, singular, tails, uncertainty  # noqa: E402
+from rmt import erg, hill, randomized, singular, tails, uncertainty, vectors  # noqa: E402
 
 register(singular.SINGULAR)
 register(erg.ERG)
@@ -142,3 +142,4 @@ register(hill.HILL)
 register(randomized.RANDOMIZE)
 register(tails.TPL)
 register(uncertainty.UNCERTAINTY)
+register(vectors.VECTORS)

@@ -112,7 +112,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
                            on_error="raise" if args.debug else "record",
                            randomize=args.randomize, tpl=args.tpl,
-                           uncertainty=args.uncertainty, fingers=args.fingers, rng=args.rng)
+                           uncertainty=args.uncertainty, vectors=args.vectors,
+                           fingers=args.fingers, rng=args.rng)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also fit a truncated power law to each tail; best_fit column")
     an.add_argument("--uncertainty", action="store_true",
                     help="also give alpha error bars (bootstrap interval, xmin band)")
+    an.add_argument("--vectors", action="store_true",
+                    help="also compute eigenvector localisation (WeightWatcher's vectors=True "
+                    "columns) and where the largest spike lives")
     an.add_argument("--fingers", choices=("dk", "clip_xmax"), default=None,
                     help="test the top of each tail for outlier eigenvalues and fit without "
                     "them ('dk': Dragon-King test; 'clip_xmax': WeightWatcher's rule)")

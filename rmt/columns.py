@@ -74,6 +74,9 @@ class LayerResult:
         Why an optional analysis produced nothing, by analysis name.
     warnings : list of str
         Notes for the row's ``warning`` column.
+    eigen : rmt.vectors.Eigendecomposition or None
+        The full eigendecomposition the ESD came from, when an enabled analysis needs
+        eigenvectors (``vectors=True``): one decomposition serves both.
     """
 
     name: str
@@ -84,6 +87,7 @@ class LayerResult:
     results: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    eigen: Any = None
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
 
 
 def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
-                  opts: Options) -> LayerResult:
+                  opts: Options, eigen: Any = None) -> LayerResult:
     """Compute step: every registered analysis of one ESD, once each, in order.
 
     Parameters
@@ -117,6 +117,8 @@ def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
         How W was read.
     opts : Options
         The run's options.
+    eigen : rmt.vectors.Eigendecomposition, optional
+        The decomposition ``ev`` came from, when eigenvectors are needed.
 
     Returns
     -------
@@ -127,7 +129,8 @@ def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
     rmt.errors.DataError
         A required analysis (the phase) has no result.
     """
-    layer = LayerResult(name, shape, ev, ev[ev > numerical_zero_threshold(ev, shape.M)], opts)
+    layer = LayerResult(name, shape, ev, ev[ev > numerical_zero_threshold(ev, shape.M)], opts,
+                        eigen=eigen)
     for analysis in ANALYSES.values():
         if not analysis.enabled(opts):
             continue
@@ -191,12 +194,20 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
     if opts.max_evals is not None and shape.n_evals > opts.max_evals:
         return failed_row(sized, f"skipped: {shape.n_evals} eigenvalues > max_evals="
                                  f"{opts.max_evals}")
-    ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
-             n_threads=opts.n_threads, name=name)
+    eigen = None
+    if "vectors" in opts.enabled:  # one decomposition with vectors gives the ESD too
+        from rmt.vectors import decompose
+
+        eigen = decompose(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
+                          n_threads=opts.n_threads, name=name)
+        ev = eigen.evals
+    else:
+        ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
+                 n_threads=opts.n_threads, name=name)
     if not ev[-1] > 0:
         return failed_row(sized, "all entries are zero")
     try:
-        layer = compute_layer(name, W, ev, shape, opts)
+        layer = compute_layer(name, W, ev, shape, opts, eigen=eigen)
     except DataError as err:
         return failed_row(sized, str(err))
     row = layer_row(layer, base)

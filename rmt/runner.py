@@ -173,6 +173,7 @@ def analyze(
     randomize: bool = False,
     tpl: bool = False,
     uncertainty: bool = False,
+    vectors: bool = False,
     fingers: str | None = None,
     rng: int = 0,
     **fit_options: Any,
@@ -239,6 +240,11 @@ def analyze(
     uncertainty : bool, default False
         Also give α error bars: a seeded bootstrap interval and the xmin-sensitivity band
         (:mod:`rmt.uncertainty`; 200 refits per layer).
+    vectors : bool, default False
+        Also compute every eigenvector's localisation (WeightWatcher's 12 ``vectors=True``
+        columns: mean and variance over tail and bulk of the vector entropy, localisation
+        and participation ratios) and where the largest spike lives (:mod:`rmt.vectors`;
+        one eigendecomposition with vectors per layer).
     fingers : {None, "dk", "clip_xmax"}, default None
         Test the top of each tail for outlier eigenvalues and fit the power law without
         them (:mod:`rmt.fingers`: ``num_fingers``, ``raw_alpha``, ``finger_p``; ``alpha``
@@ -278,7 +284,8 @@ def analyze(
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
     _int_option(rng, "rng", 0)
-    switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty}
+    switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty,
+                "vectors": vectors}
     for flag, value in switches.items():
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {value!r}")

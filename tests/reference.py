@@ -279,3 +279,41 @@ def ww_clip_xmax(evals: np.ndarray, max_fingers: int = 10, finger_thresh: float 
         if alpha <= min_alpha:
             break
     return best, num_fingers, first
+
+
+def ww_vector_columns(W: np.ndarray, xmin: float, normalize: bool = True) -> dict[str, float]:
+    """WeightWatcher 0.7.7's ``apply_analyze_eigenvectors`` (np.linalg.eig of the small
+    Gram matrix, one numpy.histogram per vector), transcribed: its 12 columns. ``xmin`` is
+    in the units of WᵀW/N (``normalize``) or WᵀW."""
+    def discrete_entropy(vec, num_bins=100):
+        vec = np.absolute(vec)
+        vec = vec - np.mean(vec)
+        p = np.histogram(vec, density=True, bins=num_bins)[0] + 1e-10
+        p = p / np.sqrt(2 * np.pi)
+        p = p / np.sum(p)
+        return -np.sum(p * np.log(p))
+
+    all_evals, ent, loc, part = [], [], [], []
+    for A in matrices(W):
+        X = A @ A.T if A.shape[0] <= A.shape[1] else A.T @ A
+        evals, V = np.linalg.eig(X)
+        evals, V = evals.real, V.real
+        all_evals.extend(evals / (max(A.shape) if normalize else 1))
+        for col in range(min(A.shape)):
+            v = V[:, col]
+            ent.append(discrete_entropy(v))
+            loc.append(np.linalg.norm(v, ord=1) / np.linalg.norm(v, ord=np.inf))
+            part.append(np.linalg.norm(v, ord=2) / np.linalg.norm(v, ord=4))
+    sort_ids = np.argsort(all_evals)
+    sorted_evals = np.array(all_evals)[sort_ids]
+    bulk_ids = np.where(sorted_evals < xmin)[0]
+    tail_ids = np.where(sorted_evals >= xmin)[0]
+    out = {}
+    for name, arr in zip(("vec_entropy", "loc_ratio", "part_ratio"), (ent, loc, part),
+                         strict=True):
+        data = np.array(arr)[sort_ids]
+        out[f"bulk_mean_{name}"] = float(np.mean(data[bulk_ids]))
+        out[f"bulk_var_{name}"] = float(np.var(data[bulk_ids]))
+        out[f"tail_mean_{name}"] = float(np.mean(data[tail_ids]))
+        out[f"tail_var_{name}"] = float(np.var(data[tail_ids]))
+    return out

@@ -123,7 +123,7 @@ def test_every_published_table_has_its_place_in_the_docs():
 
     text = BENCHMARKS_DOC.read_text()
     for name in ("summary", "esd", "powerlaw_fit", "analyze_llm", "etiquette", "plots",
-                 "weightwatcher", "hessian", "gpu-checkpoint", "gpu-powerlaw", "randomize"):
+                 "weightwatcher", "hessian", "gpu-checkpoint", "gpu-powerlaw", "opt_in"):
         assert f"<!-- {name}-table -->" in text and f"<!-- /{name}-table -->" in text, name
     assert "<!-- formats-table -->" in (DOCS / "formats.md").read_text()
     readme = (DOCS.parent / "README.md").read_text()

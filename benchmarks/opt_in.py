@@ -1,0 +1,86 @@
+"""The cost of the opt-in analyses: each against the default pass, on a real model.
+
+all-MiniLM-L6-v2 (``rmt.pretrained``: 37 matrices of 384 to 1536 and the 30522x384 token
+embedding), analysed in fresh processes with one BLAS/Numba thread, by default and with
+each switch on its own; best of ``--repeat`` timed runs each, after a warm-up run that
+loads the Numba caches.
+
+- ``randomize=True``: shuffle every matrix (a seeded Rao–Sandelius shuffle in compiled
+  code), its ESD, an MP fit, WeightWatcher's KDE MP fit, two distances — about one more
+  ESD per layer. Goal ≤ 2.2× the default pass.
+- ``vectors=True``: the ESD comes from one eigendecomposition *with* vectors (``syevd``)
+  instead of without, plus every vector's three metrics. Goal ≤ 3×.
+- ``fingers="dk"``: the Dragon-King test and a refit where it rejects. No goal stated (a
+  few extra power-law scans at most).
+
+Run: ``python -m benchmarks.opt_in``; writes ``benchmarks/results/opt_in.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from benchmarks._common import machine, publish, run_json
+
+#: switch name -> (rmt.analyze keyword arguments, goal as a multiple of the default pass)
+SWITCHES: dict[str, tuple[dict, float | None]] = {
+    "randomize": ({"randomize": True}, 2.2),
+    "vectors": ({"vectors": True}, 3.0),
+    "fingers": ({"fingers": "dk"}, None),
+}
+
+CHILD = """
+import json, sys, time
+import rmt
+path, kwargs, repeat = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+rmt.analyze(path, progress=False, **kwargs)  # Numba caches, imports
+best = float("inf")
+for _ in range(repeat):
+    start = time.perf_counter()
+    df = rmt.analyze(path, progress=False, **kwargs)
+    best = min(best, time.perf_counter() - start)
+extra = {c: int(df[c].sum()) for c in ("num_traps", "num_fingers") if c in df}
+print(json.dumps({"seconds": best, "rows": len(df), **extra}))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure MiniLM each way; write ``benchmarks/results/opt_in.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    from rmt.pretrained import fetch
+
+    path = str(fetch("all-MiniLM-L6-v2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    info = machine(1)
+
+    def timed(kwargs: dict) -> dict:
+        return run_json([sys.executable, "-c", CHILD, path, json.dumps(kwargs),
+                         str(args.repeat)], env=env)
+
+    plain = timed({})
+    results, lines = {"default": plain}, []
+    for name, (kwargs, goal) in SWITCHES.items():
+        res = timed(kwargs)
+        res["ratio"] = res["seconds"] / plain["seconds"]
+        res["goal"] = goal
+        results[name] = res
+        found = ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith("num_"))
+        lines.append(f"| `{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}` | "
+                     f"{res['seconds']:.2f} s | {res['ratio']:.2f} | "
+                     f"{'≤ ' + format(goal, 'g') if goal else '—'} | {found or '—'} |")
+    md = "\n".join([
+        f"Opt-in analyses on all-MiniLM-L6-v2 ({plain['rows']} rows) — {info['cpu']}, 1 thread, "
+        f"best of {args.repeat}, {info['date']}; default pass {plain['seconds']:.2f} s",
+        "", "| switch | time | × default | goal | found |", "|---|---|---|---|---|", *lines])
+    publish("opt_in", {"machine": info, "results": results}, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
