@@ -174,6 +174,7 @@ def analyze(
     tpl: bool = False,
     uncertainty: bool = False,
     vectors: bool = False,
+    inverse: bool = False,
     fingers: str | None = None,
     rng: int = 0,
     **fit_options: Any,
@@ -245,6 +246,9 @@ def analyze(
         columns: mean and variance over tail and bulk of the vector entropy, localisation
         and participation ratios) and where the largest spike lives (:mod:`rmt.vectors`;
         one eigendecomposition with vectors per layer).
+    inverse : bool, default False
+        Also fit a power law to the tail of the inverse ESD 1/λ (:mod:`rmt.inverse`:
+        ``inv_alpha``, ... ; WeightWatcher's ``inverse=True``), numerical zeros left out.
     fingers : {None, "dk", "clip_xmax"}, default None
         Test the top of each tail for outlier eigenvalues and fit the power law without
         them (:mod:`rmt.fingers`: ``num_fingers``, ``raw_alpha``, ``finger_p``; ``alpha``
@@ -285,7 +289,7 @@ def analyze(
               device)
     _int_option(rng, "rng", 0)
     switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty,
-                "vectors": vectors}
+                "vectors": vectors, "inverse": inverse}
     for flag, value in switches.items():
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
