@@ -12,6 +12,8 @@ loads the Numba caches.
   instead of without, plus every vector's three metrics. Goal ≤ 3×.
 - ``fingers="dk"``: the Dragon-King test and a refit where it rejects. No goal stated (a
   few extra power-law scans at most).
+- ``farms=True``: up to 100 submatrices of 100 × 200 per layer, one batched eigensolve.
+  Goal ≤ 3×.
 
 Run: ``python -m benchmarks.opt_in``; writes ``benchmarks/results/opt_in.{json,md}``.
 """
@@ -30,6 +32,7 @@ SWITCHES: dict[str, tuple[dict, float | None]] = {
     "randomize": ({"randomize": True}, 2.2),
     "vectors": ({"vectors": True}, 3.0),
     "fingers": ({"fingers": "dk"}, None),
+    "farms": ({"farms": True}, 3.0),
 }
 
 CHILD = """

@@ -134,7 +134,17 @@ PHASE = register(Analysis("phase", _phase, (
 
 # Further built-in analyses, each in its own module, registered here in the order they run
 # (each may read the results of those before it: ERG_gap reads the power-law tail).
-from rmt import erg, hill, inverse, randomized, singular, tails, uncertainty, vectors  # noqa: E402
+from rmt import (  # noqa: E402
+    erg,
+    farms,
+    hill,
+    inverse,
+    randomized,
+    singular,
+    tails,
+    uncertainty,
+    vectors,
+)
 
 register(singular.SINGULAR)
 register(erg.ERG)
@@ -142,5 +152,6 @@ register(hill.HILL)
 register(randomized.RANDOMIZE)
 register(tails.TPL)
 register(inverse.INVERSE)
+register(farms.FARMS)
 register(uncertainty.UNCERTAINTY)
 register(vectors.VECTORS)

@@ -113,6 +113,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            on_error="raise" if args.debug else "record",
                            randomize=args.randomize, tpl=args.tpl,
                            uncertainty=args.uncertainty, vectors=args.vectors, inverse=args.inverse,
+                           farms=args.farms,
                            fingers=args.fingers, rng=args.rng)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
@@ -303,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "columns) and where the largest spike lives")
     an.add_argument("--inverse", action="store_true",
                     help="also fit a power law to the inverse ESD 1/lambda (inv_* columns)")
+    an.add_argument("--farms", action="store_true",
+                    help="also estimate alpha on fixed-aspect-ratio submatrices (FARMS)")
     an.add_argument("--fingers", choices=("dk", "clip_xmax"), default=None,
                     help="test the top of each tail for outlier eigenvalues and fit without "
                     "them ('dk': Dragon-King test; 'clip_xmax': WeightWatcher's rule)")

@@ -175,6 +175,7 @@ def analyze(
     uncertainty: bool = False,
     vectors: bool = False,
     inverse: bool = False,
+    farms: bool = False,
     fingers: str | None = None,
     rng: int = 0,
     **fit_options: Any,
@@ -249,6 +250,10 @@ def analyze(
     inverse : bool, default False
         Also fit a power law to the tail of the inverse ESD 1/λ (:mod:`rmt.inverse`:
         ``inv_alpha``, ... ; WeightWatcher's ``inverse=True``), numerical zeros left out.
+    farms : bool, default False
+        Also estimate α without aspect-ratio bias (:mod:`rmt.farms`, Hu et al. 2025): the
+        pooled ESD of up to 100 evenly spaced 100 × 200 submatrices, one batched eigensolve
+        per layer (``alpha_farms``, ``alpha_farms_ks``).
     fingers : {None, "dk", "clip_xmax"}, default None
         Test the top of each tail for outlier eigenvalues and fit the power law without
         them (:mod:`rmt.fingers`: ``num_fingers``, ``raw_alpha``, ``finger_p``; ``alpha``
@@ -289,7 +294,7 @@ def analyze(
               device)
     _int_option(rng, "rng", 0)
     switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty,
-                "vectors": vectors, "inverse": inverse}
+                "vectors": vectors, "inverse": inverse, "farms": farms}
     for flag, value in switches.items():
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {value!r}")

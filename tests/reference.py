@@ -317,3 +317,32 @@ def ww_vector_columns(W: np.ndarray, xmin: float, normalize: bool = True) -> dic
         out[f"tail_mean_{name}"] = float(np.mean(data[tail_ids]))
         out[f"tail_var_{name}"] = float(np.var(data[tail_ids]))
     return out
+
+
+def farms_alpha(W: np.ndarray, num_row_samples: int = 100, Q_ratio: float = 2.0,
+                sampling_ops_per_dim: int | None = 10, step_size: int = 10) -> float:
+    """FARMS (Hu et al. 2025, its LLM code's ``sampled_eigs`` for a Linear weight and
+    ``analysis_esd`` with ``fix_fingers='xmin_mid'``), transcribed with NumPy's SVD:
+    windows of the stored matrix, eigenvalues σ², Hill estimate at the median."""
+    rows, cols = W.shape
+    W = np.asarray(W, dtype=np.float64)
+    if sampling_ops_per_dim is None:
+        nc = int(num_row_samples * Q_ratio)
+        starts_r = [i * step_size for i in range(max(1, (rows - num_row_samples) // step_size + 1))]
+        starts_c = [j * step_size for j in range(max(1, (cols - nc) // step_size + 1))]
+        nr = num_row_samples
+    else:
+        nr = min(num_row_samples, min(rows, cols))
+        nc = int(nr * Q_ratio)
+        ops = sampling_ops_per_dim
+        row_step = max(1, (rows - nr) // (ops - 1))
+        col_step = max(1, (cols - nc) // (ops - 1))
+        n_r = min(ops, max(1, (rows - nr) // row_step + 1))
+        n_c = min(ops, max(1, (cols - nc) // col_step + 1))
+        starts_r = [min(i * row_step, rows - nr) for i in range(n_r)]
+        starts_c = [min(j * col_step, cols - nc) for j in range(n_c)]
+    eigs = np.sort(np.concatenate([np.linalg.svd(W[i:i + nr, j:j + nc], compute_uv=False) ** 2
+                                   for i in starts_r for j in starts_c]))
+    i = int(len(eigs) / 2)
+    n = float(len(eigs) - i)
+    return float(1 + n / (np.sum(np.log(eigs[i:])) - n * np.log(eigs[i])))

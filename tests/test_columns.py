@@ -31,11 +31,11 @@ def test_table_columns_are_the_schema():
     df = rmt.analyze({"w": rng.standard_normal((200, 100))}, progress=False)
     assert list(df.columns) == columns.table_columns()
     on = rmt.analyze({"w": rng.standard_normal((200, 100))}, randomize=True, tpl=True,
-                     uncertainty=True, vectors=True, inverse=True, fingers="dk",
+                     uncertainty=True, vectors=True, inverse=True, farms=True, fingers="dk",
                      progress=False)
     assert list(on.columns) == columns.table_columns(columns.OPTIONS) == list(rmt.COLUMNS)
-    assert columns.OPTIONS == ["fingers", "inverse", "randomize", "tpl", "uncertainty",
-                               "vectors"]
+    assert columns.OPTIONS == ["farms", "fingers", "inverse", "randomize", "tpl",
+                               "uncertainty", "vectors"]
 
 
 @pytest.fixture
