@@ -12,6 +12,7 @@ Public API (docs/design.md has the module map)::
 
 from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom
 from rmt._device import gpu_available
+from rmt.assign import assign
 from rmt.columns import COLUMNS
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.hill import HillFit, alpha_hill
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "alpha_hill",
     "analyze",
+    "assign",
     "classify",
     "classify_esd",
     "errors",
