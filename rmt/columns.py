@@ -9,6 +9,7 @@ documented. ``docs/design.md`` shows how to add an analysis.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ANALYSES", "COLUMNS", "OPTIONS", "Analysis", "Column", "LayerResult", "attribute",
-           "entry_std", "register", "table_columns", "unregister"]
+           "entry_std", "layer_rng", "register", "table_columns", "unregister"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,26 @@ def entry_std(fit: Any, layer: LayerResult) -> float:
         return float("nan")
     unit = 1.0 if layer.options.normalize else float(layer.shape.N)
     return float(np.sqrt(fit.sigma2 / unit))
+
+
+def layer_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of one layer: a function of the run's seed and the layer's name only.
+
+    Every analysis that draws random numbers takes its generator from here (with its own
+    suffix on the name, ``f"{name}#alpha"``), so results do not depend on scheduling.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``rmt.analyze(rng=...)``).
+    name : str
+        The row name.
+
+    Returns
+    -------
+    numpy.random.Generator
+    """
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
 
 
 def _reader_columns() -> dict[str, Column]:

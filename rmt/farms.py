@@ -41,7 +41,7 @@ from rmt.columns import Analysis, Column, LayerResult, attribute
 from rmt.errors import DataError
 from rmt.hill import HillFit, alpha_hill
 from rmt.metrics import numerical_zero_threshold
-from rmt.spectra import _check_gram, _validated
+from rmt.spectra import _check_gram, _validated, stored_matrices
 
 __all__ = ["FARMS", "FarmsESD", "farms_esd", "window_starts"]
 
@@ -193,8 +193,7 @@ def farms_esd(W: Any, *, window: int = WINDOW, aspect: float = ASPECT,
     if dev == "cpu" and is_cupy_array(W):
         W = to_host(W)
     K, xp = kernels(dev), array_namespace(W) if dev == "gpu" else np
-    slices = [W] if W.ndim == 2 else [W.reshape(W.shape[0], W.shape[1], -1)[:, :, k]
-                                      for k in range(int(np.prod(W.shape[2:])))]
+    slices = stored_matrices(W)
     rows, cols = slices[0].shape
     r, c = _window_shape(rows, cols, int(window), float(aspect))
     flipped = _window_shape(cols, rows, int(window), float(aspect))

@@ -61,7 +61,7 @@ class Options:
         Opt-in analyses turned on (``{"randomize"}``).
     seed : int
         Seed of the analyses that draw random numbers (per layer:
-        :func:`rmt.randomized.layer_rng`).
+        :func:`rmt.columns.layer_rng`).
     fingers : {"dk", "clip_xmax"}
         The outlier rule of the ``fingers`` analysis (when enabled).
     """

@@ -19,7 +19,6 @@ distributions of eigenvalues).
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,40 +26,15 @@ import numpy as np
 import scipy.sparse.linalg
 
 from rmt._device import array_namespace, is_cupy_array, kernels, to_host
-from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std
+from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std, layer_rng
 from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
 from rmt.mp_ww import WWMPFit, fit_mp_ww
-from rmt.spectra import Conv, esd, weight_shape
+from rmt.spectra import Conv, esd, stored_matrices, weight_shape
 
 __all__ = ["RANDOMIZE", "RandomizedESD", "Trap", "TrapResult", "jensen_shannon_ww",
-           "layer_rng", "randomized_esd", "shuffled", "traps"]
-
-
-def layer_rng(seed: int, name: str) -> np.random.Generator:
-    """The generator of one layer: a function of the run's seed and the layer's name only.
-
-    Parameters
-    ----------
-    seed : int
-        The run's seed (``rmt.analyze(rng=...)``).
-    name : str
-        The row name.
-
-    Returns
-    -------
-    numpy.random.Generator
-    """
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
-
-
-def _slices(W: Any, conv: Conv) -> list[Any]:
-    """The matrices W is read as, in its stored orientation (views, no copies)."""
-    if W.ndim == 2 or conv == "flatten":
-        return [W.reshape(W.shape[0], -1)]
-    flat = W.reshape(W.shape[0], W.shape[1], -1)
-    return [flat[:, :, i] for i in range(flat.shape[2])]
+           "randomized_esd", "shuffled", "traps"]
 
 
 def shuffled(W: Any, rng: np.random.Generator, conv: Conv = "slices", *,
@@ -88,7 +62,7 @@ def shuffled(W: Any, rng: np.random.Generator, conv: Conv = "slices", *,
     """
     xp = array_namespace(W)
     K = kernels("gpu" if is_cupy_array(W) else "cpu")
-    mats = _slices(W, conv)
+    mats = stored_matrices(W, conv)
     seeds = [int(s) for s in rng.integers(0, 2**63, size=len(mats))]
     out, perms = [], []
     for A, seed in zip(mats, seeds, strict=True):
@@ -322,8 +296,8 @@ def traps(W: Any, *, rng: Any = None, fpr: float = 0.01, conv: Conv = "slices",
            if nonzero.size >= 2 else None)
     if mpf is None or mpf.n_spikes == 0:
         return TrapResult((), mpf, rand)
-    originals = [np.asarray(A, dtype=np.float64) for A in _slices(W, conv)]
-    mats = [np.asarray(A, dtype=np.float64) for A in _slices(Ws, conv)]
+    originals = [np.asarray(A, dtype=np.float64) for A in stored_matrices(W, conv)]
+    mats = [np.asarray(A, dtype=np.float64) for A in stored_matrices(Ws, conv)]
     total = float(sum(np.sum(A * A) for A in originals))
     candidates = []  # (eigenvalue, slice, s, u, v) of every slice's top triplets
     for k, A in enumerate(mats):

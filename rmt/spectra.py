@@ -28,7 +28,7 @@ from rmt._dtypes import accumulation_dtype, storage_kind
 from rmt._threads import limit_threads
 from rmt.errors import EmptyWeightError, NonFiniteError, ShapeError, WeightError
 
-__all__ = ["WeightShape", "esd", "esd_batch", "weight_shape"]
+__all__ = ["WeightShape", "esd", "esd_batch", "stored_matrices", "weight_shape"]
 
 Conv = Literal["slices", "flatten"]
 
@@ -162,6 +162,26 @@ def _check_gram(G: Any, W: Any, acc: np.dtype, name: str | None) -> None:
     # diagonal catches NaN, Inf and overflow without another pass over W.
     if not bool(np.all(np.isfinite(np.diagonal(G, axis1=-2, axis2=-1)))):
         _raise_nonfinite(W, acc, name)
+
+
+def stored_matrices(W: Any, conv: Conv = "slices") -> list[Any]:
+    """The matrices a weight is read as, in its stored orientation (views, no copies).
+
+    Parameters
+    ----------
+    W : array
+        A matrix, or a kernel (out, in, k...) (NumPy or CuPy).
+    conv : {"slices", "flatten"}
+        Each kh·kw slice W[:, :, i, j] in row-major order, or the out × (in·kh·kw) matrix.
+
+    Returns
+    -------
+    list of array
+    """
+    if W.ndim == 2 or conv == "flatten":
+        return [W.reshape(W.shape[0], -1)]
+    flat = W.reshape(W.shape[0], W.shape[1], -1)
+    return [flat[:, :, i] for i in range(flat.shape[2])]
 
 
 def _slices(W: Any, shape: WeightShape) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rmt._powerlaw_scan import scan
-from rmt.columns import Analysis, Column, LayerResult, attribute
+from rmt.columns import Analysis, Column, LayerResult, attribute, layer_rng
 from rmt.errors import DataError
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 
@@ -114,8 +114,6 @@ def alpha_uncertainty(fit: PowerLawFit, *, n_boot: int = 200, rng: Any = None,
 
 
 def _uncertainty(layer: LayerResult, W: Any) -> AlphaUncertainty | None:
-    from rmt.randomized import layer_rng
-
     fit = layer.results.get("powerlaw")
     if fit is None or not np.isfinite(fit.alpha):
         return None

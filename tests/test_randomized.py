@@ -9,7 +9,8 @@ import scipy.stats
 
 import rmt
 from rmt import io as rio
-from rmt.randomized import jensen_shannon_ww, layer_rng, randomized_esd, shuffled, traps
+from rmt.columns import layer_rng
+from rmt.randomized import jensen_shannon_ww, randomized_esd, shuffled, traps
 
 PLANTED = [(17, 33, 60.0), (250, 7, -55.0), (399, 199, 50.0)]
 
