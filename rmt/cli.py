@@ -114,7 +114,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            randomize=args.randomize, tpl=args.tpl,
                            uncertainty=args.uncertainty, vectors=args.vectors, inverse=args.inverse,
                            farms=args.farms,
-                           fingers=args.fingers, rng=args.rng)
+                           fingers=args.fingers, enable=args.enable, rng=args.rng)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--fingers", choices=("dk", "clip_xmax"), default=None,
                     help="test the top of each tail for outlier eigenvalues and fit without "
                     "them ('dk': Dragon-King test; 'clip_xmax': WeightWatcher's rule)")
+    an.add_argument("--enable", action="append", default=[], metavar="NAME",
+                    help="turn on an opt-in analysis by name, a plug-in's too (repeatable)")
     an.add_argument("--rng", type=_count(0), default=0,
                     help="seed of the shuffles (each layer's depends on it and its name)")
     an.add_argument("--n-threads", type=_count(1), default=None,

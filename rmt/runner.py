@@ -32,7 +32,7 @@ import pandas as pd
 from rmt import config
 from rmt._device import Device, resolve_device
 from rmt._threads import limit_threads, threads_in_force
-from rmt.columns import ANALYSES, table_columns
+from rmt.columns import ANALYSES, OPTIONS, table_columns
 from rmt.errors import AnalysisError
 from rmt.heavytail import Candidates
 from rmt.io import LazyTensor, open_checkpoint
@@ -177,6 +177,7 @@ def analyze(
     inverse: bool = False,
     farms: bool = False,
     fingers: str | None = None,
+    enable: Iterable[str] = (),
     rng: int = 0,
     **fit_options: Any,
 ) -> pd.DataFrame:
@@ -259,6 +260,9 @@ def analyze(
         them (:mod:`rmt.fingers`: ``num_fingers``, ``raw_alpha``, ``finger_p``; ``alpha``
         is then the fit without them). ``"dk"``: the Dragon-King significance test at 1%
         family-wise; ``"clip_xmax"``: WeightWatcher's ``fix_fingers="clip_xmax"`` rule.
+    enable : iterable of str, optional
+        Opt-in analyses to turn on by name, built-in (the switches above: ``"randomize"``,
+        ...) or a plug-in's ``Analysis.option`` (:data:`rmt.columns.OPTIONS` lists them).
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
@@ -301,6 +305,13 @@ def analyze(
     if fingers is not None:
         _choice(fingers, "fingers", ("dk", "clip_xmax"))
     switches["fingers"] = fingers is not None
+    if isinstance(enable, str):
+        enable = [enable]
+    for name in enable:
+        if name not in OPTIONS:
+            raise ValueError(f"enable: no opt-in analysis {name!r} (known: "
+                             f"{', '.join(OPTIONS)})")
+        switches[name] = True
     th = thresholds_from(thresholds, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):

@@ -35,3 +35,14 @@ def expected(W: np.ndarray) -> float:
     """The same number by a dense float64 SVD (an independent reference)."""
     s = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
     return float(s[0] ** 2 / s[1] ** 2)
+
+
+@dataclass(frozen=True)
+class Trace:
+    total: float
+
+
+#: An opt-in plug-in: off unless ``rmt.analyze(enable=["trace"])``.
+TRACE = register(Analysis("trace", lambda layer, W: Trace(float(np.sum(layer.evals))), (
+    Column("esd_sum", "sum of the eigenvalues", "eigenvalue", "tests", attribute("total")),
+), option="trace"))

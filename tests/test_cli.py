@@ -33,6 +33,19 @@ def test_analyze_csv_to_stdout(checkpoint, capsys):
     assert (df["status"] == "success").all() and "2 layers (0 failed)" in err
 
 
+def test_opt_in_analyses_from_the_command_line(checkpoint, capsys):
+    assert main(["analyze", str(checkpoint), "--format", "csv", "--randomize", "--vectors",
+                 "--inverse", "--farms", "--fingers", "clip_xmax", "--candidates", "ww",
+                 "--enable", "tpl", "--rng", "3"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    for col in ("num_traps", "num_traps_ww", "tail_mean_loc_ratio", "inv_alpha",
+                "alpha_farms", "num_fingers", "tpl_alpha"):
+        assert col in df.columns, col
+    assert (df["status"] == "success").all()
+    with pytest.raises(SystemExit):
+        main(["analyze", str(checkpoint), "--fingers", "maybe"])
+
+
 def test_analyze_json_file_and_layer_filter(checkpoint, tmp_path, capsys):
     out = tmp_path / "t.json"
     assert main(["analyze", str(checkpoint), "--format", "json", "--out", str(out),

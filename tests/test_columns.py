@@ -45,6 +45,7 @@ def plugin():
     module = importlib.reload(module)  # registers (again) after an earlier unregister
     yield module
     columns.unregister("top_gap")
+    columns.unregister("trace")
 
 
 def test_plugin_adds_its_column_computed_once(plugin):
@@ -59,6 +60,17 @@ def test_plugin_adds_its_column_computed_once(plugin):
     tiny = df[df["name"] == "tiny"].iloc[0]  # rank one: the plug-in has no result
     assert np.isnan(tiny["top_gap"]) and "no top gap: fewer than two" in tiny["warning"]
     assert tiny["status"] == "success"  # an optional analysis never fails the row
+
+
+def test_opt_in_plugins_are_turned_on_by_name(plugin):
+    W = np.random.default_rng(3).standard_normal((200, 100))
+    assert "esd_sum" not in rmt.analyze({"w": W}, progress=False).columns
+    df = rmt.analyze({"w": W}, enable=["trace"], progress=False)
+    assert df["esd_sum"].iloc[0] == pytest.approx(np.sum(W * W) / 200, rel=1e-12)
+    both = rmt.analyze({"w": W}, enable=["trace", "inverse"], progress=False)
+    assert {"esd_sum", "inv_alpha"} <= set(both.columns)
+    with pytest.raises(ValueError, match="no opt-in analysis 'nope'"):
+        rmt.analyze({"w": W}, enable=["nope"])
 
 
 def test_plugin_column_names_cannot_clash():
