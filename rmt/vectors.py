@@ -1,7 +1,8 @@
 """Eigenvector localisation of a weight (``rmt.analyze(vectors=True)``, ``rmt.eigenvectors``).
 
-The eigenvectors of the Gram matrix WᵀW (M × M, N ≥ M) are W's unit right singular
-vectors. A delocalised vector spreads over all M coordinates, as for a random matrix; a
+The eigenvectors of the Gram matrix of W on its smaller side (WᵀW for N ≥ M; W Wᵀ, the
+outputs' side, for a square W, as WeightWatcher takes them) are W's unit singular vectors
+on that side. A delocalised vector spreads over all M coordinates, as for a random matrix; a
 localised one sits on a few (Martin & Mahoney 2021, §4.3 and Fig. 9). Per vector v:
 
 - **localisation ratio** ‖v‖₁/‖v‖∞ (M for a flat vector, 1 for a coordinate vector;
@@ -270,6 +271,11 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
         W = to_host(W)
     K = kernels(dev)
     mats = [W.T if shape.transpose else W] if W.ndim == 2 else list(_slices(W, shape))
+    # A square matrix's vectors are taken on its outputs (W Wᵀ), as WeightWatcher does:
+    # the eigenvalues are the same either way, the eigenvectors are not
+    square = shape.N == shape.M and not shape.transpose
+    if square:
+        mats = [A.T for A in mats]
     unit = float(shape.N) if normalize else 1.0
     evals, vectors = [], []
     with limit_threads(n_threads):
@@ -284,7 +290,7 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
     return Eigendecomposition(evals=ev[order],
                               owner=np.repeat(np.arange(len(mats)), shape.M)[order],
                               column=np.tile(np.arange(shape.M), len(mats))[order],
-                              vectors=vectors, mats=mats, transpose=bool(shape.transpose),
+                              vectors=vectors, mats=mats, transpose=bool(shape.transpose or square),
                               unit=unit)
 
 

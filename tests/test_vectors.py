@@ -11,7 +11,8 @@ from rmt.vectors import discrete_entropy, eigenvectors, localization_ratio, part
 from tests.reference import ww_vector_columns
 
 
-@pytest.mark.parametrize("shape", [(300, 120), (80, 200), (16, 12, 3, 3)])
+@pytest.mark.parametrize("shape", [(300, 120), (80, 200), (150, 150), (16, 12, 3, 3),
+                                   (12, 12, 3, 3)])
 def test_weightwatchers_vector_columns_are_reproduced(shape):
     W = np.random.default_rng(len(shape)).standard_t(3, size=shape)  # heavy-tailed entries
     ev = rmt.esd(W)
