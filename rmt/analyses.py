@@ -99,6 +99,11 @@ MP = register(Analysis("mp", _mp, (
            "entry", "rmt.fit_mp", entry_std),
     Column("mp_softrank", "lambda_plus/lambda_max of the MP fit", "", "rmt.fit_mp",
            attribute("mp_softrank")),
+    Column("bulk_max", "upper edge lambda_plus of the fitted MP bulk (WeightWatcher's name; "
+           "its value comes from its KDE fit in mean-1 units)", "eigenvalue", "rmt.fit_mp",
+           attribute("lambda_plus")),
+    Column("bulk_min", "lower edge lambda_minus of the fitted MP bulk", "eigenvalue",
+           "rmt.fit_mp", attribute("lambda_minus")),
     Column("num_spikes", "eigenvalues above the Tracy-Widom threshold at false-positive "
            "rate fpr", "count", "rmt.fit_mp", attribute("n_spikes")),
     Column("tw_z", "Tracy-Widom z-score of lambda_max against the MP bulk", "", "rmt.fit_mp",

@@ -96,6 +96,9 @@ ERG = Analysis("erg", _erg, (
            attribute("detX_num")),
     Column("detX_val", "the smallest of those eigenvalues", "eigenvalue", "rmt.erg.detx",
            attribute("detX_val")),
+    Column("detX_val_unrescaled", "detX_val in the ESD rescaled to mean 1 (WeightWatcher's "
+           "name for it, which says the opposite)", "", "rmt.erg.detx",
+           attribute("detX_val_rescaled")),
     Column("ERG_gap", "detX_num - num_pl_spikes (about 0 when the ERG condition holds at the "
            "power-law xmin)", "count", "rmt.erg.detx, rmt.fit_powerlaw", _gap),
 ))

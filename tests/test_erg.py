@@ -47,3 +47,11 @@ def test_columns_in_the_table():
     assert row["detX_num"] == res.detX_num
     assert row["detX_val"] == pytest.approx(res.detX_val, rel=1e-12)
     assert row["ERG_gap"] == res.detX_num - row["num_pl_spikes"]
+    # WeightWatcher's detX_val_unrescaled is the value in the mean-1 ESD (its names swap)
+    ev = rmt.esd(W)
+    assert row["detX_val_unrescaled"] == pytest.approx(res.detX_val * ev.size / ev.sum(),
+                                                       rel=1e-12)
+    # the MP bulk's edges
+    fit = rmt.fit_mp(ev[ev > 0], N=800, M=400)
+    assert (row["bulk_max"], row["bulk_min"]) == (pytest.approx(fit.lambda_plus),
+                                                  pytest.approx(fit.lambda_minus))
