@@ -130,7 +130,9 @@ class RandomizedESD:
         WeightWatcher's Jensen–Shannon distance between the sorted eigenvalue vectors.
     ww_fit : WWMPFit or None
         WeightWatcher's MP fit of the same shuffled ESD (``rmt.mp_ww.fit_mp_ww``): its
-        spikes are WeightWatcher's ``num_traps``.
+        spikes are WeightWatcher's ``num_traps``. Below ``WW_POOL_BELOW`` eigenvalues
+        per matrix it is fitted, as WeightWatcher does, to ``WW_REPLICAS`` pooled
+        shuffles (this one and four more), so its count is over all of them.
     """
 
     evals: np.ndarray = field(repr=False)
@@ -149,6 +151,12 @@ class RandomizedESD:
     def n_traps_ww(self) -> int:
         """Eigenvalues of the shuffled ESD above WeightWatcher's cut (−1: no fit, as it)."""
         return -1 if self.ww_fit is None else int(self.ww_fit.n_spikes)
+
+
+#: WeightWatcher fits the MP law to five pooled shuffles when a layer has fewer than 100
+#: eigenvalues per matrix ("to improve the random estimator"); ``num_traps_ww`` does too.
+WW_POOL_BELOW = 100
+WW_REPLICAS = 5
 
 
 def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Conv = "slices",
@@ -188,8 +196,13 @@ def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Co
     own = ev[ev > numerical_zero_threshold(ev, shape.M)]
     distance = (_w1(np.log10(own), np.log10(nonzero)) if own.size and nonzero.size
                 else float("nan"))
+    pooled = rand
+    if shape.M < WW_POOL_BELOW:  # WeightWatcher pools shuffles of small layers for its fit
+        extra = [esd(shuffled(W, rng, conv)[0], normalize=normalize, conv=conv, device=device,
+                     n_threads=n_threads) for _ in range(WW_REPLICAS - 1)]
+        pooled = np.sort(np.concatenate([rand, *extra]))
     try:
-        ww_fit = fit_mp_ww(np.maximum(rand, 0), shape.N, shape.M)
+        ww_fit = fit_mp_ww(np.maximum(pooled, 0), shape.N, shape.M)
     except ValueError:
         ww_fit = None
     return RandomizedESD(evals=rand, mp_fit=mpf, lambda_max=float(rand[-1]),
@@ -372,7 +385,8 @@ RANDOMIZE = Analysis("randomize", _randomize, (
            attribute("n_traps")),
     Column("num_traps_ww", "WeightWatcher's num_traps: shuffled-ESD eigenvalues above its "
            "KDE MP fit's cut bulk_max + sqrt(Q^-1/2 bulk_max^2/3 M^-2/3) (no stated "
-           "false-positive rate; -1 without a fit)", "count", "rmt.mp_ww.fit_mp_ww",
+           "false-positive rate; five pooled shuffles below 100 eigenvalues, as it; -1 without "
+           "a fit)", "count", "rmt.mp_ww.fit_mp_ww",
            attribute("n_traps_ww")),
     Column("rand_distance", "Wasserstein-1 distance between the log10 eigenvalue "
            "distributions of the ESD and the shuffled ESD", "decades",

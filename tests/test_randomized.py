@@ -172,3 +172,19 @@ def test_num_traps_ww_counts_with_weightwatchers_cut():
     assert r.n_traps_ww == ww_mp_fit(r.evals, 400, 200)[1] >= 1
     df = rmt.analyze({"w": W}, randomize=True, rng=2, progress=False)
     assert df["num_traps_ww"].iloc[0] >= 1 and "num_traps_ww" in rmt.COLUMNS
+
+
+def test_num_traps_ww_pools_five_shuffles_of_a_small_layer():
+    """WeightWatcher fits five pooled shuffles below 100 eigenvalues; num_traps_ww too."""
+    from rmt.randomized import WW_REPLICAS, shuffled
+    from tests.reference import ww_mp_fit
+
+    W = np.random.default_rng(5).standard_normal((12, 32))
+    W[3, 7] = 40.0  # a trap in every shuffle
+    ev = rmt.esd(W)
+    r = randomized_esd(W, ev, rng=np.random.default_rng(8))
+    rng = np.random.default_rng(8)
+    pooled = np.sort(np.concatenate([rmt.esd(shuffled(W, rng)[0])
+                                     for _ in range(WW_REPLICAS)]))
+    np.testing.assert_array_equal(r.evals, rmt.esd(shuffled(W, np.random.default_rng(8))[0]))
+    assert r.n_traps_ww == ww_mp_fit(pooled, 32, 12)[1] >= WW_REPLICAS
