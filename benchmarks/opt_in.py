@@ -15,7 +15,12 @@ loads the Numba caches.
 - ``farms=True``: up to 100 submatrices of 100 × 200 per layer, one batched eigensolve.
   Goal ≤ 3×.
 
-Run: ``python -m benchmarks.opt_in``; writes ``benchmarks/results/opt_in.{json,md}``.
+The per-layer extra cost of ``randomize`` and ``farms`` is fixed by the layer's size (a
+second ESD; 100 eigensolves of 100 × 100), so the ratio falls on models with larger
+layers: ``--models minilm,mpnet`` measures both.
+
+Run: ``python -m benchmarks.opt_in [--models minilm,mpnet]``; writes
+``benchmarks/results/opt_in.{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ SWITCHES: dict[str, tuple[dict, float | None]] = {
     "fingers": ({"fingers": "dk"}, None),
     "farms": ({"farms": True}, 3.0),
 }
+
+MODELS = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
 
 CHILD = """
 import json, sys, time
@@ -54,33 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     """Measure MiniLM each way; write ``benchmarks/results/opt_in.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--models", default="minilm",
+                        help="comma-separated: minilm, mpnet (all-mpnet-base-v2, 438 MB)")
     args = parser.parse_args(argv)
     from rmt.pretrained import fetch
 
-    path = str(fetch("all-MiniLM-L6-v2"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     info = machine(1)
+    all_results, blocks = {}, []
+    for model in args.models.split(","):
+        name = MODELS[model]
+        path = str(fetch(name))
 
-    def timed(kwargs: dict) -> dict:
-        return run_json([sys.executable, "-c", CHILD, path, json.dumps(kwargs),
-                         str(args.repeat)], env=env)
+        def timed(kwargs: dict, path: str = path) -> dict:
+            return run_json([sys.executable, "-c", CHILD, path, json.dumps(kwargs),
+                             str(args.repeat)], env=env)
 
-    plain = timed({})
-    results, lines = {"default": plain}, []
-    for name, (kwargs, goal) in SWITCHES.items():
-        res = timed(kwargs)
-        res["ratio"] = res["seconds"] / plain["seconds"]
-        res["goal"] = goal
-        results[name] = res
-        found = ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith("num_"))
-        lines.append(f"| `{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}` | "
-                     f"{res['seconds']:.2f} s | {res['ratio']:.2f} | "
-                     f"{'≤ ' + format(goal, 'g') if goal else '—'} | {found or '—'} |")
-    md = "\n".join([
-        f"Opt-in analyses on all-MiniLM-L6-v2 ({plain['rows']} rows) — {info['cpu']}, 1 thread, "
-        f"best of {args.repeat}, {info['date']}; default pass {plain['seconds']:.2f} s",
-        "", "| switch | time | × default | goal | found |", "|---|---|---|---|---|", *lines])
+        plain = timed({})
+        results, lines = {"default": plain}, []
+        for switch, (kwargs, goal) in SWITCHES.items():
+            res = timed(kwargs)
+            res["ratio"] = res["seconds"] / plain["seconds"]
+            res["goal"] = goal
+            results[switch] = res
+            found = ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith("num_"))
+            lines.append(f"| `{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}` | "
+                         f"{res['seconds']:.2f} s | {res['ratio']:.2f} | "
+                         f"{'≤ ' + format(goal, 'g') if goal else '—'} | {found or '—'} |")
+        all_results[model] = results
+        blocks += [f"{name} ({plain['rows']} rows), default pass {plain['seconds']:.2f} s:", "",
+                   "| switch | time | × default | goal | found |", "|---|---|---|---|---|",
+                   *lines, ""]
+    md = "\n".join([f"Opt-in analyses — {info['cpu']}, 1 thread, best of {args.repeat}, "
+                    f"{info['date']}", "", *blocks]).rstrip()
+    results = all_results
     publish("opt_in", {"machine": info, "results": results}, md)
     return 0
 
