@@ -14,6 +14,7 @@ from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywid
 from rmt._device import gpu_available
 from rmt.assign import assign
 from rmt.columns import COLUMNS
+from rmt.comparison import COMPARISON_COLUMNS, compare
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.hill import HillFit, alpha_hill
 from rmt.metrics import ESDMetrics, esd_metrics
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS",
+    "COMPARISON_COLUMNS",
     "ESDMetrics",
     "HillFit",
     "MPFit",
@@ -42,6 +44,7 @@ __all__ = [
     "assign",
     "classify",
     "classify_esd",
+    "compare",
     "errors",
     "esd",
     "esd_batch",

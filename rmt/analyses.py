@@ -25,7 +25,8 @@ __all__ = ["METRICS", "MP", "PHASE", "POWERLAW"]
 
 
 def _metrics(layer: LayerResult, W: Any) -> ESDMetrics:
-    return esd_metrics(layer.evals, W=W, conv=layer.options.conv)
+    # W is None for a LoRA update analysed from its factors (its ESD is exact)
+    return esd_metrics(layer.evals, W=W, M=layer.shape.M, conv=layer.options.conv)
 
 
 METRICS = register(Analysis("metrics", _metrics, (

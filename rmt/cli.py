@@ -1,6 +1,7 @@
 """The ``rmt`` command line.
 
-``rmt analyze PATH`` prints one row per layer of a checkpoint; ``rmt demo`` does the same
+``rmt analyze PATH`` prints one row per layer of a checkpoint; ``rmt compare BASE OTHER``
+one row per layer of a fine-tune against its base; ``rmt demo`` does the same
 for a small built-in model; ``rmt energy`` runs the memorisation experiment. (The
 benchmarks ship with the repository, not the package: ``python -m benchmarks`` in a
 clone.) Results go to stdout (or ``--out``);
@@ -68,9 +69,19 @@ TABLE_COLUMNS = ["layer_id", "name", "shape", "layout", "N", "M", "alpha", "num_
                  "stable_rank", "phase", "status", "warning"]
 
 
+COMPARE_TABLE_COLUMNS = ["layer_id", "name", "shape", "relative_change", "base_alpha",
+                         "alpha", "delta_alpha", "phase_change", "delta_matrix_rank",
+                         "left_overlap", "num_intruders", "status", "warning"]
+
+
+def _shown(df: pd.DataFrame) -> list[str]:
+    """The table columns of an analysis, or of a comparison (it has base_name)."""
+    return COMPARE_TABLE_COLUMNS if "base_name" in df.columns else TABLE_COLUMNS
+
+
 def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
     if out is None:
-        _print_frame(df if fmt != "table" else df[TABLE_COLUMNS], fmt)
+        _print_frame(df if fmt != "table" else df[_shown(df)], fmt)
         return
     if fmt == "json":
         df.to_json(out, orient="records", indent=2)
@@ -78,7 +89,7 @@ def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
         df.to_csv(out, index=False)
     else:
         with open(out, "w") as fh:
-            fh.write(_table(df[TABLE_COLUMNS], None))
+            fh.write(_table(df[_shown(df)], None))
 
 
 def _check_writable(out: str) -> None:
@@ -114,7 +125,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            randomize=args.randomize, tpl=args.tpl,
                            uncertainty=args.uncertainty, vectors=args.vectors, inverse=args.inverse,
                            farms=args.farms,
-                           fingers=args.fingers, enable=args.enable, rng=args.rng)
+                           fingers=args.fingers, enable=args.enable, rng=args.rng,
+                           base=args.base, k=args.k, epsilon=args.epsilon)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -148,12 +160,33 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if unmatched:
         raise ValueError(unmatched[0].replace("layers=", "--layers "))
     _write(df, args.format, args.out)
+    if args.base is not None:
+        ok = df[df.status == "success"]
+        print(f"{len(df)} rows ({len(df) - len(ok)} failed) in "
+              f"{time.perf_counter() - start:.2f} s; median relative change "
+              f"{ok['relative_change'].median():.3g}; intruder dimensions "
+              f"{int(ok['num_intruders'].fillna(0).sum())}; phase changes "
+              f"{int((ok['phase_change'].fillna('') != '').sum())}", file=sys.stderr)
+        return 0
     info = summary(df)
     phases = ", ".join(f"{k} {v}" for k, v in info.get("phases", {}).items())
     print(f"{info['n_layers']} layers ({info['n_failed']} failed) in "
           f"{time.perf_counter() - start:.2f} s; mean alpha {info.get('alpha', float('nan')):.3g}"
           f"; {phases}", file=sys.stderr)
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    args.path, args.base, args.plot = args.other, args.base, None
+    return _cmd_analyze(args)
+
+
+def _comparison_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--k", type=_count(1), default=10,
+                        help="top singular vectors compared (principal angles, intruders)")
+    parser.add_argument("--epsilon", type=float, default=0.5,
+                        help="intruder threshold on the largest |cosine| with the base's "
+                        "singular vectors (default 0.5)")
 
 
 def _cmd_energy(args: argparse.Namespace) -> int:
@@ -228,6 +261,8 @@ examples:
   rmt demo                               analyse a small built-in model
   rmt analyze model.safetensors          one row per layer; summary on stderr
   rmt analyze model.pt --format csv --out layers.csv --plot plots/
+  rmt compare base.safetensors finetuned.safetensors   deltas, intruder dimensions
+  rmt analyze lora-adapter/ --base base-model/        a LoRA adapter against its base
   rmt energy --n 8 --seeds 6             Pennington & Bahri: theory against experiment
   rmt analyze --help                     formats read and every option
 
@@ -315,7 +350,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed of the shuffles (each layer's depends on it and its name)")
     an.add_argument("--n-threads", type=_count(1), default=None,
                     help="BLAS/Numba threads (default: the limits already in force)")
+    _comparison_options(an)
+    an.add_argument("--base", metavar="BASE", default=None,
+                    help="the checkpoint PATH was fine-tuned from (for a LoRA adapter: the "
+                    "model it adapts): compare each layer with it (as 'rmt compare BASE "
+                    "PATH')")
     an.set_defaults(func=_cmd_analyze)
+
+    co = sub.add_parser("compare", help="compare a fine-tune (or LoRA adapter) with its base",
+                        description="Compare two checkpoints of one architecture layer by "
+                        "layer: the analysis of each weight in OTHER, in BASE and of the "
+                        "update OTHER - BASE, norms, principal angles and intruder "
+                        "dimensions. OTHER may be a PEFT LoRA adapter directory.",
+                        epilog=FORMATS, formatter_class=raw)
+    co.add_argument("base", help="the base checkpoint")
+    co.add_argument("other", help="the fine-tuned checkpoint or a LoRA adapter directory")
+    for action in an._actions:  # every analysis option of `rmt analyze`
+        if action.dest not in ("help", "path", "base", "plot", "k", "epsilon") \
+                and action.option_strings:
+            co._add_action(action)
+    _comparison_options(co)
+    co.set_defaults(func=_cmd_compare)
 
     en = sub.add_parser("energy",
                         help="Pennington & Bahri's minimiser energy: theory vs experiment")

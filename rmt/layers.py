@@ -35,8 +35,9 @@ ConvRule = Literal["slices", "flatten", "per-slice"]
 #: The analyses rmt registers itself; anything else in ANALYSES is a plug-in.
 BUILT_IN = frozenset(ANALYSES)
 
-__all__ = ["BUILT_IN", "COLUMNS", "Options", "analyze_tensor", "compute_layer", "failed_row",
-           "layer_row", "select", "with_warning"]
+__all__ = ["BUILT_IN", "COLUMNS", "NEEDS_MATRIX", "Capture", "Options", "analyze_tensor",
+           "compute_layer", "failed_row", "layer_row", "low_rank_esd", "select",
+           "with_warning"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,25 @@ def _shape_columns(shape: WeightShape) -> dict[str, Any]:
             "num_evals": shape.n_evals}
 
 
-def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
+@dataclass
+class Capture:
+    """What a caller keeps of each matrix :func:`analyze_tensor` analyses (``rmt.compare``).
+
+    Attributes
+    ----------
+    decompose : bool
+        Take each 2-D matrix's ESD from a full eigendecomposition with vectors
+        (:func:`rmt.vectors.decompose`) and keep it.
+    kept : dict
+        Row name -> (the matrix as read, in its storage dtype; its decomposition or None).
+    """
+
+    decompose: bool = False
+    kept: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
+         capture: Capture | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     shape = weight_shape(W.shape, opts.conv, name)
     sized = {**base, **_shape_columns(shape)}  # what a failed row can still show
@@ -195,12 +214,18 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, An
         return failed_row(sized, f"skipped: {shape.n_evals} eigenvalues > max_evals="
                                  f"{opts.max_evals}")
     eigen = None
-    if "vectors" in opts.enabled:  # one decomposition with vectors gives the ESD too
+    if capture is not None:
+        capture.kept[name] = (W, None)
+    if "vectors" in opts.enabled or (capture is not None and capture.decompose
+                                     and W.ndim == 2):
+        # one decomposition with vectors gives the ESD too
         from rmt.vectors import decompose
 
         eigen = decompose(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
                           n_threads=opts.n_threads, name=name)
         ev = eigen.evals
+        if capture is not None:
+            capture.kept[name] = (W, eigen)
     else:
         ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
                  n_threads=opts.n_threads, name=name)
@@ -241,7 +266,8 @@ def with_warning(row: dict[str, Any], note: str) -> dict[str, Any]:
     return {**row, "warning": f"{warning}; {note}" if warning else note}
 
 
-def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list[dict[str, Any]]:
+def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options,
+                   capture: Capture | None = None) -> list[dict[str, Any]]:
     """Rows for one checkpoint tensor: one, or one per matrix of a stacked 3-D tensor.
 
     Never raises for a bad tensor (with ``opts.on_error="record"``): any exception while
@@ -259,6 +285,8 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         The tensor (read here).
     opts : Options
         The run's options.
+    capture : Capture, optional
+        Keep each analysed matrix (and, if asked, its eigendecomposition) here.
 
     Returns
     -------
@@ -284,6 +312,14 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         if len(shape) > 4:
             return [failed_row(base, f"{len(shape)}-D tensor: rmt reads matrices, stacks of "
                                      "matrices and conv kernels of at most 4 axes")]
+        update = getattr(tensor, "low_rank", None)
+        if update is not None:
+            if update.dora_magnitude is not None:
+                return [failed_row(base, "DoRA update: it rescales the base weight, so it "
+                                         "has no spectrum of its own; compare it with its "
+                                         "base (rmt.analyze(adapter, base=...))")]
+            if _factored(update, layout, opts):
+                return [_safe_low_rank_row(name, update, shape, base, opts)]
         # A kernel with one input (or output) channel has vector slices, no spectrum: its
         # filters are read as one out x (in * k) matrix instead (an STFT basis, depthwise).
         vector_slices = (layout.kind == "conv" and len(shape) > 2 and opts.conv == "slices"
@@ -309,15 +345,15 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         if vector_slices:
             W = W.reshape(shape)
         if stacked:
-            return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts)
-                    for e in range(shape[0])]
+            return [_safe_row(f"{name}[{e}]", W[e], {**base, "name": f"{name}[{e}]"}, opts,
+                              capture) for e in range(shape[0])]
         if slices:
             flat = W.reshape(shape[0], shape[1], -1)
             names = [f"{name}[{','.join(map(str, np.unravel_index(k, shape[2:])))}]"
                      for k in range(flat.shape[2])]
-            return [_safe_row(shown, flat[:, :, k], {**base, "name": shown}, opts)
+            return [_safe_row(shown, flat[:, :, k], {**base, "name": shown}, opts, capture)
                     for k, shown in enumerate(names)]
-        return [_safe_row(name, W, base, opts)]
+        return [_safe_row(name, W, base, opts, capture)]
     except Exception as err:  # contained: one tensor never stops the run
         if opts.on_error == "raise":
             raise
@@ -328,14 +364,90 @@ def analyze_tensor(layer_id: int, name: str, tensor: Any, opts: Options) -> list
         return [failed_row(base, _describe(err))]
 
 
+#: Opt-in analyses that read the matrix itself, not only its ESD: a LoRA update is then
+#: formed densely for them.
+NEEDS_MATRIX = frozenset({"randomize", "farms", "vectors"})
+
+
+def _factored(update: Any, layout: Any, opts: Options) -> bool:
+    """Whether a LoRA update's row can come from its factors alone."""
+    plugins = {a.option for name, a in ANALYSES.items() if name not in BUILT_IN and a.option}
+    needs_w = (opts.enabled & NEEDS_MATRIX) or (opts.enabled & plugins) or any(
+        name not in BUILT_IN and not a.option for name, a in ANALYSES.items())
+    return not needs_w and not opts.per_slice and layout.kind in ("matrix", "conv")
+
+
+def low_rank_esd(update: Any, shape: tuple[int, ...], conv: Conv,
+                 normalize: bool = True) -> tuple[np.ndarray, WeightShape]:
+    """The ESD of a LoRA update from its factors: r nonzero eigenvalues per matrix, the
+    other M − r exactly zero (float64; see :mod:`rmt.io.peft`).
+
+    Parameters
+    ----------
+    update : rmt.io.peft.LowRankUpdate
+        The factors.
+    shape : tuple of int
+        The weight's shape in rmt's order.
+    conv : {"slices", "flatten"}
+        Conv rule.
+    normalize : bool, default True
+        Eigenvalues of WᵀW/N (False: of WᵀW).
+
+    Returns
+    -------
+    (numpy.ndarray, rmt.spectra.WeightShape)
+        The ESD ascending, and how the weight is read.
+    """
+    ws = weight_shape(shape, conv)
+    unit = float(ws.N) if normalize else 1.0
+    parts = []
+    for sv in update.singular_values(conv):
+        lam = sv[: ws.M] ** 2 / unit
+        parts.append(np.concatenate([np.zeros(ws.M - lam.size), lam]))
+    return np.sort(np.concatenate(parts)), ws
+
+
+def _safe_low_rank_row(name: str, update: Any, shape: tuple[int, ...], base: dict[str, Any],
+                       opts: Options) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        ev, ws = low_rank_esd(update, shape, opts.conv, opts.normalize)
+        sized = {**base, **_shape_columns(ws)}
+        if ws.n_evals < opts.min_evals:
+            return failed_row(sized, f"too few eigenvalues ({ws.n_evals} < min_evals="
+                                     f"{opts.min_evals})")
+        if not ev[-1] > 0:
+            return failed_row(sized, "all entries are zero (B = 0: an untrained LoRA module)")
+        if not np.all(np.isfinite(ev)):
+            return failed_row(sized, "the LoRA factors contain NaN or infinite entries")
+        layer = compute_layer(name, None, ev, ws, opts)
+    except Exception as err:
+        if opts.on_error == "raise":
+            raise
+        if isinstance(err, DataError | CheckpointError | WeightError):
+            return failed_row(base, getattr(err, "problem", None) or str(err))
+        return failed_row(base, _describe(err))
+    row = layer_row(layer, base)
+    if opts.plot_dir is not None:
+        from rmt.plot import queue_layer_plot
+
+        problem = queue_layer_plot(layer.results["phase"], name, base["layer_id"],
+                                   opts.plot_dir)
+        if problem:
+            row = with_warning(row, problem)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
 def _describe(err: BaseException) -> str:
     text = str(err)
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
-def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options) -> dict[str, Any]:
+def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options,
+              capture: Capture | None = None) -> dict[str, Any]:
     try:
-        return _row(name, W, base, opts)
+        return _row(name, W, base, opts, capture)
     except Exception as err:  # numerical library errors, MemoryError, ...
         if opts.on_error == "raise":
             raise

@@ -51,13 +51,18 @@ from rmt.phases import PhaseThresholds, thresholds_from
 from rmt.resume import ResumeLog, checkpoint_identity
 from rmt.spectra import weight_shape
 
-__all__ = ["COLUMNS", "analyze", "summary"]
+__all__ = ["COLUMNS", "analyze", "execute", "layer_options", "resume_options", "summary"]
 
 SUMMARY_COLUMNS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank", "mp_softrank")
 
 
 Task = tuple[int, str, LazyTensor]
+
+
+def _threads_per_worker(n_jobs: int) -> int:
+    """The caller's thread budget divided among ``n_jobs`` workers (at least one each)."""
+    return max(1, threads_in_force() // n_jobs)
 
 
 def _worker_init(n_threads: int) -> None:
@@ -67,12 +72,14 @@ def _worker_init(n_threads: int) -> None:
     numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
-def _run_chunk(tasks: list[Task], opts: Options) -> list[tuple[int, str, list[dict[str, Any]]]]:
+def _run_chunk(tasks: list[Task], opts: Options, work: Any = None
+               ) -> list[tuple[int, str, list[dict[str, Any]]]]:
     """Run in a worker: read each tensor from its own loader, return its rows."""
+    work = work or analyze_tensor
     for module in opts.analysis_modules:  # plug-in analyses register when imported
         importlib.import_module(module)
     with limit_threads(opts.n_threads):
-        return [(i, name, analyze_tensor(i, name, tensor, opts)) for i, name, tensor in tasks]
+        return [(i, name, work(i, name, payload, opts)) for i, name, payload in tasks]
 
 
 def _frame(rows: Iterable[dict[str, Any]], enabled: Any = ()) -> pd.DataFrame:
@@ -151,6 +158,61 @@ def _unique_names(listing: list[tuple[int, str, LazyTensor]]
     return names, notes
 
 
+def layer_options(*, min_evals: int = 10, max_evals: int | None = None,
+                  device: Device = "auto", normalize: bool = True, conv: ConvRule = "slices",
+                  candidates: Candidates = "powerlaw", n_threads: int | None = None,
+                  plot_dir: str | Path | None = None, on_error: OnError = "record",
+                  thresholds: PhaseThresholds | None = None, randomize: bool = False,
+                  tpl: bool = False, uncertainty: bool = False, vectors: bool = False,
+                  inverse: bool = False, farms: bool = False, fingers: str | None = None,
+                  enable: Iterable[str] = (), rng: int = 0, parallel: bool = False,
+                  **fit_options: Any) -> Options:
+    """The per-layer options of a run, every one checked (``ValueError`` naming it).
+
+    Parameters
+    ----------
+    min_evals, max_evals, device, normalize, conv, candidates, n_threads, plot_dir
+        As in :func:`analyze`.
+    on_error, thresholds, randomize, tpl, uncertainty, vectors, inverse, farms, fingers
+        As in :func:`analyze`.
+    enable, rng, **fit_options
+        As in :func:`analyze`.
+    parallel : bool, default False
+        Whether worker processes will run the layers (plug-ins must be importable).
+
+    Returns
+    -------
+    rmt.layers.Options
+    """
+    _validate(None, min_evals, max_evals, 1, conv, candidates, n_threads, on_error, device)
+    _int_option(rng, "rng", 0)
+    switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty,
+                "vectors": vectors, "inverse": inverse, "farms": farms}
+    for flag, value in switches.items():
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if fingers is not None:
+        _choice(fingers, "fingers", ("dk", "clip_xmax"))
+    switches["fingers"] = fingers is not None
+    if isinstance(enable, str):
+        enable = [enable]
+    for name in enable:
+        if name not in OPTIONS:
+            raise ValueError(f"enable: no opt-in analysis {name!r} (known: "
+                             f"{', '.join(OPTIONS)})")
+        switches[name] = True
+    return Options(normalize=normalize, conv="slices" if conv == "per-slice" else conv,
+                   per_slice=conv == "per-slice", device=resolve_device(device),
+                   min_evals=int(min_evals),
+                   max_evals=None if max_evals is None else int(max_evals),
+                   candidates=candidates, n_threads=n_threads,
+                   thresholds=thresholds_from(thresholds, **fit_options),
+                   plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
+                   analysis_modules=_plugin_modules(parallel),
+                   enabled=frozenset(name for name, on in switches.items() if on),
+                   seed=int(rng), fingers=fingers or "dk")
+
+
 def analyze(
     source: Any,
     *,
@@ -179,6 +241,9 @@ def analyze(
     fingers: str | None = None,
     enable: Iterable[str] = (),
     rng: int = 0,
+    base: Any = None,
+    k: int = 10,
+    epsilon: float = 0.5,
     **fit_options: Any,
 ) -> pd.DataFrame:
     """Analyse every 2-D weight and conv kernel of a checkpoint: one row per layer.
@@ -266,6 +331,14 @@ def analyze(
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
+    base : path, dict of arrays or torch.nn.Module, optional
+        The checkpoint ``source`` was fine-tuned from (for a LoRA adapter: the model it
+        adapts). Each layer is then analysed as it is in ``source`` (an adapter's module:
+        W + ΔW), in ``base``, and as the update ΔW, with the comparison columns:
+        :func:`rmt.compare` (``base, source``), whose table this returns.
+    k, epsilon
+        With ``base``: top singular vectors compared and the intruder threshold
+        (:func:`rmt.compare`).
     **fit_options
         Individual thresholds overriding ``thresholds`` (``fpr=0.05``, ...).
 
@@ -290,44 +363,36 @@ def analyze(
         The run stopped part-way (disk full, a worker killed, ``on_error="raise"``); its
         ``table`` holds every finished row.
     """
-    from tqdm.auto import tqdm
-
     from rmt import __version__
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
-    _int_option(rng, "rng", 0)
-    switches = {"randomize": randomize, "tpl": tpl, "uncertainty": uncertainty,
-                "vectors": vectors, "inverse": inverse, "farms": farms}
-    for flag, value in switches.items():
-        if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
-    if fingers is not None:
-        _choice(fingers, "fingers", ("dk", "clip_xmax"))
-    switches["fingers"] = fingers is not None
-    if isinstance(enable, str):
-        enable = [enable]
-    for name in enable:
-        if name not in OPTIONS:
-            raise ValueError(f"enable: no opt-in analysis {name!r} (known: "
-                             f"{', '.join(OPTIONS)})")
-        switches[name] = True
-    th = thresholds_from(thresholds, **fit_options)
+    if base is not None:
+        from rmt.comparison import compare
+
+        if plot_dir is not None:
+            raise ValueError("plot_dir cannot be used with base= (analyse either checkpoint "
+                             "alone for its layer plots)")
+        return compare(base, source, layers=layers, k=k, epsilon=epsilon, progress=progress,
+                       n_jobs=n_jobs, executor=executor, resume=resume, restart=restart,
+                       min_evals=min_evals, max_evals=max_evals, device=device,
+                       normalize=normalize, conv=conv, candidates=candidates,
+                       n_threads=n_threads, on_error=on_error, thresholds=thresholds,
+                       randomize=randomize, tpl=tpl, uncertainty=uncertainty,
+                       vectors=vectors, inverse=inverse, farms=farms, fingers=fingers,
+                       enable=enable, rng=rng, **fit_options)
     parallel = executor is not None or n_jobs > 1
     if parallel and not isinstance(source, str | os.PathLike):
         raise ValueError("parallel runs need a checkpoint path (tasks carry file offsets, "
                          "never weights)")
-    dev = resolve_device(device)
     if n_threads is None and executor is None and n_jobs > 1:
-        n_threads = max(1, threads_in_force() // n_jobs)
-    opts = Options(normalize=normalize, conv="slices" if conv == "per-slice" else conv,
-                   per_slice=conv == "per-slice", device=dev, min_evals=int(min_evals),
-                   max_evals=None if max_evals is None else int(max_evals),
-                   candidates=candidates, n_threads=n_threads, thresholds=th,
-                   plot_dir=None if plot_dir is None else str(plot_dir), on_error=on_error,
-                   analysis_modules=_plugin_modules(parallel),
-                   enabled=frozenset(name for name, on in switches.items() if on),
-                   seed=int(rng), fingers=fingers or "dk")
+        n_threads = _threads_per_worker(n_jobs)
+    opts = layer_options(
+        min_evals=min_evals, max_evals=max_evals, device=device, normalize=normalize,
+        conv=conv, candidates=candidates, n_threads=n_threads, plot_dir=plot_dir,
+        on_error=on_error, thresholds=thresholds, randomize=randomize, tpl=tpl,
+        uncertainty=uncertainty, vectors=vectors, inverse=inverse, farms=farms,
+        fingers=fingers, enable=enable, rng=rng, parallel=parallel, **fit_options)
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
@@ -349,31 +414,99 @@ def analyze(
 
     log = None
     if resume is not None:
-        options: dict[str, Any] = {"normalize": bool(normalize), "conv": conv,
-                                   "candidates": candidates, "min_evals": int(min_evals),
-                                   "max_evals": None if max_evals is None else int(max_evals),
-                                   "phase_params": {k: float(v) for k, v in sorted(
-                                       {**th.overrides(), **fit_options}.items())}}
-        options["analyses"] = [name for name, a in ANALYSES.items() if a.enabled(opts)]
-        options["seed"] = int(rng)  # other analyses, other columns, other draws: another run
-        if fingers is not None:
-            options["fingers"] = fingers
-        log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
-                        __version__, restart)
+        log = ResumeLog(resume, checkpoint_identity(source, exclude=resume),
+                        resume_options(opts, conv, fit_options), __version__, restart)
+    rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs, n_threads=n_threads,
+                   progress=progress, notes=notes, plot_dir=plot_dir, resume=resume)
+    df = _frame(rows, opts.enabled)
+    if plot_dir is not None:
+        from rmt.plot import plot_model
 
+        plot_model(df, path=Path(plot_dir) / "summary.png")
+    return df
+
+
+def resume_options(opts: Options, conv: str, fit_options: dict[str, Any]) -> dict[str, Any]:
+    """What a resume file records of a run's options (another value: another run).
+
+    Parameters
+    ----------
+    opts : rmt.layers.Options
+        The run's options.
+    conv : str
+        The conv rule as given (``"per-slice"`` included).
+    fit_options : dict
+        The threshold overrides given.
+
+    Returns
+    -------
+    dict
+    """
+    options: dict[str, Any] = {"normalize": bool(opts.normalize), "conv": conv,
+                               "candidates": opts.candidates, "min_evals": int(opts.min_evals),
+                               "max_evals": opts.max_evals,
+                               "phase_params": {k: float(v) for k, v in sorted(
+                                   {**opts.thresholds.overrides(), **fit_options}.items())}}
+    options["analyses"] = [name for name, a in ANALYSES.items() if a.enabled(opts)]
+    options["seed"] = int(opts.seed)  # other analyses, other columns, other draws: another run
+    if "fingers" in opts.enabled:
+        options["fingers"] = opts.fingers
+    return options
+
+
+def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: ResumeLog | None = None,
+            executor: concurrent.futures.Executor | None = None, n_jobs: int = 1,
+            n_threads: int | None = None, progress: bool | None = None,
+            notes: dict[int, str] | None = None, plot_dir: Any = None,
+            resume: Any = None, work: Any = None, desc: str = "rmt.analyze",
+            frame: Any = None) -> list[dict[str, Any]]:
+    """Run tasks serially or on workers; every finished task's rows to the resume log.
+
+    Parameters
+    ----------
+    todo : list of (int, str, payload)
+        (layer id, row name, what ``work`` reads: a LazyTensor for ``analyze``).
+    opts : rmt.layers.Options
+        The run's options.
+    log : rmt.resume.ResumeLog, optional
+        Rows already there are not recomputed; new ones are appended.
+    executor, n_jobs, n_threads, progress, plot_dir, resume
+        As in :func:`analyze`.
+    notes : dict, optional
+        Layer id -> a warning added to its rows.
+    work : callable, optional
+        ``work(layer_id, name, payload, opts) -> rows`` (picklable for workers); default
+        :func:`rmt.layers.analyze_tensor`.
+    desc : str
+        Progress-bar label.
+    frame : callable, optional
+        ``frame(rows, enabled) -> DataFrame`` for the partial table of an
+        :class:`~rmt.errors.AnalysisError`; default ``analyze``'s.
+
+    Returns
+    -------
+    list of dict
+        The rows, in completion order.
+    """
+    from tqdm.auto import tqdm
+
+    work = work or analyze_tensor
+    frame = frame or _frame
+    notes = notes or {}
+    parallel = executor is not None or n_jobs > 1
     rows, pending, aliases = _plan(todo, log)
 
     results: dict[int, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending) + len(aliases),
                disable=(not progress) if progress is not None else None,
-               unit="layer", desc="rmt.analyze")
+               unit="layer", desc=desc)
 
     def collect(i: int, shown: str, new_rows: list[dict[str, Any]]) -> None:
         if i in notes:
             new_rows = [with_warning(r, notes[i]) for r in new_rows]
         results[i] = new_rows
         rows.extend(new_rows)
-        unread = all(str(r.get("warning", "")).startswith("unreadable:") for r in new_rows)
+        unread = all(str(r.get("warning", "")).startswith("unreadable") for r in new_rows)
         if log is not None and not unread:  # reading may work next time: not recorded
             log.append(i, shown, new_rows)
         bar.update(1)
@@ -382,10 +515,10 @@ def analyze(
         with _figures(plot_dir):
             if not parallel:
                 with limit_threads(n_threads):
-                    for i, shown, tensor in pending:
-                        collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+                    for i, shown, payload in pending:
+                        collect(i, shown, work(i, shown, payload, opts))
             else:
-                _run_parallel(pending, opts, executor, n_jobs, n_threads, collect)
+                _run_parallel(pending, opts, executor, n_jobs, n_threads, collect, work)
         for (i, shown, _), (j, first, _) in aliases:
             # the original's rows: computed in this run, or read from the resume file
             original = results.get(j) or (log.done.get((j, first), []) if log else [])
@@ -393,23 +526,18 @@ def analyze(
             collect(i, shown, copied or [failed_row(
                 {"layer_id": i, "name": shown}, f"same data as {first!r}, which has no row")])
     except KeyboardInterrupt as err:
-        err.table = _frame(rows, opts.enabled)  # type: ignore[attr-defined]  # the CLI prints it
+        err.table = frame(rows, opts.enabled)  # type: ignore[attr-defined]  # the CLI prints it
         raise
     except Exception as err:
         raise AnalysisError(f"analysis stopped after {len(results)} of {len(pending)} layers "
                             f"({type(err).__name__}: {err}); finished rows are in .table"
                             + (f" and in {resume}" if resume is not None else ""),
-                            _frame(rows, opts.enabled)) from err
+                            frame(rows, opts.enabled)) from err
     finally:
         bar.close()
         if log is not None:
             log.close()
-    df = _frame(rows, opts.enabled)
-    if plot_dir is not None:
-        from rmt.plot import plot_model
-
-        plot_model(df, path=Path(plot_dir) / "summary.png")
-    return df
+    return rows
 
 
 def _plan(todo: list[Task], log: ResumeLog | None
@@ -470,7 +598,7 @@ _WARM_UP = LazyTensor("warm-up", (16, 8), np.dtype(np.float64), "<warm-up>",
 
 def _run_parallel(pending: list[Task], opts: Options,
                   executor: concurrent.futures.Executor | None, n_jobs: int,
-                  n_threads: int | None, collect: Any) -> None:
+                  n_threads: int | None, collect: Any, work: Any = None) -> None:
     queue = collections.deque(_chunks(pending, n_jobs))
     own = executor is None
     if own:
@@ -478,7 +606,7 @@ def _run_parallel(pending: list[Task], opts: Options,
         # starts on the queue itself and creates the pool only when what is left would
         # take longer than that, then keeps working until the first worker is ready: a
         # parallel run costs no more than a serial one.
-        _work_until_a_pool_pays(queue, opts, collect, n_jobs)
+        _work_until_a_pool_pays(queue, opts, collect, n_jobs, work)
         if not queue:
             return
     # spawn, not fork: forking after Numba's OpenMP threads started aborts the child
@@ -488,11 +616,11 @@ def _run_parallel(pending: list[Task], opts: Options,
     try:
         if own:
             warming = {pool.submit(_warm_up) for _ in range(n_jobs)}
-            _work_while_starting(queue, warming, opts, collect)
+            _work_while_starting(queue, warming, opts, collect, work)
             if not queue:
                 return
         limit = max(2, config.IN_FLIGHT_PER_WORKER * n_jobs)
-        running = {pool.submit(_run_chunk, queue.popleft(), opts)
+        running = {pool.submit(_run_chunk, queue.popleft(), opts, work)
                    for _ in range(min(limit, len(queue)))}
         while running:
             done, running = concurrent.futures.wait(
@@ -502,7 +630,7 @@ def _run_parallel(pending: list[Task], opts: Options,
                 for i, shown, new_rows in fut.result():
                     collect(i, shown, new_rows)
                 if queue:
-                    running.add(pool.submit(_run_chunk, queue.popleft(), opts))
+                    running.add(pool.submit(_run_chunk, queue.popleft(), opts, work))
     finally:
         if own and isinstance(pool, concurrent.futures.ProcessPoolExecutor):
             _stop(pool)
@@ -547,7 +675,7 @@ def _cost(tensor: LazyTensor) -> float:
 
 
 def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: Any,
-                            n_jobs: int) -> None:
+                            n_jobs: int, work: Any = None) -> None:
     """Run tasks here while the rest would finish before a pool could start.
 
     The a-priori costs (:func:`_cost`) are rescaled by the time the tasks done here took,
@@ -567,7 +695,7 @@ def _work_until_a_pool_pays(queue: collections.deque, opts: Options, collect: An
                 return
             task = _next_task(queue)
             i, shown, tensor = task
-            collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+            collect(i, shown, (work or analyze_tensor)(i, shown, tensor, opts))
             spent += costs[id(task)]
             left -= costs[id(task)]
 
@@ -595,13 +723,13 @@ def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 
 def _work_while_starting(queue: collections.deque, warming: set, opts: Options,
-                         collect: Any) -> None:
+                         collect: Any, work: Any = None) -> None:
     """Run queued tasks here, one at a time, until a worker is ready. A worker that failed
     to start raises here (BrokenProcessPool), as a task would."""
     with limit_threads(opts.n_threads):
         while queue and not any(f.done() for f in warming):
             i, shown, tensor = _next_task(queue)
-            collect(i, shown, analyze_tensor(i, shown, tensor, opts))
+            collect(i, shown, (work or analyze_tensor)(i, shown, tensor, opts))
     for fut in warming:
         if fut.done():
             fut.result()

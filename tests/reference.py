@@ -346,3 +346,25 @@ def farms_alpha(W: np.ndarray, num_row_samples: int = 100, Q_ratio: float = 2.0,
     i = int(len(eigs) / 2)
     n = float(len(eigs) - i)
     return float(1 + n / (np.sum(np.log(eigs[i:])) - n * np.log(eigs[i])))
+
+
+def intruders_official(W_base: np.ndarray, W_tuned: np.ndarray, threshold: float,
+                       k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Shuttleworth et al.'s count (their find_number_of_intruder_dimensions, per matrix),
+    transcribed to NumPy: thin SVDs, |U_tunedᵀ U_base|, max over the base's vectors.
+    Returns (indices among the top k below the threshold, the max cosines of the top k)."""
+    U_base = np.linalg.svd(W_base.astype(np.float64), full_matrices=False)[0]
+    U_tuned = np.linalg.svd(W_tuned.astype(np.float64), full_matrices=False)[0]
+    best = np.abs(U_tuned.T @ U_base).max(axis=1)[:k]
+    return np.flatnonzero(best < threshold), best
+
+
+def ww_cka_distance(W1: np.ndarray, W2: np.ndarray) -> float:
+    """WeightWatcher 0.7.7 matrix_distance(method='cka'), transcribed."""
+    dist = np.linalg.norm(np.dot(W1.T, W2))
+    norm1 = np.linalg.norm(np.dot(W1.T, W1))
+    norm2 = np.linalg.norm(np.dot(W2, W2.T))
+    norm = np.sqrt(norm1 * norm2)
+    if norm < 0.000001:
+        norm = norm + 0.000001
+    return float(dist / norm)

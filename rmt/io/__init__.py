@@ -6,7 +6,8 @@ in memory. Sources: a ``.safetensors`` file, a sharded Hugging Face checkpoint (
 ``*.index.json`` or the directory), a PyTorch ``.pt``/``.bin`` file (zip or legacy
 pre-1.6 format) or TorchScript archive (read without torch and without running pickle
 code), a ``.npz`` archive, a dict of arrays, or a
-``torch.nn.Module``; with their optional libraries, GGUF, ONNX and Keras/HDF5. Unreadable
+``torch.nn.Module``; with their optional libraries, GGUF, ONNX and Keras/HDF5; and PEFT
+LoRA adapters (:mod:`rmt.io.peft`: one low-rank update per module). Unreadable
 files raise :class:`rmt.errors.CheckpointError` naming the file and the problem; a bad
 tensor, or a bad file of a directory or shard index, is a broken entry instead, so the
 rest of the checkpoint is still read. Tensors are read into memory with ``pread``
@@ -25,6 +26,7 @@ from rmt.io.files import regular_file_stat
 from rmt.io.gguf_file import iter_gguf
 from rmt.io.keras_h5 import iter_hdf5
 from rmt.io.onnx_model import iter_onnx
+from rmt.io.peft import is_adapter, iter_adapter
 from rmt.io.safetensors import (
     iter_safetensors,
     read_header,
@@ -47,7 +49,8 @@ FILE_SUFFIXES = (".safetensors", ".index.json", ".pt", ".pth", ".bin", ".jit", "
 
 
 def sniff(path: str | Path) -> str:
-    """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``,
+    """The format of a checkpoint path: ``safetensors``, ``index``, ``directory``, ``peft``
+    (a LoRA adapter directory),
     ``torch-zip`` (also TorchScript), ``torch-legacy``, ``npz``, ``gguf``, ``hdf5``
     (Keras), ``onnx`` — by content where the format has a signature. FIFOs, devices
     and sockets are refused without being opened.
@@ -68,7 +71,7 @@ def sniff(path: str | Path) -> str:
     """
     path = Path(path)
     if path.is_dir() and not path.name.endswith(FILE_SUFFIXES):
-        return "directory"
+        return "peft" if is_adapter(path) else "directory"
     regular_file_stat(path)  # FIFOs, devices and directories named like files are refused
     if path.name.endswith(".index.json"):
         return "index"
@@ -112,23 +115,31 @@ def sniff(path: str | Path) -> str:
 
 
 _READERS = {"safetensors": iter_safetensors, "index": iter_index, "directory": iter_directory,
+            "peft": iter_adapter,
             "torch-zip": iter_torch_zip, "torch-legacy": iter_torch_legacy, "npz": iter_npz,
             "gguf": iter_gguf, "onnx": iter_onnx, "hdf5": iter_hdf5}
 
 
-def open_file(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
+def open_file(path: str | Path, *, adapters: bool = True) -> Iterator[tuple[str, LazyTensor]]:
     """The tensors of one checkpoint path (format sniffed); errors are raised.
 
     Parameters
     ----------
     path : path
         One file or directory.
+    adapters : bool, default True
+        Read a PEFT adapter (a directory with ``adapter_config.json``, or its
+        ``adapter_model.*`` file) as LoRA updates (:mod:`rmt.io.peft`); False: as the
+        plain tensors of the file.
 
     Yields
     ------
     (name, LazyTensor)
     """
     path = Path(path)
+    if adapters and is_adapter(path):
+        yield from iter_adapter(path)
+        return
     yield from _READERS[sniff(path)](path)
 
 

@@ -41,6 +41,9 @@ class LazyTensor:
     error : str, optional
         Set for an entry that could not be listed (an unreadable shard, a refused view):
         the reason, naming the file. ``load`` raises it as a ``CheckpointError``.
+    low_rank : rmt.io.peft.LowRankUpdate, optional
+        Set for a LoRA module's update: its factors, from which the spectrum is computed
+        without forming the product (``load`` forms it).
 
     Notes
     -----
@@ -57,6 +60,7 @@ class LazyTensor:
     data_key: Hashable | None = field(default=None, compare=False)
     error: str | None = field(default=None, compare=False)
     layout: Layout | None = field(default=None, compare=False)
+    low_rank: Any = field(default=None, compare=False)
 
     @classmethod
     def broken(cls, name: str, source: str, problem: str, shape: tuple[int, ...] = (),
