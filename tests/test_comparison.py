@@ -124,3 +124,20 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="conv"):
         rmt.compare({}, {}, conv="nope")
     assert set(COMPARISON_COLUMNS) <= set(comparison_columns())
+
+
+def test_parallel_and_resumed_comparisons_give_the_same_rows(fine_tunes, tmp_path):
+    base, full, _ = fine_tunes
+    save_file({k: v.astype(np.float32) for k, v in base.items()}, str(tmp_path / "b.st"))
+    save_file({k: v.astype(np.float32) for k, v in full.items()}, str(tmp_path / "f.st"))
+    serial = rmt.compare(tmp_path / "b.st", tmp_path / "f.st", progress=False)
+    log = tmp_path / "run.jsonl"
+    first = rmt.compare(tmp_path / "b.st", tmp_path / "f.st", resume=log, n_jobs=2,
+                        progress=False)
+    again = rmt.compare(tmp_path / "b.st", tmp_path / "f.st", resume=log, progress=False)
+    cols = ["name", "alpha", "base_alpha", "delta_alpha", "relative_change", "left_overlap",
+            "num_intruders", "status"]
+    for df in (first, again):
+        pd.testing.assert_frame_equal(df[cols], serial[cols])
+    with pytest.raises(rmt.resume.ResumeError):
+        rmt.compare(tmp_path / "b.st", tmp_path / "f.st", resume=log, k=5, progress=False)

@@ -166,3 +166,23 @@ def test_a_real_peft_adapter_against_its_base():
         assert row["lambda_max"] == pytest.approx(merged[-1], rel=1e-6)
     head = df[df.name == "base_model.model.classifier.weight"]
     assert "only in the other checkpoint" in head.warning.iloc[0]
+
+
+def test_dora_modules_are_merged_as_peft_merges_them(tmp_path):
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((48, 40))
+    A, B = _factors(rng, 48, 40, 4)
+    m = (np.linalg.norm(W, axis=1) * rng.uniform(0.8, 1.2, 48)).astype(np.float32)
+    path = _adapter(tmp_path / "ad", {"base_model.model.fc.lora_A.weight": A,
+                                      "base_model.model.fc.lora_B.weight": B,
+                                      "base_model.model.fc.lora_magnitude_vector": m},
+                    r=4, lora_alpha=8, use_dora=True)
+    alone = rmt.analyze(path, progress=False)
+    assert "DoRA update" in alone.warning.iloc[0]
+    V = W + 2.0 * (B.astype(np.float64) @ A.astype(np.float64))
+    merged = (m / np.linalg.norm(V, axis=1))[:, None] * V
+    df = rmt.analyze(path, base={"fc.weight": W}, progress=False)
+    row = df.iloc[0]
+    assert row.status == "success", row.warning
+    assert row.delta_norm == pytest.approx(np.linalg.norm(merged - W), rel=1e-12)
+    assert row.lambda_max == pytest.approx(rmt.esd(merged)[-1], rel=1e-12)
