@@ -23,6 +23,7 @@ from rmt.phases import Phase, PhaseResult, PhaseThresholds, classify, classify_e
 from rmt.randomized import TrapResult, traps
 from rmt.runner import analyze, summary
 from rmt.spectra import WeightShape, esd, esd_batch, weight_shape
+from rmt.trajectory import track, track_summary
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,8 @@ __all__ = [
     "pretrained",
     "summary",
     "synthetic",
+    "track",
+    "track_summary",
     "tracywidom",
     "traps",
     "weight_shape",

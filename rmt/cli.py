@@ -50,6 +50,8 @@ def _table(df: pd.DataFrame, width: int | None) -> str:
 
 
 def _print_frame(df: pd.DataFrame, fmt: str) -> None:
+    if fmt == "parquet":
+        raise ValueError("--format parquet writes a file: give --out FILE.parquet")
     if fmt == "json":
         sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
     elif fmt == "csv":
@@ -83,7 +85,9 @@ def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
     if out is None:
         _print_frame(df if fmt != "table" else df[_shown(df)], fmt)
         return
-    if fmt == "json":
+    if fmt == "parquet":
+        write_parquet(df, out)
+    elif fmt == "json":
         df.to_json(out, orient="records", indent=2)
     elif fmt == "csv":
         df.to_csv(out, index=False)
@@ -176,6 +180,75 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_track(args: argparse.Namespace) -> int:
+    from rmt.trajectory import track, track_summary
+
+    if args.out is not None:
+        _check_writable(args.out)
+    start = time.perf_counter()
+    sources = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    df = track(sources, steps=args.steps, layers=args.layers, device=args.device,
+               n_jobs=args.jobs, resume=args.resume, restart=args.restart,
+               normalize=not args.raw, candidates=args.candidates, min_evals=args.min_evals,
+               max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
+               on_error="raise" if args.debug else "record", randomize=args.randomize,
+               tpl=args.tpl, uncertainty=args.uncertainty, vectors=args.vectors,
+               inverse=args.inverse, farms=args.farms, fingers=args.fingers,
+               enable=args.enable, rng=args.rng)
+    summary = track_summary(df)
+    table = summary if args.summary else df
+    if args.format == "table" and not args.summary:
+        table = df[["step", *TABLE_COLUMNS]]
+    if args.out is None:
+        _print_frame(table, args.format)
+    elif args.format == "parquet":
+        write_parquet(table, args.out)
+    elif args.format == "json":
+        table.to_json(args.out, orient="records", indent=2)
+    elif args.format == "csv":
+        table.to_csv(args.out, index=False)
+    else:
+        with open(args.out, "w") as fh:
+            fh.write(_table(table, None))
+    if args.plot:
+        from rmt.plot import plot_trajectory
+
+        plot_trajectory(df, args.plot)
+    alarms = summary[summary["alarms"] != ""] if len(summary) else summary
+    print(f"{df['step'].nunique()} checkpoints, {len(summary)} layers in "
+          f"{time.perf_counter() - start:.2f} s; alarms in {len(alarms)} layers"
+          + "".join(f"\n  {row['name']}: {row['alarms']}" for _, row in alarms.head(20).iterrows()),
+          file=sys.stderr)
+    return 0
+
+
+def write_parquet(df: pd.DataFrame, path: str) -> None:
+    """Write a table as Parquet (needs pyarrow): tuple columns become lists.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An rmt table.
+    path : str
+        The file.
+    """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--format parquet needs pyarrow: pip install pyarrow (or rmt's "
+                           "[parquet] extra)") from None
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            values = out[col].tolist()
+            if any(isinstance(v, tuple | list) for v in values):
+                out[col] = [list(v) if isinstance(v, tuple | list) else None for v in values]
+            elif not all(isinstance(v, str) or v is None for v in values):
+                out[col] = [None if v is None or (isinstance(v, float) and v != v) else str(v)
+                            for v in values]
+    out.to_parquet(path, index=False)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     args.path, args.base, args.plot = args.other, args.base, None
     return _cmd_analyze(args)
@@ -263,6 +336,7 @@ examples:
   rmt analyze model.pt --format csv --out layers.csv --plot plots/
   rmt compare base.safetensors finetuned.safetensors   deltas, intruder dimensions
   rmt analyze lora-adapter/ --base base-model/        a LoRA adapter against its base
+  rmt track 'run/checkpoint-*' --plot figs/    alpha over training, alarms per layer
   rmt energy --n 8 --seeds 6             Pennington & Bahri: theory against experiment
   rmt analyze --help                     formats read and every option
 
@@ -304,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Analyse every weight matrix and conv kernel of a "
                         "checkpoint: one row per layer.", epilog=FORMATS, formatter_class=raw)
     an.add_argument("path", help="checkpoint file or directory (formats below)")
-    an.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    an.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                    help="parquet (needs pyarrow, and --out) for tables too large for CSV")
     an.add_argument("--out", help="write the table to this file instead of stdout")
     an.add_argument("--layers", type=_regex, help="regex: only tensors whose name matches")
     an.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -371,6 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
             co._add_action(action)
     _comparison_options(co)
     co.set_defaults(func=_cmd_compare)
+
+    tr = sub.add_parser("track", help="analyse every checkpoint of a training run",
+                        description="Analyse every checkpoint of a training run: one row per "
+                        "checkpoint x layer, steps parsed from the names (step-1000, "
+                        "checkpoint-500, epoch=3); alarms per layer on stderr.",
+                        epilog=FORMATS, formatter_class=raw)
+    tr.add_argument("checkpoints", nargs="+",
+                    help="checkpoint paths, or one quoted glob ('ckpts/step-*')")
+    tr.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="the checkpoints' steps, in order (default: from the names)")
+    tr.add_argument("--summary", action="store_true",
+                    help="print the per-layer summary (trends, alarms, change points) "
+                    "instead of the long table")
+    for action in an._actions:
+        if action.dest not in ("help", "path", "base", "k", "epsilon", "scheduler") \
+                and action.option_strings:
+            tr._add_action(action)
+    tr.set_defaults(func=_cmd_track)
 
     en = sub.add_parser("energy",
                         help="Pennington & Bahri's minimiser energy: theory vs experiment")

@@ -380,3 +380,94 @@ def save_energy_plot(summary: Any, path: Any, label: str = "minima") -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_trajectory(df: Any, directory: Any, *, max_lines: int = 24) -> list[str]:
+    """Figures of a :func:`rmt.track` table: α as a layer × step heatmap, α(step) per
+    layer, and the phases over training.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        From :func:`rmt.track`.
+    directory : path
+        Where ``alpha_heatmap.png``, ``alpha_lines.png`` and ``phases.png`` are written
+        (created if needed).
+    max_lines : int, default 24
+        Layers drawn in ``alpha_lines.png`` (those whose α moved most).
+
+    Returns
+    -------
+    list of str
+        The files written.
+    """
+    import os
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    os.makedirs(directory, exist_ok=True)
+    ok = df[(df["status"] == "success") & (df["name"].astype(str) != "")]
+    order = list(dict.fromkeys(ok["name"]))
+    steps = sorted(ok["step"].unique())
+    alpha = ok.pivot_table(index="name", columns="step", values="alpha",
+                           aggfunc="first").reindex(index=order, columns=steps)
+    phase = ok.pivot_table(index="name", columns="step", values="phase",
+                           aggfunc="first").reindex(index=order, columns=steps)
+    labels = [short_title(n, 48) for n in order]
+    height = min(0.22 * len(order) + 1.5, 40)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(min(0.35 * len(steps) + 4, 24), height))
+    image = ax.imshow(np.clip(alpha.to_numpy(dtype=float), 1, 8), aspect="auto",
+                      cmap="viridis_r", interpolation="nearest", vmin=1, vmax=8)
+    fig.colorbar(image, ax=ax, label="alpha (clipped to [1, 8]); < 2: over-trained")
+    _step_axes(ax, steps, labels)
+    ax.set_title("power-law alpha per layer over training")
+    written.append(_save(fig, os.path.join(directory, "alpha_heatmap.png")))
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    moved = (alpha.max(axis=1) - alpha.min(axis=1)).sort_values(ascending=False)
+    for name in moved.index[:max_lines]:
+        ax.plot(steps, alpha.loc[name].to_numpy(dtype=float), marker=".", lw=1,
+                label=short_title(name, 40))
+    ax.axhline(2.0, color="0.4", ls=":", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("alpha")
+    ax.set_title(f"alpha(step), the {min(max_lines, len(moved))} layers that moved most")
+    if len(moved):
+        ax.legend(fontsize=6, ncol=2, loc="best")
+    written.append(_save(fig, os.path.join(directory, "alpha_lines.png")))
+
+    names = list(PHASE_COLORS)
+    codes = phase.apply(lambda col: col.map({p: i for i, p in enumerate(names)}))
+    fig, ax = plt.subplots(figsize=(min(0.35 * len(steps) + 4, 24), height))
+    ax.imshow(codes.to_numpy(dtype=float), aspect="auto", interpolation="nearest",
+              cmap=ListedColormap([PHASE_COLORS[p] for p in names]), vmin=-0.5,
+              vmax=len(names) - 0.5)
+    _step_axes(ax, steps, labels)
+    present = [p for p in names if (phase == p).any().any()]
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=PHASE_COLORS[p]) for p in present],
+              labels=present, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("phase per layer over training")
+    written.append(_save(fig, os.path.join(directory, "phases.png")))
+    return written
+
+
+def _step_axes(ax: Any, steps: list[Any], labels: list[str]) -> None:
+    every = max(1, len(steps) // 20)
+    ax.set_xticks(range(0, len(steps), every))
+    ax.set_xticklabels([str(s) for s in steps[::every]], rotation=90, fontsize=7)
+    every = max(1, len(labels) // 60)
+    ax.set_yticks(range(0, len(labels), every))
+    ax.set_yticklabels(labels[::every], fontsize=6)
+    ax.set_xlabel("step")
+
+
+def _save(fig: Any, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
