@@ -454,7 +454,7 @@ def resume_options(opts: Options, conv: str, fit_options: dict[str, Any]) -> dic
     return options
 
 
-def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: ResumeLog | None = None,
+def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
             executor: concurrent.futures.Executor | None = None, n_jobs: int = 1,
             n_threads: int | None = None, progress: bool | None = None,
             notes: dict[int, str] | None = None, plot_dir: Any = None,
@@ -468,7 +468,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: ResumeLog |
         (layer id, row name, what ``work`` reads: a LazyTensor for ``analyze``).
     opts : rmt.layers.Options
         The run's options.
-    log : rmt.resume.ResumeLog, optional
+    log : rmt.resume.ResumeLog or an object with its done, append and close, optional
         Rows already there are not recomputed; new ones are appended.
     executor, n_jobs, n_threads, progress, plot_dir, resume
         As in :func:`analyze`.
@@ -540,7 +540,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: ResumeLog |
     return rows
 
 
-def _plan(todo: list[Task], log: ResumeLog | None
+def _plan(todo: list[Task], log: Any
           ) -> tuple[list[dict[str, Any]], list[Task], list[tuple[Task, Task]]]:
     """Split the selected tasks: rows already in the resume file, tasks to run, and
     aliases (a tensor whose bytes an earlier task reads: tied weights) with their
