@@ -187,14 +187,25 @@ def _cmd_track(args: argparse.Namespace) -> int:
         _check_writable(args.out)
     start = time.perf_counter()
     sources = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
-    df = track(sources, steps=args.steps, layers=args.layers, device=args.device,
-               n_jobs=args.jobs, resume=args.resume, restart=args.restart,
-               normalize=not args.raw, candidates=args.candidates, min_evals=args.min_evals,
-               max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
-               on_error="raise" if args.debug else "record", randomize=args.randomize,
-               tpl=args.tpl, uncertainty=args.uncertainty, vectors=args.vectors,
-               inverse=args.inverse, farms=args.farms, fingers=args.fingers,
-               enable=args.enable, rng=args.rng)
+
+    def run(executor: Any = None) -> pd.DataFrame:
+        return track(sources, steps=args.steps, layers=args.layers, device=args.device,
+                     n_jobs=args.jobs, executor=executor, resume=args.resume,
+                     restart=args.restart, normalize=not args.raw,
+                     candidates=args.candidates, min_evals=args.min_evals,
+                     max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
+                     on_error="raise" if args.debug else "record",
+                     randomize=args.randomize, tpl=args.tpl, uncertainty=args.uncertainty,
+                     vectors=args.vectors, inverse=args.inverse, farms=args.farms,
+                     fingers=args.fingers, enable=args.enable, rng=args.rng)
+
+    if args.scheduler:
+        from dask.distributed import Client
+
+        with Client(args.scheduler) as client:
+            df = run(client.get_executor())
+    else:
+        df = run()
     summary = track_summary(df)
     table = summary if args.summary else df
     if args.format == "table" and not args.summary:
@@ -460,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the per-layer summary (trends, alarms, change points) "
                     "instead of the long table")
     for action in an._actions:
-        if action.dest not in ("help", "path", "base", "k", "epsilon", "scheduler") \
+        if action.dest not in ("help", "path", "base", "k", "epsilon") \
                 and action.option_strings:
             tr._add_action(action)
     tr.set_defaults(func=_cmd_track)

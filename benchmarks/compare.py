@@ -1,0 +1,175 @@
+"""Comparing checkpoints: ``rmt.compare`` against analysing both, a LoRA module's spectrum
+from its factors against the dense product, and ``compare``'s peak memory on LLM shapes.
+
+Each measurement runs in a fresh process with one BLAS/Numba thread:
+
+- **compare vs analyse both**: all-MiniLM-L6-v2 against a real full fine-tune of it
+  (``tests/data/make_minilm_lora.py`` writes one to rmt's cache; without it, the base plus
+  1% Gaussian noise per entry, which the table says). ``rmt.compare(base, other)`` against
+  ``rmt.analyze(base)`` + ``rmt.analyze(other)``, best of 3. Goal ≤ 1.5×.
+- **LoRA module spectrum**: r = 16, 4096 × 4096, factors in memory (float32):
+  ``rmt.layers.low_rank_esd`` (QR of both factors, an r × r SVD) against forming s·B·A
+  and ``rmt.esd`` of it; the largest eigenvalue difference relative to λmax. Goal < 1 ms
+  and exact.
+- **peak memory**: ``rmt.compare`` of two Llama-7B-shaped bf16 checkpoints (the shapes of
+  ``benchmarks.analyze_llm``, the second = the first plus a small bf16 update), peak RSS
+  (``ru_maxrss``) of the child. Goal ≤ 1.5 GiB.
+
+Run: ``python -m benchmarks.compare [--skip-llm]``; writes
+``benchmarks/results/compare.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from benchmarks._common import machine, publish, run_json
+from rmt.io import stream_safetensors
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+CHILD_TIMES = """
+import json, sys, time
+import rmt
+base, other, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rmt.compare(base, other, progress=False)  # imports, Numba caches
+best_both = best_compare = float("inf")
+for _ in range(repeat):
+    t = time.perf_counter()
+    rmt.analyze(base, progress=False)
+    rmt.analyze(other, progress=False)
+    best_both = min(best_both, time.perf_counter() - t)
+    t = time.perf_counter()
+    df = rmt.compare(base, other, progress=False)
+    best_compare = min(best_compare, time.perf_counter() - t)
+ok = df[df.status == "success"]
+print(json.dumps({"analyze_both_s": best_both, "compare_s": best_compare, "rows": len(df),
+                  "matched": len(ok), "intruders": int(ok.num_intruders.sum()),
+                  "median_relative_change": float(ok.relative_change.median())}))
+"""
+
+CHILD_LORA = """
+import json, time
+import numpy as np
+import rmt
+from rmt.io.peft import LowRankUpdate
+from rmt.io.tensor import LazyTensor
+from rmt.layers import low_rank_esd
+rng = np.random.default_rng(0)
+A = rng.standard_normal((16, 4096)).astype(np.float32)
+B = (0.01 * rng.standard_normal((4096, 16))).astype(np.float32)
+def lazy(a):
+    return LazyTensor("x", a.shape, a.dtype, "<memory>", lambda: a)
+update = LowRankUpdate(lazy(A), lazy(B), 2.0, "linear")
+low_rank_esd(update, (4096, 4096), "slices")
+times = []
+for _ in range(200):
+    t = time.perf_counter()
+    ev, _ = low_rank_esd(update, (4096, 4096), "slices")
+    times.append(time.perf_counter() - t)
+t = time.perf_counter()
+dense = rmt.esd(update.dense(np.float64))
+dense_s = time.perf_counter() - t
+err = float(np.max(np.abs(ev - dense)) / dense[-1])
+print(json.dumps({"factored_ms": 1e3 * float(np.median(times)),
+                  "factored_min_ms": 1e3 * float(np.min(times)), "dense_s": dense_s,
+                  "max_rel_err": err, "nonzero": int(np.count_nonzero(ev))}))
+"""
+
+CHILD_RSS = """
+import json, resource, sys, time
+import rmt
+t = time.perf_counter()
+df = rmt.compare(sys.argv[1], sys.argv[2], progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rows": len(df), "failed": int((df.status == "failed").sum())}))
+"""
+
+
+def _other_minilm(base: Path, tmp: Path) -> tuple[Path, str]:
+    from rmt.pretrained import cache_dir
+
+    real = cache_dir() / "minilm-full-finetune" / "model.safetensors"
+    if real.is_file():
+        return real, "a real full fine-tune (tests/data/make_minilm_lora.py)"
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    weights = load_file(str(base))
+    noisy = {k: (v + 0.01 * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(v.dtype)
+             if v.dtype.kind == "f" else v for k, v in weights.items()}
+    save_file(noisy, str(tmp / "noisy.safetensors"))
+    return tmp / "noisy.safetensors", "the base plus 1% Gaussian noise (no fine-tune cached)"
+
+
+def _llm_pair(tmp: Path) -> tuple[Path, Path]:
+    from benchmarks.analyze_llm import SHAPES
+
+    rng = np.random.default_rng(0)
+
+    def tensors(seed_offset: int):
+        for i, (name, shape) in enumerate(SHAPES.items()):
+            r = np.random.default_rng(i)
+            W = (0.02 * r.standard_normal(shape, dtype=np.float32))
+            if seed_offset:
+                W += 2e-4 * rng.standard_normal(shape, dtype=np.float32)
+            yield name, W.astype(ml_dtypes.bfloat16)
+
+    paths = tmp / "base.safetensors", tmp / "tuned.safetensors"
+    for path, offset in zip(paths, (0, 1), strict=True):
+        stream_safetensors(path, tensors(offset))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three measurements; write ``benchmarks/results/compare.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-llm", action="store_true", help="skip the LLM-shaped pair")
+    args = parser.parse_args(argv)
+    from rmt.pretrained import fetch
+
+    info = machine(1)
+    results: dict = {}
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = fetch("all-MiniLM-L6-v2")
+        other, what = _other_minilm(base, Path(tmp))
+        r = run_json([sys.executable, "-c", CHILD_TIMES, base, other, str(args.repeat)],
+                     env=ENV)
+        r["ratio"], r["other"] = r["compare_s"] / r["analyze_both_s"], what
+        results["minilm"] = r
+        lines.append(f"| compare all-MiniLM-L6-v2 with {what} | {r['compare_s']:.2f} s vs "
+                     f"{r['analyze_both_s']:.2f} s analysing both: **{r['ratio']:.2f}×** | "
+                     f"≤ 1.5× | {r['matched']} layers, {r['intruders']} intruder dimensions, "
+                     f"median relative change {r['median_relative_change']:.3f} |")
+        r = run_json([sys.executable, "-c", CHILD_LORA], env=ENV)
+        results["lora"] = r
+        lines.append(f"| LoRA module spectrum, r = 16, 4096 × 4096 | **{r['factored_ms']:.2f} "
+                     f"ms** (median of 200; dense product + esd {r['dense_s']:.2f} s) | "
+                     f"< 1 ms, exact | max error {r['max_rel_err']:.0e}·λmax, "
+                     f"{r['nonzero']} nonzero |")
+        if not args.skip_llm:
+            a, b = _llm_pair(Path(tmp))
+            r = run_json([sys.executable, "-c", CHILD_RSS, a, b], env=ENV)
+            results["llm"] = r
+            lines.append(f"| compare two Llama-7B-shaped bf16 checkpoints (0.9 GB each) | "
+                         f"peak RSS **{r['rss_MiB']:.0f} MiB**, {r['seconds']:.0f} s | "
+                         f"≤ 1536 MiB | {r['rows']} rows, {r['failed']} failed |")
+    md = "\n".join([f"Checkpoint comparison — {info['cpu']}, 1 thread, {info['date']}", "",
+                    "| measurement | result | goal | notes |", "|---|---|---|---|", *lines])
+    publish("compare", {"machine": info, "results": results}, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
