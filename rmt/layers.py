@@ -447,6 +447,8 @@ def _describe(err: BaseException) -> str:
 def _safe_row(name: str, W: Any, base: dict[str, Any], opts: Options,
               capture: Capture | None = None) -> dict[str, Any]:
     try:
+        if capture is None:
+            return _row(name, W, base, opts)
         return _row(name, W, base, opts, capture)
     except Exception as err:  # numerical library errors, MemoryError, ...
         if opts.on_error == "raise":

@@ -476,7 +476,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
         Layer id -> a warning added to its rows.
     work : callable, optional
         ``work(layer_id, name, payload, opts) -> rows`` (picklable for workers); default
-        :func:`rmt.layers.analyze_tensor`.
+        :func:`rmt.layers.analyze_tensor` (looked up when called, in each process).
     desc : str
         Progress-bar label.
     frame : callable, optional
@@ -490,7 +490,6 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
     """
     from tqdm.auto import tqdm
 
-    work = work or analyze_tensor
     frame = frame or _frame
     notes = notes or {}
     parallel = executor is not None or n_jobs > 1
@@ -516,7 +515,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
             if not parallel:
                 with limit_threads(n_threads):
                     for i, shown, payload in pending:
-                        collect(i, shown, work(i, shown, payload, opts))
+                        collect(i, shown, (work or analyze_tensor)(i, shown, payload, opts))
             else:
                 _run_parallel(pending, opts, executor, n_jobs, n_threads, collect, work)
         for (i, shown, _), (j, first, _) in aliases:
