@@ -112,21 +112,27 @@ def _other_minilm(base: Path, tmp: Path) -> tuple[Path, str]:
 
 
 def _llm_pair(tmp: Path) -> tuple[Path, Path]:
+    """Two Llama-7B-shaped bf16 checkpoints, written block by block: the second is the
+    first plus an update of 1% of its entries' scale."""
     from benchmarks.analyze_llm import SHAPES
 
-    rng = np.random.default_rng(0)
+    def chunks_for(tuned: bool):
+        def chunks(name: str):
+            shape = SHAPES[name]
+            seed = list(SHAPES).index(name)
+            rng, noise = np.random.default_rng(seed), np.random.default_rng(1000 + seed)
+            for start in range(0, shape[0], 1024):
+                rows = min(1024, shape[0] - start)
+                block = 0.02 * rng.standard_normal((rows, shape[1]), dtype=np.float32)
+                if tuned:
+                    block += 2e-4 * noise.standard_normal((rows, shape[1]), dtype=np.float32)
+                yield block.astype(ml_dtypes.bfloat16)
+        return chunks
 
-    def tensors(seed_offset: int):
-        for i, (name, shape) in enumerate(SHAPES.items()):
-            r = np.random.default_rng(i)
-            W = (0.02 * r.standard_normal(shape, dtype=np.float32))
-            if seed_offset:
-                W += 2e-4 * rng.standard_normal(shape, dtype=np.float32)
-            yield name, W.astype(ml_dtypes.bfloat16)
-
+    layout = {name: (ml_dtypes.bfloat16, shape) for name, shape in SHAPES.items()}
     paths = tmp / "base.safetensors", tmp / "tuned.safetensors"
-    for path, offset in zip(paths, (0, 1), strict=True):
-        stream_safetensors(path, tensors(offset))
+    for path, tuned in zip(paths, (False, True), strict=True):
+        stream_safetensors(path, layout, chunks_for(tuned))
     return paths
 
 

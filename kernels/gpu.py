@@ -30,7 +30,8 @@ from rmt._device import cupy_or_none, is_cupy_array, to_host
 from rmt._dtypes import accumulation_dtype, decode_table, storage_kind
 from rmt.errors import DeviceError
 
-__all__ = ["decode", "eigh", "eigvalsh", "gram", "gram_stack", "ks_distances", "permuted"]
+__all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
+           "permuted"]
 
 
 
@@ -214,6 +215,28 @@ def eigh(G: Any) -> tuple[np.ndarray, np.ndarray]:
         pairs = [cp.linalg.eigh(G[k], UPLO="L") for k in range(G.shape[0])]
         w, V = cp.stack([p[0] for p in pairs]), cp.stack([p[1] for p in pairs])
     return cp.asnumpy(w), cp.asnumpy(V)
+
+
+def eigh_top(G: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every eigenvalue and the top-k eigenvectors (cuSOLVER ``syevd``, then the last k).
+
+    cuSOLVER has no tridiagonal subset solver exposed through CuPy; the full ``syevd`` is
+    fast on the device, so the host twin's saving is not needed here.
+
+    Parameters
+    ----------
+    G : cupy.ndarray, shape (M, M)
+        Symmetric; only the lower triangle is referenced.
+    k : int
+        Eigenvectors wanted.
+
+    Returns
+    -------
+    w : numpy.ndarray, shape (M,)
+    V : numpy.ndarray, shape (M, k)
+    """
+    w, V = eigh(G)
+    return w, V[:, -max(1, min(int(k), V.shape[1])):]
 
 
 # --- power-law KS scan -------------------------------------------------------------------

@@ -122,18 +122,22 @@ class _Difference:
     dtype: str
 
     def __call__(self) -> np.ndarray:
-        a, b = self.base.load(), self.other.load()
-        if a.shape != b.shape:
-            raise CheckpointError(self.other.source, f"{self.other.name}: shape changed on "
-                                                     f"disk ({a.shape} vs {b.shape})")
-        out = np.empty(a.shape, dtype=self.dtype)
-        if out.ndim == 0:
-            out[...] = np.asarray(b, self.dtype) - np.asarray(a, self.dtype)
-            return out
-        for s in range(0, a.shape[0], DELTA_BLOCK_ROWS):
-            e = s + DELTA_BLOCK_ROWS
-            np.subtract(np.asarray(b[s:e], dtype=self.dtype),
-                        np.asarray(a[s:e], dtype=self.dtype), out=out[s:e])
+        shape = tuple(self.other.shape)
+        if tuple(self.base.shape) != shape or not shape:
+            raise CheckpointError(self.other.source, f"{self.other.name}: shapes differ "
+                                                     f"({self.base.shape} vs {shape})")
+        out = np.empty(shape, dtype=self.dtype)
+        # file-backed tensors are read block by block: never a full copy of either
+        blocks = zip(self.base.row_blocks(DELTA_BLOCK_ROWS),
+                     self.other.row_blocks(DELTA_BLOCK_ROWS), strict=True)
+        s = 0
+        for a, b in blocks:
+            if a.shape != b.shape or s + len(a) > shape[0]:
+                raise CheckpointError(self.other.source, f"{self.other.name}: shape changed "
+                                                         "on disk")
+            np.subtract(np.asarray(b, dtype=self.dtype), np.asarray(a, dtype=self.dtype),
+                        out=out[s:s + len(a)])
+            s += len(a)
         return out
 
 
@@ -193,19 +197,23 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}{key}": value for key, value in row.items() if key not in skip}
 
 
-def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any, kept_o: Any,
-                kept_d: Any, opts: Options, k: int, epsilon: float) -> dict[str, Any]:
+def _update_norms(Wd: Any, opts: Options, base_norm: Any) -> dict[str, Any]:
+    """delta_norm, ww_delta_W and relative_change of a dense update."""
+    out: dict[str, Any] = {"delta_norm": _fro(Wd)}
+    mats = stored_matrices(Wd, opts.conv)
+    out["ww_delta_W"] = (out["delta_norm"] if len(mats) == 1
+                         else float(np.mean([_fro(m) for m in mats])))
+    if base_norm is not None and base_norm > 0:
+        out["relative_change"] = out["delta_norm"] / base_norm
+    return out
+
+
+def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any,
+                other_sv: SingularVectors | None, k: int, epsilon: float) -> dict[str, Any]:
+    """The comparison columns that need the base's matrix and both decompositions."""
     out: dict[str, Any] = {}
-    if kept_d is not None:
-        Wd = kept_d[0]
-        out["delta_norm"] = _fro(Wd)
-        mats = stored_matrices(Wd, opts.conv)
-        out["ww_delta_W"] = (out["delta_norm"] if len(mats) == 1
-                             else float(np.mean([_fro(m) for m in mats])))
     if kept_b is not None:
         out["base_norm"] = _fro(kept_b[0])
-        if "delta_norm" in out and out["base_norm"] > 0:
-            out["relative_change"] = out["delta_norm"] / out["base_norm"]
     a_b, a_o = rb.get("alpha"), ro.get("alpha")
     if a_b is not None and a_o is not None:
         out["alpha_change"] = float(a_o) - float(a_b)
@@ -213,11 +221,10 @@ def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any, kept_o: Any
     if isinstance(p_b, str) and isinstance(p_o, str):
         out["phase_change"] = "" if p_b == p_o else f"{p_b} -> {p_o}"
     eig_b = kept_b[1] if kept_b is not None else None
-    eig_o = kept_o[1] if kept_o is not None else None
-    if eig_b is not None and eig_o is not None:
-        sb, so = SingularVectors.from_eigen(eig_b), SingularVectors.from_eigen(eig_o)
-        out["ww_cka"] = ww_cka(sb, so)
-        sub = compare_subspaces(sb, so, k=k, epsilon=epsilon)
+    if eig_b is not None and other_sv is not None:
+        sb = SingularVectors.from_eigen(eig_b)
+        out["ww_cka"] = ww_cka(sb, other_sv)
+        sub = compare_subspaces(sb, other_sv, k=k, epsilon=epsilon)
         out.update(subspace_k=sub.k, left_overlap=sub.left_overlap,
                    left_angle_max=sub.left_angle_max, right_overlap=sub.right_overlap,
                    right_angle_max=sub.right_angle_max, num_intruders=sub.n_intruders,
@@ -266,7 +273,8 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
     if tuple(base.shape) != tuple(other.shape):
         return [failed_row(ident, f"shape differs: base {'x'.join(map(str, base.shape))}, "
                                   f"other {'x'.join(map(str, other.shape))}")]
-    cap_b, cap_o, cap_d = Capture(decompose=True), Capture(decompose=True), Capture()
+    # the base's every singular vector (intruders), the other's top k and Gram matrix only
+    cap_b, cap_o, cap_d = Capture(decompose=True), Capture(decompose=True, top=k), Capture()
     dt = delta_dtype(base.dtype, other.dtype)
     update = other.low_rank
     if update is not None:  # a LoRA adapter's entry: other = base + ΔW, ΔW from its factors
@@ -283,27 +291,47 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
         delta = LazyTensor(name, tuple(other.shape), dt, other.source,
                            _Difference(base, other, dt.name),
                            layout=other.layout or base.layout)
+    # One tensor's worth of memory at a time: the other's analysis, reduced to what the
+    # comparison needs; then the base's, compared and released; then the update's.
     rows_o = analyze_tensor(layer_id, name, other, opts, cap_o)
+    reduced: dict[str, Any] = {}
+    for key, (_, eigen) in cap_o.kept.items():
+        if eigen is not None:
+            sv = SingularVectors.from_eigen(eigen)
+            left = sv.eigen_side == "left"
+            reduced[key] = sv.reduced(k, keep_full=left, keep_matrix=not left)
+    cap_o.kept.clear()
     rows_b = analyze_tensor(layer_id, name, base, opts, cap_b)
+    measured: dict[str, dict[str, Any]] = {}
+    problems_of: dict[str, list[str]] = {}
+    for ro, rb in zip(rows_o, rows_b, strict=True):
+        key = ro["name"]
+        try:
+            measured[key] = _comparison(rb, ro, cap_b.kept.get(key), reduced.get(key),
+                                        k, epsilon)
+        except Exception as err:  # contained like an analysis: the rows are kept
+            if opts.on_error == "raise":
+                raise
+            problems_of[key] = [f"comparison: {type(err).__name__}: {err}"]
+    cap_b.kept.clear()
+    reduced.clear()
     rows_d = analyze_tensor(layer_id, name, delta, opts, cap_d)
     out = []
     for ro, rb, rd in zip(rows_o, rows_b, rows_d, strict=True):
         row_name = ro["name"]
         problems = [f"{part}: {r.get('warning', '')}" for part, r in
                     (("other", ro), ("base", rb), ("delta", rd)) if r.get("status") != "success"]
+        problems += problems_of.get(row_name, [])
         notes = [f"{part}: {r['warning']}" for part, r in (("base", rb), ("delta", rd))
                  if r.get("status") == "success" and r.get("warning")]
         row = {**ident, **ro, "name": row_name, "dtype": str(other.dtype),
-               **_prefixed(rb, "base_"), **_prefixed(rd, "delta_")}
-        try:
-            row.update(_comparison(rb, ro, cap_b.kept.get(row_name), cap_o.kept.get(row_name),
-                                   cap_d.kept.get(row_name), opts, k, epsilon))
-            if row_name not in cap_d.kept and delta.low_rank is not None:
-                row.update(_low_rank_norms(delta.low_rank, opts, row.get("base_norm")))
-        except Exception as err:  # contained like an analysis: the rows above are kept
-            if opts.on_error == "raise":
-                raise
-            problems.append(f"comparison: {type(err).__name__}: {err}")
+               **_prefixed(rb, "base_"), **_prefixed(rd, "delta_"),
+               **measured.get(row_name, {})}
+        kept_d = cap_d.kept.get(row_name)
+        if kept_d is not None:
+            row.update(_update_norms(kept_d[0], opts, row.get("base_norm")))
+        elif delta.low_rank is not None and rd.get("status") == "success":
+            row.update(_low_rank_norms(delta.low_rank, opts, row.get("base_norm")))
         warning = "; ".join(p for p in [ro.get("warning", "") if ro.get("status") == "success"
                                         else "", *notes, *problems] if p)
         row.update(status="failed" if problems else "success", warning=warning,

@@ -192,13 +192,16 @@ class Capture:
     Attributes
     ----------
     decompose : bool
-        Take each 2-D matrix's ESD from a full eigendecomposition with vectors
+        Take each 2-D matrix's ESD from an eigendecomposition with vectors
         (:func:`rmt.vectors.decompose`) and keep it.
+    top : int, optional
+        Only the top ``top`` eigenvectors (and the Gram matrix); default all.
     kept : dict
         Row name -> (the matrix as read, in its storage dtype; its decomposition or None).
     """
 
     decompose: bool = False
+    top: int | None = None
     kept: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
@@ -221,8 +224,9 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
         # one decomposition with vectors gives the ESD too
         from rmt.vectors import decompose
 
+        top = capture.top if capture is not None and "vectors" not in opts.enabled else None
         eigen = decompose(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
-                          n_threads=opts.n_threads, name=name)
+                          n_threads=opts.n_threads, name=name, top=top)
         ev = eigen.evals
         if capture is not None:
             capture.kept[name] = (W, eigen)

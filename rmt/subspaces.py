@@ -74,16 +74,48 @@ class SingularVectors:
     eigen_side : {"left", "right"}
         Which side's vectors the eigendecomposition holds in full.
     full : numpy.ndarray
-        That side's vectors as columns, in the order of ``sv`` (dim × M, float64).
+        That side's vectors as columns, in the order of ``sv`` (dim × M, float64; the top
+        ones only when the decomposition was partial).
     A : array
         The matrix oriented so that ``A.shape == (N, M)`` with the Gram ``AᵀA``; the other
         side's vector j is ``A @ full[:, j] / sv[j]``.
+    tops : dict, optional
+        Precomputed top vectors per side (:meth:`reduced`).
+    gram : numpy.ndarray, optional
+        The Gram matrix AᵀA, when the decomposition kept it.
     """
 
     sv: np.ndarray = field(repr=False)
     eigen_side: str
     full: np.ndarray = field(repr=False)
     A: Any = field(repr=False)
+    tops: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    gram: np.ndarray | None = field(default=None, repr=False)
+
+    def reduced(self, k: int, *, keep_full: bool = False, keep_matrix: bool = False
+                ) -> SingularVectors:
+        """The same with only what a comparison with top-k vectors needs (less memory).
+
+        Parameters
+        ----------
+        k : int
+            Top vectors kept, both sides.
+        keep_full : bool, default False
+            Keep the eigen side's full set (``ww_cka`` needs it when that side is left).
+        keep_matrix : bool, default False
+            Keep the matrix ``A`` (``ww_cka`` needs it when the eigen side is right).
+
+        Returns
+        -------
+        SingularVectors
+        """
+        kk = min(int(k), self.nonzero())
+        # copies, so that the full decomposition (and the matrix) can be freed
+        tops = {side: np.array(self.top(side, kk)) for side in ("left", "right")}
+        full = self.full if keep_full and self.gram is None else np.array(self.full[:, :kk])
+        return SingularVectors(self.sv.copy(), self.eigen_side, full,
+                               self.A if keep_matrix else None, tops,
+                               self.gram if keep_full else None)
 
     @classmethod
     def from_eigen(cls, eigen: Eigendecomposition) -> SingularVectors:
@@ -108,7 +140,8 @@ class SingularVectors:
                              f"{len(eigen.vectors)} slices")
         lam = np.clip(eigen.evals[::-1] * eigen.unit, 0, None)  # eigenvalues of AᵀA
         V = eigen.vectors[0][:, ::-1]
-        return cls(np.sqrt(lam), "left" if eigen.transpose else "right", V, eigen.mats[0])
+        return cls(np.sqrt(lam), "left" if eigen.transpose else "right", V, eigen.mats[0],
+                   gram=eigen.gram)
 
     def nonzero(self) -> int:
         """How many singular values are above the numerical-zero threshold.
@@ -135,6 +168,8 @@ class SingularVectors:
         numpy.ndarray
             dim × k, float64.
         """
+        if self.tops is not None and self.tops[side].shape[1] >= k:
+            return self.tops[side][:, :k]
         if side == self.eigen_side:
             return self.full[:, :k]
         return _times(self.A, self.full[:, :k]) / self.sv[:k]
@@ -310,8 +345,14 @@ def ww_cka(base: SingularVectors, other: SingularVectors) -> float:
     """
     if base.eigen_side == "left" and other.eigen_side == "left":
         # W = Aᵀ: ‖W₁ᵀW₂‖² = ‖A₁A₂ᵀ‖² = tr(G₁G₂), G = V diag(σ²) Vᵀ
-        X = base.full.T @ other.full
-        cross = float(np.sqrt(np.einsum("i,ij,j->", base.sv ** 2, X ** 2, other.sv ** 2)))
+        if other.gram is not None and base.full.shape[1] == base.sv.size:
+            # tr(G₁G₂) = Σ_i σ²₁ᵢ v₁ᵢᵀ G₂ v₁ᵢ (the other's Gram, the base's vectors)
+            quad = np.einsum("ij,ij->j", base.full, other.gram @ base.full)
+            cross = float(np.sqrt(max(float(np.dot(base.sv ** 2, quad)), 0.0)))
+        else:
+            X = base.full.T @ other.full
+            cross = float(np.sqrt(np.einsum("i,ij,j->", base.sv ** 2, X ** 2,
+                                            other.sv ** 2)))
     else:
         cross = float(np.linalg.norm(_t_times(base.A, other.A)))
     norm = float(np.sqrt(np.sqrt(np.sum(base.sv ** 4)) * np.sqrt(np.sum(other.sv ** 4))))

@@ -223,6 +223,9 @@ class Eigendecomposition:
         Whether A = Wᵀ (stored W is wide).
     unit : float
         N when normalised, else 1.
+    gram : numpy.ndarray or None
+        With ``decompose(top=k)``: the Gram matrix AᵀA (float64), kept; ``vectors`` then
+        holds only the top k eigenvectors (the last k columns of a full ``V``).
     """
 
     evals: np.ndarray = field(repr=False)
@@ -232,10 +235,12 @@ class Eigendecomposition:
     mats: list[Any] = field(repr=False)
     transpose: bool
     unit: float
+    gram: np.ndarray | None = field(default=None, repr=False)
 
 
 def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: Any = "auto",
-              n_threads: int | None = None, name: str | None = None) -> Eigendecomposition:
+              n_threads: int | None = None, name: str | None = None,
+              top: int | None = None) -> Eigendecomposition:
     """Gram matrix and full eigendecomposition of each matrix W is read as.
 
     Parameters
@@ -253,6 +258,9 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
         As in :func:`rmt.esd`.
     name : str, optional
         Layer name for error messages.
+    top : int, optional
+        For a 2-D matrix: only the top ``top`` eigenvectors (``rmt.kernels`` ``eigh_top``:
+        about the cost of ``eigvalsh``), every eigenvalue, and the Gram matrix kept.
 
     Returns
     -------
@@ -277,21 +285,28 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
     if square:
         mats = [A.T for A in mats]
     unit = float(shape.N) if normalize else 1.0
-    evals, vectors = [], []
+    partial = top is not None and W.ndim == 2
+    evals, vectors, gram = [], [], None
     with limit_threads(n_threads):
         for A in mats:
             G = K.gram(A, dtype=np.float64) if W.ndim == 2 else K.gram_stack(A[None])[0]
             _check_gram(G, W, np.dtype(np.float64), name)
-            w, V = K.eigh(G)
+            if partial:
+                low = np.tril(np.asarray(to_host(G), dtype=np.float64))  # syrk fills one half
+                gram = low + np.tril(low, -1).T
+                w, V = K.eigh_top(G, int(top))  # type: ignore[arg-type]
+            else:
+                w, V = K.eigh(G)
             evals.append(np.asarray(w, dtype=np.float64) / unit)
             vectors.append(np.asarray(V, dtype=np.float64))
     ev = np.concatenate(evals)
     order = np.argsort(ev, kind="stable")
+    columns = np.arange(shape.M) - (shape.M - vectors[0].shape[1] if partial else 0)
     return Eigendecomposition(evals=ev[order],
                               owner=np.repeat(np.arange(len(mats)), shape.M)[order],
-                              column=np.tile(np.arange(shape.M), len(mats))[order],
+                              column=np.tile(columns, len(mats))[order],
                               vectors=vectors, mats=mats, transpose=bool(shape.transpose or square),
-                              unit=unit)
+                              unit=unit, gram=gram)
 
 
 def localisation(dec: Eigendecomposition, *, n_tail: int = 0, n_spikes: int = 1,

@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 import rmt
 from rmt.comparison import COMPARISON_COLUMNS, comparison_columns, delta_dtype
 from tests.digits_training import accuracy, init, train
+from tests.reference import ww_cka_distance
 
 FIRST, SECOND = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 
@@ -60,6 +61,9 @@ def test_each_part_of_a_row_is_the_analysis_it_names(fine_tunes, tmp_path):
         assert df.relative_change[i] == pytest.approx(
             np.linalg.norm(d) / np.linalg.norm(base[k].astype(np.float32)), rel=1e-6)
         assert df.ww_delta_W[i] == df.delta_norm[i]
+        want = ww_cka_distance(base[k].astype(np.float32).astype(np.float64),
+                               other[f"module.{k}"].astype(np.float64))
+        assert df.ww_cka[i] == pytest.approx(want, rel=1e-9)
     assert np.allclose(df.alpha_change, df.alpha - df.base_alpha)
 
 

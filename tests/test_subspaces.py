@@ -91,3 +91,17 @@ def test_rank_deficient_base_uses_its_nonzero_singular_vectors_only():
         intruder_dimensions(W0, W1, epsilon=0)
     with pytest.raises(ValueError, match="shapes differ"):
         intruder_dimensions(W0, W1.T)
+
+
+@pytest.mark.parametrize("M, k", [(2, 1), (3, 3), (60, 5), (257, 10)])
+def test_eigh_top_matches_a_full_eigendecomposition(M, k):
+    from rmt.kernels import cpu
+
+    A = np.random.default_rng(M).standard_normal((2 * M, M))
+    G = A.T @ A
+    w, V = cpu.eigh_top(G, k)
+    w0, V0 = np.linalg.eigh(G)
+    np.testing.assert_allclose(w, w0, rtol=0, atol=1e-13 * w0[-1])
+    assert V.shape == (M, k)
+    # the same vectors up to sign
+    np.testing.assert_allclose(np.abs(np.sum(V * V0[:, -k:], axis=0)), 1, atol=1e-10)

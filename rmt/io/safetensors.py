@@ -155,6 +155,24 @@ class FileSlice:
         raw = read_bytes(self.identity, self.offset, nbytes, f"tensor {self.name!r}: ")
         return raw.view(self.dtype).reshape(self.shape)
 
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the first axis only (one ranged read).
+
+        Parameters
+        ----------
+        start, stop : int
+            The row range (clipped to the tensor).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        start, stop = max(0, start), min(self.shape[0], stop)
+        row = math.prod(self.shape[1:]) * self.dtype.itemsize
+        raw = read_bytes(self.identity, self.offset + start * row, max(0, stop - start) * row,
+                         f"tensor {self.name!r}: ")
+        return raw.view(self.dtype).reshape((max(0, stop - start), *self.shape[1:]))
+
 
 def iter_safetensors(path: str | Path) -> Iterator[tuple[str, LazyTensor]]:
     """(name, LazyTensor) for every tensor of a .safetensors file, in file order."""

@@ -123,6 +123,11 @@ class LazyTensor:
         numpy.ndarray
             Views (or copies) of consecutive row ranges.
         """
+        ranged = getattr(self._loader, "rows", None)
+        if ranged is not None:  # a file-backed tensor: read each block on its own
+            for start in range(0, self.shape[0] if self.shape else 0, rows):
+                yield ranged(start, start + rows)
+            return
         arr = self._loader()
         for start in range(0, self.shape[0] if self.shape else 0, rows):
             yield arr[start : start + rows]
