@@ -208,8 +208,27 @@ def _update_norms(Wd: Any, opts: Options, base_norm: Any) -> dict[str, Any]:
     return out
 
 
+def _streamable(t: LazyTensor) -> bool:
+    """A 2-D file-backed tensor read as stored: its rows can be read again by blocks."""
+    layout = t.layout
+    return (t.ndim == 2 and hasattr(t._loader, "rows") and t.low_rank is None
+            and (layout is None or (layout.perm is None and layout.row_axes is None)))
+
+
+def _streamed_cross_norm(A_b: Any, other: LazyTensor) -> float:
+    """‖A_bᵀ W_o‖_F with W_o read again by row blocks (float64 accumulation)."""
+    C = np.zeros((A_b.shape[1], other.shape[1]))
+    start = 0
+    for block in other.row_blocks(DELTA_BLOCK_ROWS):
+        stop = start + len(block)
+        C += np.asarray(A_b[start:stop], dtype=np.float64).T @ np.asarray(block, np.float64)
+        start = stop
+    return float(np.linalg.norm(C))
+
+
 def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any,
-                other_sv: SingularVectors | None, k: int, epsilon: float) -> dict[str, Any]:
+                other_sv: SingularVectors | None, k: int, epsilon: float,
+                other: LazyTensor | None = None) -> dict[str, Any]:
     """The comparison columns that need the base's matrix and both decompositions."""
     out: dict[str, Any] = {}
     if kept_b is not None:
@@ -223,7 +242,10 @@ def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any,
     eig_b = kept_b[1] if kept_b is not None else None
     if eig_b is not None and other_sv is not None:
         sb = SingularVectors.from_eigen(eig_b)
-        out["ww_cka"] = ww_cka(sb, other_sv)
+        cross = None
+        if sb.eigen_side == "right" and other_sv.A is None and other is not None:
+            cross = _streamed_cross_norm(sb.A, other)
+        out["ww_cka"] = ww_cka(sb, other_sv, cross_norm=cross)
         sub = compare_subspaces(sb, other_sv, k=k, epsilon=epsilon)
         out.update(subspace_k=sub.k, left_overlap=sub.left_overlap,
                    left_angle_max=sub.left_angle_max, right_overlap=sub.right_overlap,
@@ -294,12 +316,15 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
     # One tensor's worth of memory at a time: the other's analysis, reduced to what the
     # comparison needs; then the base's, compared and released; then the update's.
     rows_o = analyze_tensor(layer_id, name, other, opts, cap_o)
+    streamed = _streamable(other) and _streamable(base)
     reduced: dict[str, Any] = {}
     for key, (_, eigen) in cap_o.kept.items():
         if eigen is not None:
             sv = SingularVectors.from_eigen(eigen)
             left = sv.eigen_side == "left"
-            reduced[key] = sv.reduced(k, keep_full=left, keep_matrix=not left)
+            # a tall matrix's CKA needs W_bᵀW_o: read again by blocks, or kept when it
+            # cannot be (a transposed layout, a stack, an in-memory source)
+            reduced[key] = sv.reduced(k, keep_full=left, keep_matrix=not left and not streamed)
     cap_o.kept.clear()
     rows_b = analyze_tensor(layer_id, name, base, opts, cap_b)
     measured: dict[str, dict[str, Any]] = {}
@@ -308,7 +333,7 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
         key = ro["name"]
         try:
             measured[key] = _comparison(rb, ro, cap_b.kept.get(key), reduced.get(key),
-                                        k, epsilon)
+                                        k, epsilon, other if streamed else None)
         except Exception as err:  # contained like an analysis: the rows are kept
             if opts.on_error == "raise":
                 raise

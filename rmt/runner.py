@@ -709,15 +709,22 @@ def _next_task(queue: collections.deque) -> Task:
 
 
 def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Shut the pool down without waiting for workers still starting up."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    """Shut the pool down without waiting for workers still starting up.
+
+    The workers are taken before ``shutdown``, which forgets them (``_processes = None``
+    on Python < 3.14): terminated afterwards, none is left behind to block the
+    interpreter's exit (it joins every pool's workers).
+    """
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14: shuts down too
     if stop is not None:
         stop()
         return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.terminate()
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
         proc.join(timeout=5)
 
 

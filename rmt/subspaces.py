@@ -326,7 +326,8 @@ def intruder_dimensions(W_base: Any, W_other: Any, *, k: int = 10, epsilon: floa
                              singular_vectors(W_other, device=device), k=k, epsilon=epsilon)
 
 
-def ww_cka(base: SingularVectors, other: SingularVectors) -> float:
+def ww_cka(base: SingularVectors, other: SingularVectors, *,
+           cross_norm: float | None = None) -> float:
     """WeightWatcher's uncentred CKA ‖W₁ᵀW₂‖_F / √(‖W₁ᵀW₁‖_F ‖W₂W₂ᵀ‖_F).
 
     W is the matrix as read (out × in). The Gram norms come from the singular values;
@@ -337,13 +338,17 @@ def ww_cka(base: SingularVectors, other: SingularVectors) -> float:
     ----------
     base, other : SingularVectors
         Of two matrices of the same shape.
+    cross_norm : float, optional
+        ‖W₁ᵀW₂‖_F when the caller has it (``rmt.compare`` streams it from the files).
 
     Returns
     -------
     float
         As WeightWatcher 0.7.7 computes it (including its +1e-6 on a norm below 1e-6).
     """
-    if base.eigen_side == "left" and other.eigen_side == "left":
+    if cross_norm is not None:
+        cross = float(cross_norm)
+    elif base.eigen_side == "left" and other.eigen_side == "left":
         # W = Aᵀ: ‖W₁ᵀW₂‖² = ‖A₁A₂ᵀ‖² = tr(G₁G₂), G = V diag(σ²) Vᵀ
         if other.gram is not None and base.full.shape[1] == base.sv.size:
             # tr(G₁G₂) = Σ_i σ²₁ᵢ v₁ᵢᵀ G₂ v₁ᵢ (the other's Gram, the base's vectors)

@@ -238,6 +238,19 @@ class Eigendecomposition:
     gram: np.ndarray | None = field(default=None, repr=False)
 
 
+def _symmetric(G: np.ndarray, block: int = 512) -> np.ndarray:
+    """G with its upper triangle copied from the lower one (``syrk`` fills only one half),
+    in place, block by block (no M × M temporary)."""
+    G = np.array(G, dtype=np.float64, order="C") if not G.flags.writeable else G
+    M = G.shape[0]
+    for i in range(0, M, block):
+        j = min(M, i + block)
+        d = G[i:j, i:j]
+        d[...] = np.tril(d) + np.tril(d, -1).T
+        G[i:j, j:] = G[j:, i:j].T
+    return G
+
+
 def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: Any = "auto",
               n_threads: int | None = None, name: str | None = None,
               top: int | None = None) -> Eigendecomposition:
@@ -292,9 +305,9 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
             G = K.gram(A, dtype=np.float64) if W.ndim == 2 else K.gram_stack(A[None])[0]
             _check_gram(G, W, np.dtype(np.float64), name)
             if partial:
-                low = np.tril(np.asarray(to_host(G), dtype=np.float64))  # syrk fills one half
-                gram = low + np.tril(low, -1).T
-                w, V = K.eigh_top(G, int(top))  # type: ignore[arg-type]
+                gram = _symmetric(np.asarray(to_host(G), dtype=np.float64))
+                del G  # one M × M copy kept, not two
+                w, V = K.eigh_top(gram, int(top))  # type: ignore[arg-type]
             else:
                 w, V = K.eigh(G)
             evals.append(np.asarray(w, dtype=np.float64) / unit)

@@ -186,3 +186,26 @@ def test_dora_modules_are_merged_as_peft_merges_them(tmp_path):
     assert row.status == "success", row.warning
     assert row.delta_norm == pytest.approx(np.linalg.norm(merged - W), rel=1e-12)
     assert row.lambda_max == pytest.approx(rmt.esd(merged)[-1], rel=1e-12)
+
+
+def test_lora_brings_intruder_dimensions_that_full_fine_tuning_does_not():
+    """Shuttleworth et al.'s finding on real MiniLM fine-tunes of the same task: the PEFT
+    adapter above, and every weight trained (its query and value weights, float16)."""
+    from rmt.pretrained import PretrainedUnavailable, fetch
+
+    try:
+        base_path = fetch("all-MiniLM-L6-v2")
+    except PretrainedUnavailable as err:
+        pytest.skip(str(err))
+    full = rmt.compare(base_path, REAL.parent / "minilm-full-finetune-qv.safetensors",
+                       progress=False)
+    full = full[full.status == "success"]
+    lora = rmt.analyze(REAL, base=base_path, progress=False)
+    lora = lora[lora.name.str.contains("attention.self")]
+    assert len(full) == 12 and len(lora) == 12
+    assert (full.matched_by == "suffix").all()
+    assert full.num_intruders.sum() == 0
+    assert lora.num_intruders.sum() >= 6
+    # full fine-tuning moves the weights less and keeps their top subspaces closer
+    assert full.relative_change.median() < lora.relative_change.median()
+    assert full.left_overlap.median() > lora.left_overlap.median()

@@ -7,8 +7,9 @@ their descriptions (``load_*().DESCR``, text that ships with the package) comes 
 With PEFT, LoRA r=8, alpha=16 on the query and value projections (the classifier head
 trained in full, PEFT's ``modules_to_save``), 300 AdamW steps; and, separately, every
 weight trained, 150 steps. Needs torch==2.13.0, transformers and peft (not test
-dependencies: the adapter is committed; the full fine-tune is written to rmt's cache as
-``minilm-full-finetune/model.safetensors``). Run from the repository root:
+dependencies: the adapter is committed, and so are the full fine-tune's query and value
+weights in float16, ``minilm-full-finetune-qv.safetensors``; the whole full fine-tune is
+written to rmt's cache as ``minilm-full-finetune/model.safetensors``). Run from the repository root:
 ``python tests/data/make_minilm_lora.py``.
 """
 
@@ -108,8 +109,15 @@ def main() -> None:
         acc_full = train(full, tok, texts, labels, steps=150, lr=5e-5, seed=0)
         dest = cache_dir() / "minilm-full-finetune"
         dest.mkdir(parents=True, exist_ok=True)
-        save_file({n: p.detach().contiguous() for n, p in full.state_dict().items()},
+        state = full.state_dict()
+        save_file({n: p.detach().contiguous() for n, p in state.items()},
                   str(dest / "model.safetensors"))
+        # the tests' copy: the weights LoRA adapted (query, value), float16 (3.5 MB)
+        save_file({n: p.detach().to(torch.float16).contiguous() for n, p in state.items()
+                   if n.endswith(("attention.self.query.weight", "attention.self.value.weight"))},
+                  str(HERE / "minilm-full-finetune-qv.safetensors"),
+                  metadata={"source": "tests/data/make_minilm_lora.py: the full fine-tune's "
+                                      "query and value weights, float16"})
     info = {"task": f"which of {', '.join(SOURCES)} a DESCR sentence comes from",
             "sentences": len(texts), "classes": k, "chance": float(np.max(np.bincount(labels))
                                                                    / len(labels)),
