@@ -208,6 +208,17 @@ def _update_norms(Wd: Any, opts: Options, base_norm: Any) -> dict[str, Any]:
     return out
 
 
+def _reduce(eigen: Any, k: int, streamed: bool) -> SingularVectors | None:
+    """What the comparison keeps of the fine-tune's decomposition (the rest is freed)."""
+    if eigen is None:
+        return None
+    sv = SingularVectors.from_eigen(eigen)
+    left = sv.eigen_side == "left"
+    # a tall matrix's CKA needs W_bᵀW_o: read again by blocks, or the matrix kept when it
+    # cannot be (a transposed layout, a stack, an in-memory source)
+    return sv.reduced(k, keep_full=left, keep_matrix=not left and not streamed)
+
+
 def _streamable(t: LazyTensor) -> bool:
     """A 2-D file-backed tensor read as stored: its rows can be read again by blocks."""
     layout = t.layout
@@ -318,14 +329,8 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
     rows_o = analyze_tensor(layer_id, name, other, opts, cap_o)
     streamed = _streamable(other) and _streamable(base)
     reduced: dict[str, Any] = {}
-    for key, (_, eigen) in cap_o.kept.items():
-        if eigen is not None:
-            sv = SingularVectors.from_eigen(eigen)
-            left = sv.eigen_side == "left"
-            # a tall matrix's CKA needs W_bᵀW_o: read again by blocks, or kept when it
-            # cannot be (a transposed layout, a stack, an in-memory source)
-            reduced[key] = sv.reduced(k, keep_full=left, keep_matrix=not left and not streamed)
-    cap_o.kept.clear()
+    for key in list(cap_o.kept):
+        reduced[key] = _reduce(cap_o.kept.pop(key)[1], k, streamed)
     rows_b = analyze_tensor(layer_id, name, base, opts, cap_b)
     measured: dict[str, dict[str, Any]] = {}
     problems_of: dict[str, list[str]] = {}
