@@ -209,3 +209,21 @@ def test_lora_brings_intruder_dimensions_that_full_fine_tuning_does_not():
     # full fine-tuning moves the weights less and keeps their top subspaces closer
     assert full.relative_change.median() < lora.relative_change.median()
     assert full.left_overlap.median() > lora.left_overlap.median()
+
+
+def test_adapter_model_bin_is_read_like_safetensors(tmp_path, monkeypatch):
+    """PEFT writes adapter_model.bin (a torch zip) when safe_serialization is off."""
+    from tests.checkpoints import write_torch_zip
+
+    rng = np.random.default_rng(6)
+    A, B = _factors(rng, 50, 40, 8)
+    keys = {"base_model.model.fc.lora_A.weight": A, "base_model.model.fc.lora_B.weight": B}
+    st = _adapter(tmp_path / "st", keys)
+    pt = tmp_path / "pt"
+    pt.mkdir()
+    (pt / "adapter_config.json").write_text((st / "adapter_config.json").read_text())
+    write_torch_zip(pt / "adapter_model.bin", keys, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    a, b = rmt.analyze(st, progress=False), rmt.analyze(pt, progress=False)
+    assert a.name.tolist() == b.name.tolist() == ["base_model.model.fc.weight"]
+    assert b.matrix_rank.iloc[0] == 8 and b.lambda_max.iloc[0] == a.lambda_max.iloc[0]
