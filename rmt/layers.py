@@ -239,6 +239,12 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
         layer = compute_layer(name, W, ev, shape, opts, eigen=eigen)
     except DataError as err:
         return failed_row(sized, str(err))
+    return _present(layer, name, base, opts, start)
+
+
+def _present(layer: LayerResult, name: str, base: dict[str, Any], opts: Options,
+             start: float) -> dict[str, Any]:
+    """The row of a computed layer, its figure queued, its wall time since ``start``."""
     row = layer_row(layer, base)
     if opts.plot_dir is not None:
         from rmt.plot import queue_layer_plot
@@ -431,16 +437,7 @@ def _safe_low_rank_row(name: str, update: Any, shape: tuple[int, ...], base: dic
         if isinstance(err, DataError | CheckpointError | WeightError):
             return failed_row(base, getattr(err, "problem", None) or str(err))
         return failed_row(base, _describe(err))
-    row = layer_row(layer, base)
-    if opts.plot_dir is not None:
-        from rmt.plot import queue_layer_plot
-
-        problem = queue_layer_plot(layer.results["phase"], name, base["layer_id"],
-                                   opts.plot_dir)
-        if problem:
-            row = with_warning(row, problem)
-    row["seconds"] = time.perf_counter() - start
-    return row
+    return _present(layer, name, base, opts, start)
 
 
 def _describe(err: BaseException) -> str:
