@@ -5,7 +5,10 @@ SGD, batch 8) saves a float32 checkpoint every epoch for 200 epochs; ``rmt.track
 analyses all 200 (600 layers) serially, with ``n_jobs`` = 1, 2, ... worker processes, and
 on a Dask ``LocalCluster`` with as many single-threaded worker processes, each in a fresh
 process with one BLAS thread per worker. Throughput in checkpoints per second, and the
-speed-up over the serial run (the cores bound it).
+speed-up over the serial run (the cores bound it). The process pool's time includes
+starting its workers (a spawned worker imports rmt and loads its compiled kernels, about
+a second; the runner works in the calling process meanwhile); the Dask workers are warmed
+first, as a long-lived cluster's are.
 
 Run: ``python -m benchmarks.track [--checkpoints 200]``; writes
 ``benchmarks/results/track.{json,md}``.
@@ -31,6 +34,9 @@ if mode == "dask":
     from dask.distributed import Client, LocalCluster
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
+        # a long-lived cluster's workers have rmt imported and its kernels loaded
+        client.run(lambda: rmt.analyze(sorted(__import__("glob").glob(pattern))[0],
+                                       progress=False) is not None)
         start = time.perf_counter()
         df = rmt.track(pattern, executor=client.get_executor(), progress=False)
         seconds = time.perf_counter() - start
