@@ -20,7 +20,7 @@ COLS = ["checkpoint", "step", "layer_id", "name", "alpha", "phase", "stable_rank
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    train(init(0), epochs=12, batch_size=8, lr=0.05, save_every=2, out_dir=out)
+    train(init(0), epochs=10, batch_size=8, lr=0.05, save_every=2, out_dir=out)
     return out
 
 
@@ -135,7 +135,7 @@ def test_cli_track_with_figures_and_parquet(run, tmp_path, capsys):
     assert {p.name for p in (tmp_path / "figs").iterdir()} == {
         "alpha_heatmap.png", "alpha_lines.png", "phases.png"}
     back = pd.read_parquet(tmp_path / "t.parquet")
-    assert len(back) == 18 and "checkpoints, 3 layers" in capsys.readouterr().err
+    assert len(back) == 15 and "checkpoints, 3 layers" in capsys.readouterr().err
     assert main(["track", pattern, "--summary", "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("name,n_checkpoints")
     assert main(["compare", str(sorted(run.glob("*.safetensors"))[0]),
