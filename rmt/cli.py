@@ -77,8 +77,13 @@ COMPARE_TABLE_COLUMNS = ["layer_id", "name", "shape", "relative_change", "base_a
 
 
 def _shown(df: pd.DataFrame) -> list[str]:
-    """The table columns of an analysis, or of a comparison (it has base_name)."""
-    return COMPARE_TABLE_COLUMNS if "base_name" in df.columns else TABLE_COLUMNS
+    """The table columns of an analysis, a comparison (it has base_name), a trajectory (it
+    has step), or every column of a per-layer summary (no layer_id)."""
+    if "base_name" in df.columns:
+        return COMPARE_TABLE_COLUMNS
+    if "layer_id" not in df.columns:
+        return list(df.columns)
+    return ["step", *TABLE_COLUMNS] if "step" in df.columns else TABLE_COLUMNS
 
 
 def _write(df: pd.DataFrame, fmt: str, out: str | None) -> None:
@@ -207,20 +212,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     else:
         df = run()
     summary = track_summary(df)
-    table = summary if args.summary else df
-    if args.format == "table" and not args.summary:
-        table = df[["step", *TABLE_COLUMNS]]
-    if args.out is None:
-        _print_frame(table, args.format)
-    elif args.format == "parquet":
-        write_parquet(table, args.out)
-    elif args.format == "json":
-        table.to_json(args.out, orient="records", indent=2)
-    elif args.format == "csv":
-        table.to_csv(args.out, index=False)
-    else:
-        with open(args.out, "w") as fh:
-            fh.write(_table(table, None))
+    _write(summary if args.summary else df, args.format, args.out)
     if args.plot:
         from rmt.plot import plot_trajectory
 

@@ -37,7 +37,7 @@ from rmt.io.peft import LowRankUpdate
 from rmt.layers import Capture, Options, analyze_tensor, failed_row, select
 from rmt.pairing import pair_names
 from rmt.spectra import stored_matrices
-from rmt.subspaces import SingularVectors, compare_subspaces, ww_cka
+from rmt.subspaces import SingularVectors, compare_subspaces, t_times_blocks, ww_cka
 
 __all__ = ["COMPARISON_COLUMNS", "compare", "compare_tensors", "delta_dtype"]
 
@@ -182,14 +182,18 @@ def _fro(W: Any) -> float:
     return float(np.sqrt(total))
 
 
-def _low_rank_norms(update: LowRankUpdate, opts: Options, base_norm: Any) -> dict[str, Any]:
-    """delta_norm and ww_delta_W of a LoRA update from its singular values."""
-    per_matrix = [float(np.sqrt(np.sum(sv ** 2))) for sv in update.singular_values(opts.conv)]
-    total = float(np.sqrt(np.sum(np.square(per_matrix))))
+def _norm_columns(total: float, per_matrix: list[float], base_norm: Any) -> dict[str, Any]:
+    """delta_norm, ww_delta_W (the mean over the matrices read) and relative_change."""
     out: dict[str, Any] = {"delta_norm": total, "ww_delta_W": float(np.mean(per_matrix))}
     if base_norm is not None and base_norm > 0:
         out["relative_change"] = total / base_norm
     return out
+
+
+def _low_rank_norms(update: LowRankUpdate, opts: Options, base_norm: Any) -> dict[str, Any]:
+    """The norm columns of a LoRA update, from its singular values."""
+    per_matrix = [float(np.sqrt(np.sum(sv ** 2))) for sv in update.singular_values(opts.conv)]
+    return _norm_columns(float(np.sqrt(np.sum(np.square(per_matrix)))), per_matrix, base_norm)
 
 
 def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -198,14 +202,11 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _update_norms(Wd: Any, opts: Options, base_norm: Any) -> dict[str, Any]:
-    """delta_norm, ww_delta_W and relative_change of a dense update."""
-    out: dict[str, Any] = {"delta_norm": _fro(Wd)}
+    """The norm columns of a dense update."""
+    total = _fro(Wd)
     mats = stored_matrices(Wd, opts.conv)
-    out["ww_delta_W"] = (out["delta_norm"] if len(mats) == 1
-                         else float(np.mean([_fro(m) for m in mats])))
-    if base_norm is not None and base_norm > 0:
-        out["relative_change"] = out["delta_norm"] / base_norm
-    return out
+    return _norm_columns(total, [total] if len(mats) == 1 else [_fro(m) for m in mats],
+                         base_norm)
 
 
 def _reduce(eigen: Any, k: int, streamed: bool) -> SingularVectors | None:
@@ -228,13 +229,7 @@ def _streamable(t: LazyTensor) -> bool:
 
 def _streamed_cross_norm(A_b: Any, other: LazyTensor) -> float:
     """‖A_bᵀ W_o‖_F with W_o read again by row blocks (float64 accumulation)."""
-    C = np.zeros((A_b.shape[1], other.shape[1]))
-    start = 0
-    for block in other.row_blocks(DELTA_BLOCK_ROWS):
-        stop = start + len(block)
-        C += np.asarray(A_b[start:stop], dtype=np.float64).T @ np.asarray(block, np.float64)
-        start = stop
-    return float(np.linalg.norm(C))
+    return float(np.linalg.norm(t_times_blocks(A_b, other.row_blocks(DELTA_BLOCK_ROWS))))
 
 
 def _comparison(rb: dict[str, Any], ro: dict[str, Any], kept_b: Any,
@@ -414,12 +409,12 @@ def _chosen(listed: list[tuple[int, str, LazyTensor]], layers: Any) -> dict[str,
 
 
 def _weights(source: Any) -> list[tuple[int, str, LazyTensor]]:
-    from rmt.runner import _is_weight, _unique_names
+    from rmt.runner import _unique_names, analysed
 
     listing = [(i, name, t) for i, (name, t) in enumerate(open_checkpoint(source))]
     names, _ = _unique_names(listing)
     return [(i, shown, t) for (i, _, t), shown in zip(listing, names, strict=True)
-            if (t.ndim >= 2 and _is_weight(t)) or t.error]
+            if analysed(t)]
 
 
 @dataclass(frozen=True)

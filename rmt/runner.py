@@ -400,10 +400,7 @@ def analyze(
     names, notes = _unique_names(listing)
     chosen = select(names, layers)
     todo: list[Task] = [(i, shown, t) for (i, _, t), shown, keep
-                        in zip(listing, names, chosen, strict=True)
-                        if (keep and ((t.ndim >= 2 and _is_weight(t))
-                                      or (t.error and not t.ndim)))
-                        or t.stands_for_file]
+                        in zip(listing, names, chosen, strict=True) if analysed(t, keep)]
     if layers is not None and not any(chosen):
         warnings.warn(f"no layer matched layers={layers!r} ({len(listing)} tensors in the "
                       "checkpoint)", stacklevel=2)
@@ -656,6 +653,14 @@ def _figures(plot_dir: Any) -> Any:
 
 def _label(source: Any) -> str:
     return str(source) if isinstance(source, str | Path) else type(source).__name__
+
+
+def analysed(tensor: LazyTensor, selected: bool = True) -> bool:
+    """Whether a listed tensor gets a row: a selected weight (2-D or more, not a bias), a
+    selected entry that could not even be listed, or a whole unreadable file."""
+    return (selected and ((tensor.ndim >= 2 and _is_weight(tensor))
+                          or (bool(tensor.error) and not tensor.ndim))) \
+        or tensor.stands_for_file
 
 
 def _is_weight(tensor: LazyTensor) -> bool:

@@ -35,22 +35,43 @@ from rmt.metrics import numerical_zero_threshold
 from rmt.vectors import Eigendecomposition, decompose
 
 __all__ = ["SingularVectors", "SubspaceComparison", "compare_subspaces", "intruder_dimensions",
-           "singular_vectors", "ww_cka"]
+           "singular_vectors", "t_times_blocks", "ww_cka"]
 
 #: Rows decoded per block in the products with a stored matrix (float64 blocks of
 #: 4096 × M: 12.6 MB at M = 384, 134 MB at M = 4096).
 BLOCK_ROWS = 4096
 
 
+def t_times_blocks(A: Any, blocks: Any) -> np.ndarray:
+    """Aᵀ B in float64, B given as its consecutive row blocks (arrays, or a file read again
+    block by block: ``LazyTensor.row_blocks``), A (n × p) in any storage dtype.
+
+    Parameters
+    ----------
+    A : array
+        n × p.
+    blocks : iterable of arrays
+        B's rows in order, n in all.
+
+    Returns
+    -------
+    numpy.ndarray
+        p × q, float64.
+    """
+    A = to_host(A)
+    out: np.ndarray | None = None
+    start = 0
+    for block in blocks:
+        b = np.asarray(to_host(block), dtype=np.float64)
+        part = np.asarray(A[start:start + len(b)], dtype=np.float64).T @ b
+        out = part if out is None else out + part
+        start += len(b)
+    return out if out is not None else np.zeros((A.shape[1], 0))
+
+
 def _t_times(A: Any, B: Any) -> np.ndarray:
     """Aᵀ B in float64, A (n × p) and B (n × q) in any storage dtype, by row blocks."""
-    A, B = to_host(A), to_host(B)
-    out = np.zeros((A.shape[1], B.shape[1]))
-    for start in range(0, A.shape[0], BLOCK_ROWS):
-        a = np.asarray(A[start:start + BLOCK_ROWS], dtype=np.float64)
-        b = np.asarray(B[start:start + BLOCK_ROWS], dtype=np.float64)
-        out += a.T @ b
-    return out
+    return t_times_blocks(A, (B[s:s + BLOCK_ROWS] for s in range(0, B.shape[0], BLOCK_ROWS)))
 
 
 def _times(A: Any, V: np.ndarray) -> np.ndarray:

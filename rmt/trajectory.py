@@ -201,10 +201,9 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
     from rmt import __version__
     from rmt.resume import ResumeLog, checkpoint_identity
     from rmt.runner import (
-        _frame,
-        _is_weight,
         _threads_per_worker,
         _unique_names,
+        analysed,
         execute,
         layer_options,
         resume_options,
@@ -256,8 +255,7 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
         names, file_notes = _unique_names(listing)
         chosen = select(names, layers)
         for (i, _, t), shown, keep in zip(listing, names, chosen, strict=True):
-            if (keep and ((t.ndim >= 2 and _is_weight(t)) or (t.error and not t.ndim))) \
-                    or t.stands_for_file:
+            if analysed(t, keep):
                 todo.append((k * _SPAN + i, shown, _Tagged(t, i, label, step)))
         notes.update({k * _SPAN + i: note for i, note in file_notes.items()})
         if resume is not None:
@@ -269,10 +267,7 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
     rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs,
                    n_threads=opts.n_threads, progress=progress, notes=notes, resume=resume,
                    work=_track_tensor, desc="rmt.track", frame=_track_frame)
-    for row in rows:  # an alias row (tied weights) carries the global task id
-        row["layer_id"] = int(row["layer_id"]) % _SPAN
-    df = _frame(rows + broken, opts.enabled)
-    return _track_frame_order(df)
+    return _track_frame(rows + broken, opts.enabled)
 
 
 def _track_frame_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -286,7 +281,9 @@ def _track_frame_order(df: pd.DataFrame) -> pd.DataFrame:
 def _track_frame(rows: list[dict[str, Any]], enabled: Any) -> pd.DataFrame:
     from rmt.runner import _frame
 
-    fixed = [{**r, "layer_id": int(r.get("layer_id", 0)) % _SPAN} for r in rows]
+    # an alias row (tied weights) carries the global task id; -1 marks an unreadable file
+    fixed = [{**r, "layer_id": int(r.get("layer_id", 0)) % _SPAN
+              if int(r.get("layer_id", 0)) >= 0 else -1} for r in rows]
     return _track_frame_order(_frame(fixed, enabled))
 
 
