@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
+from rmt._device import kernels
+
 __all__ = ["WWMPFit", "fit_mp_ww", "linear_kde"]
 
 #: WeightWatcher's constants: kernel bandwidth, density floor, grid points, penalty.
@@ -95,41 +97,15 @@ def linear_kde(samples: np.ndarray, x: np.ndarray, bandwidth: float) -> np.ndarr
     return np.maximum(left + right, 0.0) / (s.size * bandwidth * bandwidth)
 
 
-def _mp_density(x: np.ndarray, Q: float, sigma: np.ndarray) -> np.ndarray:
-    """WeightWatcher's marchenko_pastur_fun for a column of σ values: 0 outside (a, b).
-
-    Its ``nan_to_num`` of the formula is 0 wherever the square root is of a negative
-    number, which is exactly outside the support; inside, the formula is finite.
-    """
-    y = 1.0 / Q
-    b = (sigma * (1 + np.sqrt(1 / Q))) ** 2
-    a = (sigma * (1 - np.sqrt(1 / Q))) ** 2
-    prod = (b - x) * (x - a)
-    inside = prod > 0
-    safe_x = np.where(x > 0, x, 1.0)
-    return np.where(inside, np.sqrt(np.where(inside, prod, 0.0))
-                    / (2 * np.pi * sigma * sigma * safe_x * y), 0.0)
-
-
 def _residuals(sigmas: np.ndarray, xde: np.ndarray, yde: np.ndarray, Q: float) -> np.ndarray:
     """Σ of squared residuals for each σ (WeightWatcher's resid_mp with allresid=False).
 
-    A σ whose edges fail WeightWatcher's checks costs 1000² per point; only the others are
-    evaluated.
+    A σ whose edges fail WeightWatcher's checks costs 1000² per point. WeightWatcher's
+    ``marchenko_pastur_fun`` is its formula with ``nan_to_num``: 0 wherever the square
+    root is of a negative number, which is exactly outside the support (compiled:
+    ``rmt.kernels.cpu.mp_ww_residuals``).
     """
-    sigma = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    if Q == 1:
-        fit = np.sqrt(np.maximum(4 - xde**2, 0.0)) / (np.pi * sigma[:, None] ** 2)
-        return np.sum((fit - yde) ** 2, axis=1)
-    b = (sigma * (1 + np.sqrt(1 / Q))) ** 2
-    a = (sigma * (1 - np.sqrt(1 / Q))) ** 2
-    mode = xde[np.argmax(yde)]
-    bad = (b < mode) | (b > xde.max()) | (a > mode)
-    out = np.full(sigma.size, PENALTY**2 * xde.size)
-    if not bad.all():
-        fit = _mp_density(xde, Q, sigma[~bad, None])
-        out[~bad] = np.sum((fit - yde) ** 2, axis=1)
-    return out
+    return kernels("cpu").mp_ww_residuals(sigmas, xde, yde, Q, PENALTY)
 
 
 def fit_mp_ww(ev: np.ndarray, N: int, M: int) -> WWMPFit:
