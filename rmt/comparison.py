@@ -302,7 +302,8 @@ def compare_tensors(layer_id: int, name: str, base: LazyTensor, other: LazyTenso
         return [failed_row(ident, f"shape differs: base {'x'.join(map(str, base.shape))}, "
                                   f"other {'x'.join(map(str, other.shape))}")]
     # the base's every singular vector (intruders), the other's top k and Gram matrix only
-    cap_b, cap_o, cap_d = Capture(decompose=True), Capture(decompose=True, top=k), Capture()
+    cap_b, cap_o = Capture(decompose=True, keep_gram=True), Capture(decompose=True, top=k)
+    cap_d = Capture()
     dt = delta_dtype(base.dtype, other.dtype)
     update = other.low_rank
     if update is not None:  # a LoRA adapter's entry: other = base + ΔW, ΔW from its factors

@@ -196,12 +196,15 @@ class Capture:
         (:func:`rmt.vectors.decompose`) and keep it.
     top : int, optional
         Only the top ``top`` eigenvectors (and the Gram matrix); default all.
+    keep_gram : bool
+        With every eigenvector, keep the Gram matrix as well.
     kept : dict
         Row name -> (the matrix as read, in its storage dtype; its decomposition or None).
     """
 
     decompose: bool = False
     top: int | None = None
+    keep_gram: bool = False
     kept: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
@@ -226,7 +229,8 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
 
         top = capture.top if capture is not None and "vectors" not in opts.enabled else None
         eigen = decompose(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
-                          n_threads=opts.n_threads, name=name, top=top)
+                          n_threads=opts.n_threads, name=name, top=top,
+                          keep_gram=capture is not None and capture.keep_gram)
         ev = eigen.evals
         if capture is not None:
             capture.kept[name] = (W, eigen)

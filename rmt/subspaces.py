@@ -352,8 +352,9 @@ def ww_cka(base: SingularVectors, other: SingularVectors, *,
     """WeightWatcher's uncentred CKA ‖W₁ᵀW₂‖_F / √(‖W₁ᵀW₁‖_F ‖W₂W₂ᵀ‖_F).
 
     W is the matrix as read (out × in). The Gram norms come from the singular values;
-    ‖W₁ᵀW₂‖_F from the eigenvectors when the Gram is W Wᵀ (tr(G₁G₂)), else from one
-    blocked float64 pass forming the in × in product.
+    ‖W₁ᵀW₂‖_F, when the Gram is W Wᵀ, is √tr(G₁G₂): ⟨G₁, G₂⟩ when both Gram matrices
+    were kept, else from the eigenvectors; otherwise one blocked float64 pass forms the
+    in × in product.
 
     Parameters
     ----------
@@ -371,7 +372,9 @@ def ww_cka(base: SingularVectors, other: SingularVectors, *,
         cross = float(cross_norm)
     elif base.eigen_side == "left" and other.eigen_side == "left":
         # W = Aᵀ: ‖W₁ᵀW₂‖² = ‖A₁A₂ᵀ‖² = tr(G₁G₂), G = V diag(σ²) Vᵀ
-        if other.gram is not None and base.full.shape[1] == base.sv.size:
+        if other.gram is not None and base.gram is not None:
+            cross = float(np.sqrt(max(float(np.vdot(base.gram, other.gram)), 0.0)))
+        elif other.gram is not None and base.full.shape[1] == base.sv.size:
             # tr(G₁G₂) = Σ_i σ²₁ᵢ v₁ᵢᵀ G₂ v₁ᵢ (the other's Gram, the base's vectors)
             quad = np.einsum("ij,ij->j", base.full, other.gram @ base.full)
             cross = float(np.sqrt(max(float(np.dot(base.sv ** 2, quad)), 0.0)))

@@ -224,8 +224,9 @@ class Eigendecomposition:
     unit : float
         N when normalised, else 1.
     gram : numpy.ndarray or None
-        With ``decompose(top=k)``: the Gram matrix AᵀA (float64), kept; ``vectors`` then
-        holds only the top k eigenvectors (the last k columns of a full ``V``).
+        With ``decompose(top=k)`` or ``keep_gram=True``: the Gram matrix AᵀA (float64),
+        kept; with ``top=k``, ``vectors`` holds only the top k eigenvectors (the last k
+        columns of a full ``V``).
     """
 
     evals: np.ndarray = field(repr=False)
@@ -253,7 +254,7 @@ def _symmetric(G: np.ndarray, block: int = 512) -> np.ndarray:
 
 def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: Any = "auto",
               n_threads: int | None = None, name: str | None = None,
-              top: int | None = None) -> Eigendecomposition:
+              top: int | None = None, keep_gram: bool = False) -> Eigendecomposition:
     """Gram matrix and full eigendecomposition of each matrix W is read as.
 
     Parameters
@@ -274,6 +275,10 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
     top : int, optional
         For a 2-D matrix: only the top ``top`` eigenvectors (``rmt.kernels`` ``eigh_top``:
         about the cost of ``eigvalsh``), every eigenvalue, and the Gram matrix kept.
+    keep_gram : bool, default False
+        For a 2-D matrix whose Gram matrix is W Wᵀ (wide or square): keep a copy of it
+        with the full decomposition too (M × M float64 more; ``rmt.compare``'s CKA is then
+        ⟨G₁, G₂⟩ instead of a product with every eigenvector).
 
     Returns
     -------
@@ -309,6 +314,8 @@ def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: 
                 del G  # one M × M copy kept, not two
                 w, V = K.eigh_top(gram, int(top))  # type: ignore[arg-type]
             else:
+                if keep_gram and W.ndim == 2 and (shape.transpose or square):
+                    gram = _symmetric(np.array(to_host(G), dtype=np.float64))
                 w, V = K.eigh(G)
             evals.append(np.asarray(w, dtype=np.float64) / unit)
             vectors.append(np.asarray(V, dtype=np.float64))

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from rmt.errors import CheckpointError
 from rmt.io.files import regular_file_stat
@@ -205,6 +206,17 @@ def read_config(path: str | Path) -> AdapterConfig:
             raw.get("base_model_name_or_path"), str) else None)
 
 
+def _qr_r(X: np.ndarray) -> np.ndarray:
+    """R of the thin QR of a tall float64 matrix (LAPACK ``geqrf``, called directly: the
+    factors are 4096 × 16 and NumPy's ``qr`` wrapper costs more than the factorisation)."""
+    if X.shape[0] < X.shape[1]:
+        return np.asarray(np.linalg.qr(X, mode="r"))
+    qr, _, _, info = scipy.linalg.lapack.dgeqrf(np.asfortranarray(X))
+    if info != 0:
+        raise np.linalg.LinAlgError(f"geqrf failed (info={info})")
+    return np.triu(qr[:X.shape[1]])
+
+
 @dataclass(frozen=True)
 class LowRankUpdate:
     """ΔW = scale · B · A of one LoRA module, in the stored orientation of its weight.
@@ -268,11 +280,10 @@ class LowRankUpdate:
                     for idx in np.ndindex(*A.shape[2:])]
         else:
             mats = [A.reshape(A.shape[0], -1)]
-        RB: np.ndarray = np.asarray(np.linalg.qr(B, mode="r"))
+        RB = _qr_r(B)
         out = []
         for As in mats:
-            RA: np.ndarray = np.asarray(np.linalg.qr(As.T, mode="r"))
-            small: np.ndarray = RB @ RA.T
+            small: np.ndarray = RB @ _qr_r(As.T).T
             out.append(abs(self.scale) * np.linalg.svd(small, compute_uv=False))
         return out
 
