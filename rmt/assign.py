@@ -28,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from rmt.architecture import block_key
+
 __all__ = ["Method", "assign", "block_of"]
 
 Method = Literal["linear", "rank", "sqrt", "log2", "sigmoid"]
@@ -38,7 +40,7 @@ DEFAULT_RANGE = (0.5, 1.5)
 
 
 def block_of(name: str) -> str | None:
-    """The transformer block of a layer name: its first ``.<digits>.`` component.
+    """The block of a layer name (:func:`rmt.architecture.block_key`), as a string.
 
     Parameters
     ----------
@@ -48,10 +50,11 @@ def block_of(name: str) -> str | None:
     Returns
     -------
     str or None
-        ``"12"``, or None when the name has no numbered component.
+        ``"12"`` (``"2.1"`` for a nested stage such as torchvision's ``layer2.1``), or None
+        outside the repeated units.
     """
-    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
-    return match.group(1) if match else None
+    key = block_key(name)
+    return None if key is None else ".".join(map(str, key))
 
 
 def _group_keys(names: pd.Series, groups: Any) -> list[Any]:
@@ -154,8 +157,9 @@ def assign(df: pd.DataFrame, metric: str = "alpha", method: Method = "linear",
         exceed 1 is capped at 1 and the rest rescaled (AlphaPruning's code clips at 0.998
         instead and misses the budget).
     groups : None, "block", str, mapping or callable, optional
-        Blocks of layers: ``"block"`` (the first numbered name component, ``layers.12.``), a
-        regex (its first group, or the match), a name → key mapping or a function of the
+        Blocks of layers: ``"block"`` (the repeated unit of :mod:`rmt.architecture`:
+        ``layers.12.``, ``encoder.layer.3.``, torchvision's ``layer2.1.``), a regex
+        (its first group, or the match), a name → key mapping or a function of the
         name. Layers without a key are blocks of their own. For ``"sigmoid"`` the
         standardisation runs within each block; for the other methods each block's score
         is the mean metric of its layers and every member gets the block's value

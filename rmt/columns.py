@@ -209,6 +209,14 @@ def _reader_columns() -> dict[str, Column]:
           "tensor)", "count", "rmt.io.open_checkpoint"),
         c("name", "tensor name as stored; stacked 3-D tensors get one row per matrix, "
           "name[e]", "", "rmt.io.open_checkpoint"),
+        c("block", "index of the repeated unit the tensor is in (layers.17, h.3, "
+          "encoder.layer.5; nested stages numbered in order); empty outside them", "count",
+          "rmt.architecture.annotate"),
+        c("role", "what the tensor does: q, k, v, o, qkv, gate, up, down, gate_up, fc_in, "
+          "fc_out, embed, pos_embed, lm_head, router, conv, norm or other (from its name)",
+          "", "rmt.architecture.role_of"),
+        c("expert", "routed expert index, 'shared' for a shared expert, empty outside "
+          "experts", "", "rmt.architecture.annotate"),
         c("shape", "stored shape", "", "rmt.io.open_checkpoint"),
         c("dtype", "storage dtype", "", "rmt.io.open_checkpoint"),
         c("layout", "what the stored tensor was read as (matrix, convNd, stack of E) and "

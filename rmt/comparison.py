@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from rmt._device import to_host
+from rmt.architecture import annotate
 from rmt.columns import Column, table_columns
 from rmt.errors import CheckpointError
 from rmt.io import LazyTensor, open_checkpoint
@@ -48,6 +49,12 @@ COMPARISON_COLUMNS: dict[str, Column] = {c.name: c for c in (
            "rmt.io.open_checkpoint"),
     Column("name", "tensor name in the other checkpoint (stacks: name[e])", "",
            "rmt.io.open_checkpoint"),
+    Column("block", "index of the repeated unit the tensor is in (rmt.COLUMNS['block'])",
+           "count", "rmt.architecture.annotate"),
+    Column("role", "what the tensor does (rmt.COLUMNS['role'])", "",
+           "rmt.architecture.role_of"),
+    Column("expert", "routed expert index, 'shared', or empty", "",
+           "rmt.architecture.annotate"),
     Column("base_name", "the base checkpoint's tensor it was matched with", "",
            "rmt.pairing.pair_names"),
     Column("matched_by", "'name' (after removing wrapper prefixes) or 'suffix'", "",
@@ -88,8 +95,8 @@ COMPARISON_COLUMNS: dict[str, Column] = {c.name: c for c in (
            "vectors", "", "rmt.subspaces.compare_subspaces"),
 )}
 
-_IDENTITY = ("layer_id", "name", "shape", "dtype", "layout", "N", "M", "Q", "num_slices",
-             "num_evals")
+_IDENTITY = ("layer_id", "name", "block", "role", "expert", "shape", "dtype", "layout", "N",
+             "M", "Q", "num_slices", "num_evals")
 _CLOSING = ("status", "warning", "seconds")
 
 
@@ -390,6 +397,7 @@ def _frame(rows: list[dict[str, Any]], enabled: Any) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=columns)
+    df = annotate(df)
     for col in columns:
         if col not in df.columns:
             df[col] = np.nan

@@ -32,6 +32,7 @@ import pandas as pd
 from rmt import config
 from rmt._device import Device, resolve_device
 from rmt._threads import limit_threads, threads_in_force
+from rmt.architecture import annotate
 from rmt.columns import ANALYSES, OPTIONS, table_columns
 from rmt.errors import AnalysisError
 from rmt.heavytail import Candidates
@@ -87,6 +88,7 @@ def _frame(rows: Iterable[dict[str, Any]], enabled: Any = ()) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
     if df.empty:
         return pd.DataFrame(columns=columns)
+    df = annotate(df)
     for col in columns:
         if col not in df.columns:
             df[col] = np.nan
