@@ -37,7 +37,7 @@ import pandas as pd
 __all__ = ["ROLES", "Part", "annotate", "block_key", "describe", "role_of"]
 
 #: Every role :func:`describe` gives.
-ROLES = ("q", "k", "v", "o", "qkv", "gate", "up", "down", "gate_up", "fc_in", "fc_out",
+ROLES = ("q", "k", "v", "o", "qkv", "qk", "ov", "gate", "up", "down", "gate_up", "fc_in", "fc_out",
          "embed", "pos_embed", "lm_head", "router", "conv", "norm", "other")
 
 # A component boundary before and after: the pattern is a whole dotted component (or run).
@@ -53,6 +53,9 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (_B + r"(?:gate|router)" + r"(?:\.weight|\.bias)?$", "router"),
         (_B + r"router\.classifier" + _E, "router"),
         (_B + r"shared_expert_gate" + _E, "router"),
+        # one head's bilinear maps (rmt.heads): W_Q^hᵀ W_K^h and W_O^h W_V^h
+        (_B + r"qk\[", "qk"),
+        (_B + r"ov\[", "ov"),
         # learnt tokens (ViT's class token): vectors, not kernels, whatever their shape
         (_B + r"(?:cls_token|mask_token|dist_token|register_tokens)" + _E, "other"),
         (_B + r"(?:[a-z_]*norm[a-z_0-9]*|ln_?[a-z0-9]*|bn\d*|batchnorm\d*)" + _E, "norm"),
@@ -94,6 +97,8 @@ _ANY_NUMBER = re.compile(_B + r"(\d+)" + _E)
 _EXPERT = re.compile(_B + r"experts?\.(\d+)" + _E)
 _SHARED = re.compile(_B + r"shared_experts?" + _E)
 _STACK_INDEX = re.compile(r"\[(\d+)\]$")
+#: rmt.heads' rows: name[h3], a fused projection's sections name[q,h3]
+_HEAD = re.compile(r"\[(?:(q|k|v),)?h(\d+)\]$")
 
 
 @dataclass(frozen=True)
@@ -108,11 +113,14 @@ class Part:
         One of :data:`ROLES`.
     expert : int, "shared" or None
         Routed expert index, ``"shared"`` for a shared expert, None outside experts.
+    head : int or None
+        The attention head of a per-head row (``rmt.analyze(heads=True)``).
     """
 
     block: int | None
     role: str
     expert: int | str | None
+    head: int | None = None
 
 
 def role_of(name: str, shape: tuple[int, ...] | None = None) -> str:
@@ -131,6 +139,9 @@ def role_of(name: str, shape: tuple[int, ...] | None = None) -> str:
     str
     """
     low = name.lower()
+    head = _HEAD.search(low)
+    if head and head.group(1):
+        return head.group(1)
     for pattern, role in _RULES:
         if not pattern.search(low):
             continue
@@ -205,7 +216,13 @@ def describe(name: str, shape: tuple[int, ...] | None = None) -> Part:
         :func:`annotate`, which numbers them over the whole network).
     """
     key = block_key(name)
-    return Part(None if key is None else key[-1], role_of(name, shape), _expert(name))
+    return Part(None if key is None else key[-1], role_of(name, shape), _expert(name),
+                _head(name))
+
+
+def _head(name: str) -> int | None:
+    match = _HEAD.search(name.lower())
+    return int(match.group(2)) if match else None
 
 
 def _shape(text: Any) -> tuple[int, ...] | None:
@@ -218,7 +235,7 @@ def _shape(text: Any) -> tuple[int, ...] | None:
 
 
 def annotate(df: pd.DataFrame, name_column: str = "name") -> pd.DataFrame:
-    """The table with ``block``, ``role`` and ``expert`` columns after its name column.
+    """The table with ``block``, ``role``, ``expert`` and ``head`` columns after its names.
 
     Parameters
     ----------
@@ -231,7 +248,8 @@ def annotate(df: pd.DataFrame, name_column: str = "name") -> pd.DataFrame:
     -------
     pandas.DataFrame
         A copy; ``block`` is a nullable integer (nested stages numbered in order of their
-        (stage, unit) pairs), ``role`` a string, ``expert`` an integer, ``"shared"`` or None.
+        (stage, unit) pairs), ``role`` a string, ``expert`` an integer, ``"shared"`` or None,
+        ``head`` a nullable integer (per-head rows only).
     """
     out = df.copy()
     names = [n if isinstance(n, str) else "" for n in out[name_column]]
@@ -244,6 +262,7 @@ def annotate(df: pd.DataFrame, name_column: str = "name") -> pd.DataFrame:
         "block": pd.array(blocks, dtype="Int64"),
         "role": [role_of(n, s) if n else "other" for n, s in zip(names, shapes, strict=True)],
         "expert": pd.Series([_expert(n) for n in names], index=out.index, dtype=object),
+        "head": pd.array([_head(n) for n in names], dtype="Int64"),
     }
     for col in columns:
         if col in out:

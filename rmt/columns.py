@@ -213,10 +213,13 @@ def _reader_columns() -> dict[str, Column]:
           "encoder.layer.5; nested stages numbered in order); empty outside them", "count",
           "rmt.architecture.annotate"),
         c("role", "what the tensor does: q, k, v, o, qkv, gate, up, down, gate_up, fc_in, "
-          "fc_out, embed, pos_embed, lm_head, router, conv, norm or other (from its name)",
-          "", "rmt.architecture.role_of"),
+          "fc_out, embed, pos_embed, lm_head, router, conv, norm or other (from its name); "
+          "qk and ov for one head's bilinear maps", "", "rmt.architecture.role_of"),
         c("expert", "routed expert index, 'shared' for a shared expert, empty outside "
           "experts", "", "rmt.architecture.annotate"),
+        c("head", "attention head of a per-head row (heads=True: name[h3], a fused "
+          "projection's sections name[q,h3], the bilinear maps qk[h3], ov[h3])", "count",
+          "rmt.heads"),
         c("shape", "stored shape", "", "rmt.io.open_checkpoint"),
         c("dtype", "storage dtype", "", "rmt.io.open_checkpoint"),
         c("layout", "what the stored tensor was read as (matrix, convNd, stack of E) and "

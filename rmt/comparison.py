@@ -55,6 +55,8 @@ COMPARISON_COLUMNS: dict[str, Column] = {c.name: c for c in (
            "rmt.architecture.role_of"),
     Column("expert", "routed expert index, 'shared', or empty", "",
            "rmt.architecture.annotate"),
+    Column("head", "attention head (empty: compare reads whole matrices)", "count",
+           "rmt.heads"),
     Column("base_name", "the base checkpoint's tensor it was matched with", "",
            "rmt.pairing.pair_names"),
     Column("matched_by", "'name' (after removing wrapper prefixes) or 'suffix'", "",
@@ -95,8 +97,8 @@ COMPARISON_COLUMNS: dict[str, Column] = {c.name: c for c in (
            "vectors", "", "rmt.subspaces.compare_subspaces"),
 )}
 
-_IDENTITY = ("layer_id", "name", "block", "role", "expert", "shape", "dtype", "layout", "N",
-             "M", "Q", "num_slices", "num_evals")
+_IDENTITY = ("layer_id", "name", "block", "role", "expert", "head", "shape", "dtype",
+             "layout", "N", "M", "Q", "num_slices", "num_evals")
 _CLOSING = ("status", "warning", "seconds")
 
 

@@ -243,6 +243,7 @@ def analyze(
     fingers: str | None = None,
     enable: Iterable[str] = (),
     rng: int = 0,
+    heads: Any = None,
     base: Any = None,
     k: int = 10,
     epsilon: float = 0.5,
@@ -333,6 +334,13 @@ def analyze(
     rng : int, default 0
         Seed of every random draw (the shuffles); each layer's generator depends only on
         this seed and the layer's name, so results do not depend on scheduling.
+    heads : None, True, int, (int, int), dict or rmt.heads.HeadSpec, optional
+        Also analyse every attention head on its own (:mod:`rmt.heads`): each head's
+        slice of the q, k, v and o projections (fused qkv too, GQA-aware) as a row
+        ``name[h3]``, and each head's bilinear maps W_QK = W_Qᵀ W_K and W_OV = W_O W_V as
+        rows of role ``qk`` and ``ov`` (their d nonzero eigenvalues from d × d problems).
+        True reads the geometry from ``config.json`` beside the checkpoint; an int is the
+        number of heads, a pair (query heads, key/value heads).
     base : path, dict of arrays or torch.nn.Module, optional
         The checkpoint ``source`` was fine-tuned from (for a LoRA adapter: the model it
         adapts). Each layer is then analysed as it is in ``source`` (an adapter's module:
@@ -369,6 +377,11 @@ def analyze(
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
+    from rmt.heads import analyze_item, attention_tasks, head_spec
+
+    spec = head_spec(heads, source)
+    if base is not None and spec is not None:
+        raise ValueError("heads= cannot be used with base= (compare reads whole matrices)")
     if base is not None:
         from rmt.comparison import compare
 
@@ -411,12 +424,19 @@ def analyze(
         warnings.warn(f"no weight tensors in {_label(source)} ({count} listed, none a matrix, "
                       "stack or conv kernel)", stacklevel=2)
 
+    work = None
+    if spec is not None:
+        todo, work = attention_tasks(todo, spec), analyze_item
     log = None
     if resume is not None:
-        log = ResumeLog(resume, checkpoint_identity(source, exclude=resume),
-                        resume_options(opts, conv, fit_options), __version__, restart)
+        options = resume_options(opts, conv, fit_options)
+        if spec is not None:
+            options["heads"] = spec.as_dict()
+        log = ResumeLog(resume, checkpoint_identity(source, exclude=resume), options,
+                        __version__, restart)
     rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs, n_threads=n_threads,
-                   progress=progress, notes=notes, plot_dir=plot_dir, resume=resume)
+                   progress=progress, notes=notes, plot_dir=plot_dir, resume=resume,
+                   work=work)
     df = _frame(rows, opts.enabled)
     if plot_dir is not None:
         from rmt.plot import plot_model
