@@ -135,7 +135,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            uncertainty=args.uncertainty, vectors=args.vectors, inverse=args.inverse,
                            farms=args.farms,
                            fingers=args.fingers, enable=args.enable, rng=args.rng,
-                           base=args.base, k=args.k, epsilon=args.epsilon)
+                           heads=args.heads, base=args.base, k=args.k, epsilon=args.epsilon)
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -183,6 +183,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - start:.2f} s; mean alpha {info.get('alpha', float('nan')):.3g}"
           f"; {phases}", file=sys.stderr)
     return 0
+
+
+def _heads(text: str) -> Any:
+    """--heads N, N:KV or N:KV:D."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N, N:KV or N:KV:D, got {text!r}") from None
+    if not 1 <= len(parts) <= 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected N, N:KV or N:KV:D (positive), got {text!r}")
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    return {"n_heads": parts[0], "n_kv_heads": parts[1], "head_dim": parts[2]}
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -428,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed of the shuffles (each layer's depends on it and its name)")
     an.add_argument("--n-threads", type=_count(1), default=None,
                     help="BLAS/Numba threads (default: the limits already in force)")
+    an.add_argument("--heads", nargs="?", const=True, default=None, type=_heads,
+                    metavar="N[:KV[:D]]",
+                    help="also analyse every attention head: each head's slice of q/k/v/o "
+                    "and its QK and OV maps (rows name[h3], roles qk and ov). Alone: the "
+                    "geometry from config.json beside the checkpoint; or N heads, N:KV "
+                    "with grouped key/value heads, N:KV:D with the head width")
     _comparison_options(an)
     an.add_argument("--base", metavar="BASE", default=None,
                     help="the checkpoint PATH was fine-tuned from (for a LoRA adapter: the "

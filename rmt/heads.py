@@ -167,7 +167,8 @@ def head_spec(heads: Any, source: Any = None) -> HeadSpec | None:
         if config is None:
             raise ValueError("heads=True reads the head geometry from config.json beside the "
                              f"checkpoint, and there is none for {source!r}: give it, e.g. "
-                             "heads=12 or heads=(32, 8) (query, key/value heads)")
+                             "heads=12 or heads=(32, 8) (query, key/value heads; on the "
+                             "command line --heads 12, --heads 32:8)")
         n = _first_int(config, "num_attention_heads", "n_head", "num_heads", "n_heads")
         hidden = _first_int(config, "hidden_size", "n_embd", "d_model", "dim")
         if n is None:
