@@ -10,11 +10,12 @@ Public API (docs/design.md has the module map)::
     res = rmt.classify(W)           # one of the 5+1 phases, with the numbers that decided it
 """
 
-from rmt import errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom
+from rmt import architecture, errors, heavytail, io, mp, plot, pretrained, synthetic, tracywidom
 from rmt._device import gpu_available
 from rmt.assign import assign
 from rmt.columns import COLUMNS
 from rmt.comparison import COMPARISON_COLUMNS, compare
+from rmt.experts import expert_summary
 from rmt.heavytail import PowerLawFit, fit_powerlaw
 from rmt.hill import HillFit, alpha_hill
 from rmt.metrics import ESDMetrics, esd_metrics
@@ -28,41 +29,43 @@ from rmt.trajectory import track, track_summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "COLUMNS",
-    "COMPARISON_COLUMNS",
-    "ESDMetrics",
-    "HillFit",
-    "MPFit",
-    "Phase",
-    "PhaseResult",
-    "PhaseThresholds",
-    "PowerLawFit",
-    "TrapResult",
-    "WeightShape",
-    "__version__",
-    "alpha_hill",
-    "analyze",
-    "assign",
-    "classify",
-    "classify_esd",
-    "compare",
-    "errors",
-    "esd",
-    "esd_batch",
-    "esd_metrics",
-    "fit_mp",
-    "fit_powerlaw",
-    "gpu_available",
-    "heavytail",
-    "io",
-    "mp",
-    "plot",
-    "pretrained",
-    "summary",
-    "synthetic",
-    "track",
-    "track_summary",
-    "tracywidom",
-    "traps",
-    "weight_shape",
+                 "COLUMNS",
+                 "COMPARISON_COLUMNS",
+                 "ESDMetrics",
+                 "HillFit",
+                 "MPFit",
+                 "Phase",
+                 "PhaseResult",
+                 "PhaseThresholds",
+                 "PowerLawFit",
+                 "TrapResult",
+                 "WeightShape",
+                 "__version__",
+                 "alpha_hill",
+                 "analyze",
+                 "architecture",
+                 "assign",
+                 "classify",
+                 "classify_esd",
+                 "compare",
+                 "errors",
+                 "esd",
+                 "esd_batch",
+                 "esd_metrics",
+                 "expert_summary",
+                 "fit_mp",
+                 "fit_powerlaw",
+                 "gpu_available",
+                 "heavytail",
+                 "io",
+                 "mp",
+                 "plot",
+                 "pretrained",
+                 "summary",
+                 "synthetic",
+                 "track",
+                 "track_summary",
+                 "tracywidom",
+                 "traps",
+                 "weight_shape",
 ]

@@ -234,6 +234,13 @@ def _shape(text: Any) -> tuple[int, ...] | None:
         return None
 
 
+def _expert_column(values: list[Any], index: Any) -> Any:
+    """Nullable integers, or objects when a shared expert ("shared") is among them."""
+    if any(isinstance(v, str) for v in values):
+        return pd.Series(values, index=index, dtype=object)
+    return pd.array(values, dtype="Int64")
+
+
 def annotate(df: pd.DataFrame, name_column: str = "name") -> pd.DataFrame:
     """The table with ``block``, ``role``, ``expert`` and ``head`` columns after its names.
 
@@ -261,7 +268,7 @@ def annotate(df: pd.DataFrame, name_column: str = "name") -> pd.DataFrame:
     columns = {
         "block": pd.array(blocks, dtype="Int64"),
         "role": [role_of(n, s) if n else "other" for n, s in zip(names, shapes, strict=True)],
-        "expert": pd.Series([_expert(n) for n in names], index=out.index, dtype=object),
+        "expert": _expert_column([_expert(n) for n in names], out.index),
         "head": pd.array([_head(n) for n in names], dtype="Int64"),
     }
     for col in columns:

@@ -19,6 +19,7 @@ import numpy as np
 
 import rmt.analyses  # noqa: F401  (registers the built-in analyses)
 from rmt._dtypes import storage_kind
+from rmt.architecture import role_of
 from rmt.columns import ANALYSES, COLUMNS, LayerResult
 from rmt.errors import CheckpointError, DataError, WeightError
 from rmt.heavytail import Candidates
@@ -213,7 +214,10 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
     start = time.perf_counter()
     shape = weight_shape(W.shape, opts.conv, name)
     sized = {**base, **_shape_columns(shape)}  # what a failed row can still show
-    if shape.n_evals < opts.min_evals:
+    # a mixture-of-experts router has one eigenvalue per expert (8 for Mixtral): it gets
+    # its row whatever min_evals, its tail fit then warns about its few points
+    minimum = min(opts.min_evals, 2) if role_of(name) == "router" else opts.min_evals
+    if shape.n_evals < minimum:
         return failed_row(sized, f"too few eigenvalues ({shape.n_evals} < min_evals="
                                  f"{opts.min_evals})")
     if opts.max_evals is not None and shape.n_evals > opts.max_evals:

@@ -232,3 +232,58 @@ def test_the_table_has_the_columns_after_the_name():
                       "pos_embed": 1, "other": 1}  # the pooler
     assert sorted(ok.block.dropna().unique().tolist()) == list(range(6))
     assert ok.expert.isna().all()
+
+
+def test_experts_are_summarised_as_a_population_with_the_odd_one_named():
+    import numpy as np
+
+    from rmt.experts import MAD_TO_SIGMA, expert_summary
+    from rmt.synthetic import phase_matrix
+
+    rng = np.random.default_rng(7)
+    weights = {}
+    for block in range(2):
+        weights[f"model.layers.{block}.block_sparse_moe.gate.weight"] = \
+            rng.standard_normal((8, 256))  # the router: 8 experts, 8 eigenvalues
+        for e in range(8):  # heavy-tailed experts, but block 1's expert 5 never trained
+            W = (rng.standard_normal((512, 256)) if (block, e) == (1, 5)
+                 else phase_matrix("heavy-tailed", 512, 256, rng=100 + 10 * block + e))
+            weights[f"model.layers.{block}.block_sparse_moe.experts.{e}.w1.weight"] = W
+    df = rmt.analyze(weights, progress=False)
+    router = df[df.role == "router"]
+    assert len(router) == 2 and (router.status == "success").all()  # despite 8 < min_evals
+    summary = expert_summary(df)
+    assert summary[["block", "role", "n_experts"]].values.tolist() == [[0, "gate", 8],
+                                                                       [1, "gate", 8]]
+    for block, row in summary.set_index("block").iterrows():
+        alpha = df[(df.block == block) & (df.role == "gate")].set_index("expert").alpha
+        median, mad = alpha.median(), (alpha - alpha.median()).abs().median()
+        far = alpha[(alpha - median).abs() > 3 * MAD_TO_SIGMA * mad]
+        assert row.alpha_median == pytest.approx(median) and row.alpha_mad == pytest.approx(mad)
+        assert row.outlier_experts == tuple(far.index) and row.router_stable_rank > 1
+    odd = summary.set_index("block").loc[1]
+    assert 5 in odd.outlier_experts and odd.other_phase_experts == (5,)
+    assert odd.majority_phase == "heavy-tailed"
+    assert summary.set_index("block").loc[0].other_phase_experts == ()
+    assert expert_summary(rmt.analyze({"w": rng.standard_normal((50, 40))},
+                                      progress=False)).empty
+
+
+def test_a_shared_expert_is_reported_beside_the_routed_population():
+    import numpy as np
+
+    from rmt.experts import expert_summary
+
+    rng = np.random.default_rng(8)
+    weights = {f"model.layers.3.mlp.experts.{e}.down_proj.weight":
+               rng.standard_normal((128, 300)) for e in range(4)}
+    weights["model.layers.3.mlp.shared_expert.down_proj.weight"] = rng.standard_normal(
+        (128, 600))
+    weights["model.layers.3.mlp.gate.weight"] = rng.standard_normal((4, 128))
+    df = rmt.analyze(weights, progress=False)
+    assert df.set_index("name").expert.to_dict()[
+        "model.layers.3.mlp.shared_expert.down_proj.weight"] == "shared"
+    row = expert_summary(df).iloc[0]
+    shared = df[df.expert.astype(str) == "shared"].alpha.item()
+    assert (row.block, row.role, row.n_experts) == (3, "down", 4)
+    assert row.shared_alpha == pytest.approx(shared)
