@@ -145,6 +145,7 @@ from rmt import (  # noqa: E402
     farms,
     hill,
     inverse,
+    panels,
     randomized,
     singular,
     tails,
@@ -161,3 +162,4 @@ register(inverse.INVERSE)
 register(farms.FARMS)
 register(uncertainty.UNCERTAINTY)
 register(vectors.VECTORS)
+register(panels.PANEL)  # last: the figure data reads the phase

@@ -45,6 +45,97 @@ def _axes(ax: Any) -> Any:
     return ax
 
 
+def tail_ccdf(fit: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CCDF P(X ≥ x) of a power-law fit's data, thinned (:func:`_thin`).
+
+    Parameters
+    ----------
+    fit : rmt.heavytail.PowerLawFit
+        The fit.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        x (ascending) and the CCDF at x.
+    """
+    data = fit.data
+    n = data.size
+    shown = _thin(n)
+    return data[shown], (1.0 - np.arange(n) / n)[shown]
+
+
+def powerlaw_curve(fit: Any, points: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fitted tail's CCDF from xmin to the largest value (truncated when xmax is set),
+    scaled by the tail's share of the data; None without a finite α.
+
+    Parameters
+    ----------
+    fit : rmt.heavytail.PowerLawFit
+        The fit.
+    points : int
+        Log-spaced points.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray) or None
+    """
+    if not np.isfinite(fit.alpha):
+        return None
+    tail = fit.tail
+    xs = np.geomspace(fit.xmin, tail[-1], points)
+    frac = tail.size / fit.data.size
+    if fit.xmax is None:
+        return xs, frac * (xs / fit.xmin) ** (1.0 - fit.alpha)
+    span = -np.expm1((1.0 - fit.alpha) * np.log(fit.xmax / fit.xmin))
+    return xs, frac * (1.0 - (-np.expm1((1.0 - fit.alpha) * np.log(xs / fit.xmin))) / span)
+
+
+def esd_histogram(fit: Any, bins: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ESD's histogram over the MP bulk's range, as a density over *all* eigenvalues
+    (so that it and :func:`mp_curve` share one normalisation).
+
+    Parameters
+    ----------
+    fit : rmt.mp.MPFit
+        The fit (its ``evals``).
+    bins : int
+        Bins.
+
+    Returns
+    -------
+    (edges, density, upper)
+        Bin edges, densities, and the range's upper end (1.2 λ₊ when spikes lie beyond).
+    """
+    ev = np.asarray(fit.evals)
+    upper = max(fit.lambda_plus * 1.2, float(np.max(ev)) if fit.n_spikes == 0 else
+                fit.lambda_plus * 1.2)
+    counts, edges = np.histogram(ev[ev <= upper], bins=bins)
+    return edges, counts / (ev.size * np.diff(edges)), upper
+
+
+def mp_curve(fit: Any, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted MP density over its bulk, times the bulk's share (n − spikes)/n.
+
+    Parameters
+    ----------
+    fit : rmt.mp.MPFit
+        The fit.
+    points : int
+        Points from just below λ₋ to λ₊.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+    """
+    from rmt import mp
+
+    ev = np.asarray(fit.evals)
+    xs = np.linspace(max(fit.lambda_minus * 0.9, 1e-12 * fit.lambda_plus), fit.lambda_plus,
+                     points)
+    bulk_share = max(ev.size - fit.n_spikes, 0) / ev.size
+    return xs, mp.pdf(xs, fit.Q, fit.sigma2) * bulk_share
+
+
 def plot_powerlaw_fit(fit: Any, ax: Any = None, **kwargs: Any) -> Any:
     """Empirical CCDF of ``fit.data`` and the fitted power-law tail, log–log.
 
@@ -62,22 +153,12 @@ def plot_powerlaw_fit(fit: Any, ax: Any = None, **kwargs: Any) -> Any:
     matplotlib.axes.Axes
     """
     ax = _axes(ax)
-    data = fit.data
-    n = data.size
-    ccdf = 1.0 - np.arange(n) / n  # P(X >= x_i) at the sorted data
+    x, ccdf = tail_ccdf(fit)
     kwargs.setdefault("color", "0.3")
-    shown = _thin(n)
-    ax.step(data[shown], ccdf[shown], where="post", label=f"data (n={n})", **kwargs)
-    if np.isfinite(fit.alpha):
-        tail = fit.tail
-        xs = np.geomspace(fit.xmin, tail[-1], 200)
-        frac = tail.size / n
-        if fit.xmax is None:
-            model = frac * (xs / fit.xmin) ** (1.0 - fit.alpha)
-        else:
-            span = -np.expm1((1.0 - fit.alpha) * np.log(fit.xmax / fit.xmin))
-            model = frac * (1.0 - (-np.expm1((1.0 - fit.alpha) * np.log(xs / fit.xmin))) / span)
-        ax.plot(xs, model, color="C3", lw=2,
+    ax.step(x, ccdf, where="post", label=f"data (n={fit.data.size})", **kwargs)
+    curve = powerlaw_curve(fit)
+    if curve is not None:
+        ax.plot(*curve, color="C3", lw=2,
                 label=f"power law α={fit.alpha:.3g} (D={fit.D:.3g}, n_tail={fit.n_tail})")
         ax.axvline(fit.xmin, color="C3", ls=":", lw=1)
     ax.set_xscale("log")
@@ -106,25 +187,15 @@ def plot_mp_fit(fit: Any, ax: Any = None, bins: int = 100, **kwargs: Any) -> Any
     -------
     matplotlib.axes.Axes
     """
-    from rmt import mp
-
     ax = _axes(ax)
     ev = np.asarray(fit.evals)
-    upper = max(fit.lambda_plus * 1.2, float(np.max(ev)) if fit.n_spikes == 0 else
-                fit.lambda_plus * 1.2)
-    # Density over all eigenvalues (not only those drawn), so histogram and MP curve share
-    # one normalisation: the curve carries the bulk's share, (n - spikes)/n.
-    counts, edges = np.histogram(ev[ev <= upper], bins=bins)
-    density = counts / (ev.size * np.diff(edges))
+    edges, density, upper = esd_histogram(fit, bins)
     slices = ev.size // fit.M if fit.M else 1
     what = f"{ev.size} eigenvalues" + (f" = {slices} slices x M={fit.M}" if slices > 1
                                        else f", M={fit.M}")
     ax.stairs(density, edges, fill=True, color=kwargs.pop("color", "0.7"),
               label=f"ESD ({what})", **kwargs)
-    xs = np.linspace(max(fit.lambda_minus * 0.9, 1e-12 * fit.lambda_plus), fit.lambda_plus, 400)
-    bulk_share = max(ev.size - fit.n_spikes, 0) / ev.size
-    ax.plot(xs, mp.pdf(xs, fit.Q, fit.sigma2) * bulk_share, color="C0", lw=2,
-            label=f"MP σ²={fit.sigma2:.3g}, Q={fit.Q:.3g}")
+    ax.plot(*mp_curve(fit), color="C0", lw=2, label=f"MP σ²={fit.sigma2:.3g}, Q={fit.Q:.3g}")
     for edge in (fit.lambda_minus, fit.lambda_plus):
         ax.axvline(edge, color="C0", ls=":", lw=1)
     if fit.n_spikes:

@@ -32,9 +32,9 @@ def test_table_columns_are_the_schema():
     assert list(df.columns) == columns.table_columns()
     on = rmt.analyze({"w": rng.standard_normal((200, 100))}, randomize=True, tpl=True,
                      uncertainty=True, vectors=True, inverse=True, farms=True, fingers="dk",
-                     progress=False)
+                     enable=["panel"], progress=False)
     assert list(on.columns) == columns.table_columns(columns.OPTIONS) == list(rmt.COLUMNS)
-    assert columns.OPTIONS == ["farms", "fingers", "inverse", "randomize", "tpl",
+    assert columns.OPTIONS == ["farms", "fingers", "inverse", "panel", "randomize", "tpl",
                                "uncertainty", "vectors"]
 
 

@@ -1,0 +1,104 @@
+"""The figure data of each layer, as JSON (``rmt.analyze(enable=["panel"])``, ``rmt.report``).
+
+A report draws every layer's two pictures — the ESD with its MP fit and spikes, the tail
+CCDF with its power-law fit (:func:`rmt.plot.plot_phase`) — in the browser, from these
+numbers, so that a 300-layer model costs no matplotlib figure at all. They are computed
+where the eigenvalues are (in the worker, in parallel runs) by the same functions the
+figures use (:func:`rmt.plot.esd_histogram`, :func:`rmt.plot.mp_curve`,
+:func:`rmt.plot.tail_ccdf`, :func:`rmt.plot.powerlaw_curve`), rounded to 5 significant
+digits: about 5 kB per layer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from rmt.columns import Analysis, Column, LayerResult
+from rmt.plot import _thin, esd_histogram, mp_curve, powerlaw_curve, tail_ccdf
+
+__all__ = ["PANEL", "panel_data"]
+
+#: Histogram bins, curve points and CCDF points kept per layer.
+BINS, CURVE_POINTS, TAIL_POINTS, MAX_SPIKES = 60, 120, 240, 64
+
+
+def _r(values: Any) -> list[float]:
+    """Floats rounded to 5 significant digits (JSON has no NaN: None instead)."""
+    out = []
+    for v in np.asarray(values, dtype=np.float64).ravel():
+        out.append(float(f"{v:.5g}") if np.isfinite(v) else None)
+    return out
+
+
+def _every(x: np.ndarray, y: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    index = _thin(x.size, keep)
+    return x[index], y[index]
+
+
+def panel_data(result: Any) -> dict[str, Any]:
+    """The two pictures of one layer's phase as plain numbers.
+
+    Parameters
+    ----------
+    result : rmt.phases.PhaseResult
+        The layer's classification (its fits and ESD).
+
+    Returns
+    -------
+    dict
+        ``phase``, ``reason``; ``esd``: histogram ``edges`` and ``density``, the MP curve
+        (``mp_x``, ``mp_y``), ``lambda_minus``, ``lambda_plus``, ``sigma2``, ``Q``,
+        ``spikes`` (at most 64 positions, clipped to the range) and ``n_spikes`` — or,
+        without an MP fit, a histogram of log10 λ (``log10``: true); ``tail``: the CCDF
+        (``x``, ``ccdf``) and the power-law curve (``fit_x``, ``fit_y``), ``alpha``,
+        ``xmin``, ``D``, ``n_tail`` — or, for a rank collapse, the eigenvalue profile
+        (``rank``, ``lambda``).
+    """
+    out: dict[str, Any] = {"phase": str(result.phase), "reason": result.reason}
+    fit = result.mp_fit
+    if fit is not None:
+        edges, density, upper = esd_histogram(fit, BINS)
+        xs, ys = mp_curve(fit, CURVE_POINTS)
+        spikes = np.unique(np.minimum(np.asarray(fit.spikes, dtype=float), upper))
+        out["esd"] = {"edges": _r(edges), "density": _r(density), "mp_x": _r(xs),
+                      "mp_y": _r(ys), "lambda_minus": _r([fit.lambda_minus])[0],
+                      "lambda_plus": _r([fit.lambda_plus])[0], "sigma2": _r([fit.sigma2])[0],
+                      "Q": _r([fit.Q])[0], "n_spikes": int(fit.n_spikes),
+                      "spikes": _r(spikes[-MAX_SPIKES:]), "n_evals": int(np.size(fit.evals))}
+    else:
+        ev = result.evals[result.evals > 0]
+        counts, edges = np.histogram(np.log10(ev), bins=BINS) if ev.size else ([], [])
+        out["esd"] = {"edges": _r(edges), "density": _r(counts), "log10": True,
+                      "n_evals": int(np.size(result.evals))}
+    pl = result.pl_fit
+    if pl is not None and str(result.phase) != "rank-collapse":
+        x, ccdf = _every(*tail_ccdf(pl), TAIL_POINTS)
+        tail: dict[str, Any] = {"x": _r(x), "ccdf": _r(ccdf), "alpha": _r([pl.alpha])[0],
+                                "xmin": _r([pl.xmin])[0], "D": _r([pl.D])[0],
+                                "n_tail": int(pl.n_tail)}
+        curve = powerlaw_curve(pl, CURVE_POINTS)
+        if curve is not None:
+            tail.update(fit_x=_r(curve[0]), fit_y=_r(curve[1]))
+        out["tail"] = tail
+    else:
+        ev = np.sort(result.evals)[::-1]
+        index = _thin(ev.size, TAIL_POINTS)
+        out["profile"] = {"rank": [int(i) + 1 for i in index],
+                          "lambda": _r(np.maximum(ev[index], np.finfo(float).tiny))}
+    return out
+
+
+def _panel(layer: LayerResult, W: Any) -> dict[str, Any]:
+    return panel_data(layer.results["phase"])
+
+
+#: Registered by rmt.analyses (opt-in ``enable=["panel"]``; rmt.report turns it on).
+PANEL = Analysis("panel", _panel, (
+    Column("panel", "the layer's figure data as JSON: ESD histogram with the MP density and "
+           "spikes, tail CCDF with the power-law curve (rmt.panels.panel_data; for "
+           "rmt.report)", "", "rmt.panels.panel_data",
+           lambda r, layer: json.dumps(r, separators=(",", ":"))),
+), failure="no figure data", option="panel")
