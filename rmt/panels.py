@@ -25,9 +25,9 @@ __all__ = ["PANEL", "panel_data"]
 BINS, CURVE_POINTS, TAIL_POINTS, MAX_SPIKES = 60, 120, 240, 64
 
 
-def _r(values: Any) -> list[float]:
+def _r(values: Any) -> list[float | None]:
     """Floats rounded to 5 significant digits (JSON has no NaN: None instead)."""
-    out = []
+    out: list[float | None] = []
     for v in np.asarray(values, dtype=np.float64).ravel():
         out.append(float(f"{v:.5g}") if np.isfinite(v) else None)
     return out
@@ -70,7 +70,8 @@ def panel_data(result: Any) -> dict[str, Any]:
                       "spikes": _r(spikes[-MAX_SPIKES:]), "n_evals": int(np.size(fit.evals))}
     else:
         ev = result.evals[result.evals > 0]
-        counts, edges = np.histogram(np.log10(ev), bins=BINS) if ev.size else ([], [])
+        counts, edges = (np.histogram(np.log10(ev), bins=BINS) if ev.size
+                         else (np.zeros(0), np.zeros(0)))
         out["esd"] = {"edges": _r(edges), "density": _r(counts), "log10": True,
                       "n_evals": int(np.size(result.evals))}
     pl = result.pl_fit
