@@ -149,16 +149,20 @@ def _histogram_svg(values: np.ndarray, label: str) -> str:
         return ""
     counts, edges = np.histogram(values, bins=min(24, max(4, values.size // 3)))
     W, H, L, B = 380, 130, 30, 24
+    span = (edges[-1] - edges[0]) or 1.0
+
+    def x_of(v: float) -> float:
+        return L + (v - edges[0]) / span * (W - L - 24)  # room for the last tick label
+
     top = max(int(counts.max()), 1)
     bars = []
     for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
-        x = L + (a - edges[0]) / (edges[-1] - edges[0] or 1) * (W - L - 24)
-        w = max((b - a) / (edges[-1] - edges[0] or 1) * (W - L - 24) - 1, 1)
         h = c / top * (H - B - 10)
-        bars.append(f'<rect x="{x:.1f}" y="{H - B - h:.1f}" width="{w:.1f}" height="{h:.1f}" '
+        bars.append(f'<rect x="{x_of(a):.1f}" y="{H - B - h:.1f}" '
+                    f'width="{max(x_of(b) - x_of(a) - 1, 1):.1f}" height="{h:.1f}" '
                     'fill="#8fb3dc"/>')
-    ticks = "".join(f'<text x="{L + (t - edges[0]) / (edges[-1] - edges[0] or 1) * (W - L - 24):.1f}"'
-                    f' y="{H - 8}" font-size="10" text-anchor="middle">{t:.3g}</text>'
+    ticks = "".join(f'<text x="{x_of(t):.1f}" y="{H - 8}" font-size="10" '
+                    f'text-anchor="middle">{t:.3g}</text>'
                     for t in np.linspace(edges[0], edges[-1], 5))
     return (f'<svg width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
             f'aria-label="{_e(label)}"><text x="{L}" y="11" font-size="11">{_e(label)} '
