@@ -200,6 +200,34 @@ def _heads(text: str) -> Any:
     return {"n_heads": parts[0], "n_kv_heads": parts[1], "head_dim": parts[2]}
 
 
+def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every analysing command passes on (those of ``rmt analyze``)."""
+    return dict(layers=args.layers, device=args.device, n_jobs=args.jobs,
+                normalize=not args.raw, candidates=args.candidates,
+                min_evals=args.min_evals, max_evals=args.max_evals, conv=args.conv,
+                n_threads=args.n_threads, on_error="raise" if args.debug else "record",
+                randomize=args.randomize, tpl=args.tpl, uncertainty=args.uncertainty,
+                vectors=args.vectors, inverse=args.inverse, farms=args.farms,
+                fingers=args.fingers, enable=args.enable, rng=args.rng)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rmt.report import report
+
+    if (args.source is None) == (args.track is None):
+        raise ValueError("give a checkpoint (SOURCE) or a training run (--track GLOB)")
+    options = _analysis_options(args)
+    if args.heads is not None:
+        options["heads"] = args.heads
+    start = time.perf_counter()
+    out = report(args.source if args.track is None else args.track, args.out,
+                 base=args.base, track=args.track is not None, format=args.format,
+                 steps=args.steps, progress=None, **options)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
 def _cmd_track(args: argparse.Namespace) -> int:
     from rmt.trajectory import track, track_summary
 
@@ -209,15 +237,8 @@ def _cmd_track(args: argparse.Namespace) -> int:
     sources = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
 
     def run(executor: Any = None) -> pd.DataFrame:
-        return track(sources, steps=args.steps, layers=args.layers, device=args.device,
-                     n_jobs=args.jobs, executor=executor, resume=args.resume,
-                     restart=args.restart, normalize=not args.raw,
-                     candidates=args.candidates, min_evals=args.min_evals,
-                     max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
-                     on_error="raise" if args.debug else "record",
-                     randomize=args.randomize, tpl=args.tpl, uncertainty=args.uncertainty,
-                     vectors=args.vectors, inverse=args.inverse, farms=args.farms,
-                     fingers=args.fingers, enable=args.enable, rng=args.rng)
+        return track(sources, steps=args.steps, executor=executor, resume=args.resume,
+                     restart=args.restart, **_analysis_options(args))
 
     if args.scheduler:
         from dask.distributed import Client
@@ -488,6 +509,31 @@ def build_parser() -> argparse.ArgumentParser:
                 and action.option_strings:
             tr._add_action(action)
     tr.set_defaults(func=_cmd_track)
+
+    rp = sub.add_parser("report", help="write a report (one offline HTML page) of a model, "
+                        "a comparison or a training run",
+                        description="Analyse and write a report: one self-contained HTML "
+                        "page (opens offline: summary, flagged layers, block x role layer "
+                        "map, sortable table, each layer's figures), Markdown with PNGs, or "
+                        "a Hugging Face model-card block.", epilog=FORMATS,
+                        formatter_class=raw)
+    rp.add_argument("source", nargs="?", default=None,
+                    help="the checkpoint (or, with --base, the fine-tuned one)")
+    rp.add_argument("--base", metavar="BASE", default=None,
+                    help="the checkpoint SOURCE was fine-tuned from: a comparison report")
+    rp.add_argument("--track", metavar="GLOB", default=None,
+                    help="a training run's checkpoints ('ckpts/step-*'): α over training")
+    rp.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="with --track: the checkpoints' steps (default: from the names)")
+    rp.add_argument("-o", "--out", default="report.html", help="the file written "
+                    "(default report.html; --format md writes its PNGs beside it)")
+    rp.add_argument("--format", choices=("html", "md", "model-card"), default="html")
+    for action in an._actions:
+        if action.dest not in ("help", "path", "base", "plot", "k", "epsilon", "format",
+                               "out", "resume", "restart", "scheduler") \
+                and action.option_strings:
+            rp._add_action(action)
+    rp.set_defaults(func=_cmd_report)
 
     en = sub.add_parser("energy",
                         help="Pennington & Bahri's minimiser energy: theory vs experiment")

@@ -38,13 +38,16 @@ def _every(x: np.ndarray, y: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndar
     return x[index], y[index]
 
 
-def panel_data(result: Any) -> dict[str, Any]:
+def panel_data(result: Any, powerlaw: Any = None) -> dict[str, Any]:
     """The two pictures of one layer's phase as plain numbers.
 
     Parameters
     ----------
     result : rmt.phases.PhaseResult
         The layer's classification (its fits and ESD).
+    powerlaw : rmt.heavytail.PowerLawFit, optional
+        The tail fit to draw (the row's ``alpha``); default the classifier's own, which
+        differs from it when the row's tail is too short for the classifier.
 
     Returns
     -------
@@ -74,7 +77,7 @@ def panel_data(result: Any) -> dict[str, Any]:
                          else (np.zeros(0), np.zeros(0)))
         out["esd"] = {"edges": _r(edges), "density": _r(counts), "log10": True,
                       "n_evals": int(np.size(result.evals))}
-    pl = result.pl_fit
+    pl = powerlaw if powerlaw is not None else result.pl_fit
     if pl is not None and str(result.phase) != "rank-collapse":
         x, ccdf = _every(*tail_ccdf(pl), TAIL_POINTS)
         tail: dict[str, Any] = {"x": _r(x), "ccdf": _r(ccdf), "alpha": _r([pl.alpha])[0],
@@ -93,7 +96,7 @@ def panel_data(result: Any) -> dict[str, Any]:
 
 
 def _panel(layer: LayerResult, W: Any) -> dict[str, Any]:
-    return panel_data(layer.results["phase"])
+    return panel_data(layer.results["phase"], layer.results.get("powerlaw"))
 
 
 #: Registered by rmt.analyses (opt-in ``enable=["panel"]``; rmt.report turns it on).
