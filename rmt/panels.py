@@ -26,11 +26,33 @@ BINS, CURVE_POINTS, TAIL_POINTS, MAX_SPIKES = 60, 120, 240, 64
 
 
 def _r(values: Any) -> list[float | None]:
-    """Floats rounded to 5 significant digits (JSON has no NaN: None instead)."""
-    out: list[float | None] = []
-    for v in np.asarray(values, dtype=np.float64).ravel():
-        out.append(float(f"{v:.5g}") if np.isfinite(v) else None)
-    return out
+    """Floats rounded to 5 significant digits (JSON has no NaN: None instead).
+
+    Vectorised: k = round(v·10^p) for p = 4 − floor(log10|v|), then k/10^p (or k·10^−p),
+    one correctly rounded operation by an exact power of ten, so each result is the double
+    nearest to its 5-digit decimal and prints as that decimal.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    finite = np.isfinite(v) & (v != 0)
+    p = np.zeros(v.shape, dtype=np.int64)
+    p[finite] = 4 - np.floor(np.log10(np.abs(v[finite]))).astype(np.int64)
+    p = np.clip(p, -300, 300)
+    out = np.where(v == 0, 0.0, v)
+    up, down = finite & (p >= 0) & (p <= 22), finite & (p < 0) & (p >= -22)
+    out[up] = np.round(v[up] * 10.0 ** p[up]) / 10.0 ** p[up]
+    out[down] = np.round(v[down] / 10.0 ** -p[down]) * 10.0 ** -p[down]
+    listed: list[float | None] = out.tolist()
+    for i in np.flatnonzero(finite & ~up & ~down):  # beyond 10^±22: rare, by formatting
+        listed[i] = float(f"{v[i]:.5g}")
+    for i in np.flatnonzero(~np.isfinite(v)):
+        listed[i] = None
+    return listed
+
+
+def _s(value: Any) -> float | None:
+    """One float rounded to 5 significant digits (None when not finite)."""
+    v = float(value)
+    return float(f"{v:.5g}") if np.isfinite(v) else None
 
 
 def _every(x: np.ndarray, y: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +89,9 @@ def panel_data(result: Any, powerlaw: Any = None) -> dict[str, Any]:
         xs, ys = mp_curve(fit, CURVE_POINTS)
         spikes = np.unique(np.minimum(np.asarray(fit.spikes, dtype=float), upper))
         out["esd"] = {"edges": _r(edges), "density": _r(density), "mp_x": _r(xs),
-                      "mp_y": _r(ys), "lambda_minus": _r([fit.lambda_minus])[0],
-                      "lambda_plus": _r([fit.lambda_plus])[0], "sigma2": _r([fit.sigma2])[0],
-                      "Q": _r([fit.Q])[0], "n_spikes": int(fit.n_spikes),
+                      "mp_y": _r(ys), "lambda_minus": _s(fit.lambda_minus),
+                      "lambda_plus": _s(fit.lambda_plus), "sigma2": _s(fit.sigma2),
+                      "Q": _s(fit.Q), "n_spikes": int(fit.n_spikes),
                       "spikes": _r(spikes[-MAX_SPIKES:]), "n_evals": int(np.size(fit.evals))}
     else:
         ev = result.evals[result.evals > 0]
@@ -80,8 +102,8 @@ def panel_data(result: Any, powerlaw: Any = None) -> dict[str, Any]:
     pl = powerlaw if powerlaw is not None else result.pl_fit
     if pl is not None and str(result.phase) != "rank-collapse":
         x, ccdf = _every(*tail_ccdf(pl), TAIL_POINTS)
-        tail: dict[str, Any] = {"x": _r(x), "ccdf": _r(ccdf), "alpha": _r([pl.alpha])[0],
-                                "xmin": _r([pl.xmin])[0], "D": _r([pl.D])[0],
+        tail: dict[str, Any] = {"x": _r(x), "ccdf": _r(ccdf), "alpha": _s(pl.alpha),
+                                "xmin": _s(pl.xmin), "D": _s(pl.D),
                                 "n_tail": int(pl.n_tail)}
         curve = powerlaw_curve(pl, CURVE_POINTS)
         if curve is not None:

@@ -12,7 +12,6 @@ Face model-card block are the other formats (:mod:`rmt.report.markdown`).
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,13 @@ def _label(source: Any) -> str:
     return type(source).__name__
 
 
-def _panels(df: pd.DataFrame, column: str = "panel") -> dict[str, Any]:
+def _panels(df: pd.DataFrame, column: str = "panel") -> dict[str, str]:
+    """Row key -> the row's figure data, as the JSON text the analysis wrote."""
     out = {}
     if column in df:
         for i, text in enumerate(df[column]):
             if isinstance(text, str) and text:
-                out[f"layer-{i}"] = json.loads(text)
+                out[f"layer-{i}"] = text
     return out
 
 

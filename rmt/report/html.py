@@ -97,37 +97,40 @@ def _median(values: Any) -> float:
 
 def _layer_map(df: pd.DataFrame, keys: list[str], delta: bool) -> str:
     """Blocks × roles; a cell holding several rows (heads, experts) shows their median α."""
-    frame = df.assign(_key=keys)
-    frame = frame[frame["role"].notna()]
-    roles = [r for r in ROLES if r in set(frame["role"])]
-    blocks = sorted({b for b in frame["block"] if not pd.isna(b)})
-    lines = ["<tr><th>block</th>" + "".join(f"<th>{_e(r)}</th>" for r in roles) + "</tr>"]
-    for block in [None, *blocks]:
-        here = frame[frame["block"].isna()] if block is None else frame[frame["block"] == block]
-        if here.empty:
+    wanted = ["name", "block", "role", "head", "status", "phase", "alpha", "alpha_change"]
+    records = df.reindex(columns=wanted).to_dict("records")
+    groups: dict[tuple[float, str], list[tuple[str, dict[str, Any]]]] = {}
+    for key, row in zip(keys, records, strict=True):
+        if not isinstance(row["role"], str):
             continue
+        block = -1.0 if pd.isna(row["block"]) else float(row["block"])
+        groups.setdefault((block, row["role"]), []).append((key, row))
+    roles = [r for r in ROLES if any(role == r for _, role in groups)]
+    blocks = sorted({b for b, _ in groups})
+    lines = ["<tr><th>block</th>" + "".join(f"<th>{_e(r)}</th>" for r in roles) + "</tr>"]
+    for block in blocks:  # -1: outside the repeated units, first
         cells = []
         for role in roles:
-            group = here[here["role"] == role]
-            if group.empty:
+            members = groups.get((block, role))
+            if members is None:
                 cells.append('<td class="empty"></td>')
                 continue
-            whole = group[group["head"].isna()] if "head" in group else group
-            first = (whole if len(whole) else group).iloc[0]
-            ok = group[group["status"] == "success"] if "status" in group else group
-            phases = ok["phase"].dropna() if "phase" in ok else pd.Series(dtype=object)
-            phase = str(phases.mode().iloc[0]) if len(phases) else "failed"
-            alpha = _median(ok.get("alpha", pd.Series(dtype=float)))
-            change = _median(ok.get("alpha_change", pd.Series(dtype=float)))
+            whole = [m for m in members if pd.isna(m[1]["head"])]
+            key, first = (whole or members)[0]
+            ok = [row for _, row in members if row["status"] == "success"]
+            phases = [row["phase"] for row in ok if isinstance(row["phase"], str)]
+            phase = max(sorted(set(phases)), key=phases.count) if phases else "failed"
+            alpha = _median([row["alpha"] for row in ok])
+            change = _median([row["alpha_change"] for row in ok])
             label = "" if not np.isfinite(alpha) else f"{alpha:.2g}"
-            if len(group) > 1:
-                label += f" ×{len(group)}"
+            if len(members) > 1:
+                label += f" ×{len(members)}"
             tip = f"{first['name']}: {phase}, α {label}"
             cells.append(
-                f'<td data-target="{first["_key"]}" data-phase-color="'
+                f'<td data-target="{key}" data-phase-color="'
                 f'{PHASE_COLORS.get(phase, "#eee")}" data-alpha="{alpha}" '
                 f'data-delta="{change}" title="{_e(tip)}">{_e(label)}</td>')
-        label = "—" if block is None else str(int(block))
+        label = "—" if block < 0 else str(int(block))
         lines.append(f"<tr><th>{label}</th>{''.join(cells)}</tr>")
     legend = "".join(f'<span><i style="background:{c}"></i>{_e(p)}</span>'
                      for p, c in PHASE_COLORS.items())
@@ -201,11 +204,11 @@ def _summary(df: pd.DataFrame, info: dict[str, Any], found: list[Flag], keys: li
 
 
 def _panels(df: pd.DataFrame, keys: list[str]) -> str:
+    shown = [c for c in PANEL_NUMBERS if c in df.columns]
     out = []
-    for key, (_, row) in zip(keys, df.iterrows(), strict=True):
-        numbers = "".join(f"<tr><td>{_e(c)}</td><td>{_e(_fmt(row[c]))}</td></tr>"
-                          for c in PANEL_NUMBERS if c in row.index and _fmt(row[c]) != ""
-                          and not (isinstance(row[c], float) and np.isnan(row[c])))
+    for key, row in zip(keys, df.to_dict("records"), strict=True):
+        numbers = "".join(f"<tr><td>{_e(c)}</td><td>{_e(text)}</td></tr>"
+                          for c in shown if (text := _fmt(row[c])) not in ("", "nan"))
         phase = _fmt(row.get("phase")) or "failed"
         alpha = _fmt(row.get("alpha"))
         reason = row.get("reason") if isinstance(row.get("reason"), str) else row.get(
@@ -237,7 +240,8 @@ def render_html(df: pd.DataFrame, *, kind: str, title: str, subtitle: str,
     found : list of Flag
         Flagged rows of ``df``.
     panels : dict
-        Row key (``layer-<i>``) -> figure data (:func:`rmt.panels.panel_data`).
+        Row key (``layer-<i>``) -> figure data as JSON text (:func:`rmt.panels.panel_data`,
+        the ``panel`` column).
     trajectories : dict, optional
         Row key -> {"step": [...], "alpha": [...]} (a run's α over training).
     table : pandas.DataFrame, optional
@@ -250,8 +254,11 @@ def render_html(df: pd.DataFrame, *, kind: str, title: str, subtitle: str,
     """
     keys = [f"layer-{i}" for i in range(len(df))]
     shown = table if table is not None else df
-    payload = json.dumps({"panels": panels, "trajectories": trajectories or {}},
-                         separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # the panels are JSON texts already (the analysis wrote them): joined, not re-encoded
+    joined = ",".join(f"{json.dumps(key)}:{text}" for key, text in panels.items())
+    payload = ('{"panels":{' + joined + '},"trajectories":'
+               + json.dumps(trajectories or {}, separators=(",", ":"), allow_nan=False)
+               + "}").replace("</", "<\\/")
     sections = [
         f'<section id="summary"><h2>Summary</h2>{_summary(df, info, found, keys, kind)}'
         "</section>",

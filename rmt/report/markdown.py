@@ -114,7 +114,7 @@ def render_markdown(df: pd.DataFrame, *, kind: str, title: str, subtitle: str,
         lines.append(f"- **{_fmt(f.name)}**: {f.text}")
         if key in panels and drawn < MAX_FIGURES and f.kind != "failed":
             name = f"{key}.png"
-            _panel_png(panels[key], f.name, files / name)
+            _panel_png(json.loads(panels[key]), f.name, files / name)
             lines.append(f"  ![{key}]({files.name}/{name})")
             drawn += 1
     if not found:
