@@ -31,11 +31,12 @@ def chromium() -> str:
             return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env,
-                       capture_output=True, timeout=900, check=False)
-        found = shutil.which("chromium")
-        if found:
-            return found
+        for step in (["apt-get", "install", "-y", "-q", "chromium"],
+                     ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+            subprocess.run(step, env=env, capture_output=True, timeout=900, check=False)
+            found = shutil.which("chromium")
+            if found:
+                return found
     pytest.skip("no Chromium: install Debian's chromium package (apt-get install chromium) "
                 "for the browser tests of the report")
 

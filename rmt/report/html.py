@@ -217,7 +217,8 @@ def _panels(df: pd.DataFrame, keys: list[str]) -> str:
         out.append(f'<details class="panel" id="{key}" data-key="{key}"><summary>{_e(title)}'
                    f'</summary><div class="panel-body"><div class="figures"></div>'
                    f'<div><table class="numbers">{numbers}</table>'
-                   f'<p class="reason">{_e(reason)}</p></div></div></details>')
+                   f'<p class="reason">{_e(("Phase: " + reason) if reason else "")}</p>'
+                   "</div></div></details>")
     return "".join(out)
 
 
