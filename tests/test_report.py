@@ -147,3 +147,13 @@ def test_the_command_line_writes_a_report(tmp_path, capsys):
                  str(tmp_path / "r.html")]) == 0
     assert "wrote" in capsys.readouterr().err and (tmp_path / "r.html").stat().st_size > 1000
     assert main(["report"]) == 1  # neither a checkpoint nor a run
+
+
+def test_a_mixture_of_experts_report_has_the_population_table(tmp_path):
+    rng = np.random.default_rng(4)
+    model = {f"model.layers.0.block_sparse_moe.experts.{e}.w1.weight":
+             rng.standard_normal((256, 128)) for e in range(4)}
+    model["model.layers.0.block_sparse_moe.gate.weight"] = rng.standard_normal((4, 128))
+    text = report(model, tmp_path / "moe.html", progress=False).read_text()
+    assert '<section id="experts">' in text and "router_stable_rank" in text
+    assert 'id="layer-4"' in text  # the router's own row

@@ -222,6 +222,27 @@ def _panels(df: pd.DataFrame, keys: list[str]) -> str:
     return "".join(out)
 
 
+def _experts(df: pd.DataFrame) -> str:
+    """The experts of each block and role as a population (rmt.expert_summary)."""
+    from rmt.experts import expert_summary
+
+    if "expert" not in df or not df["expert"].notna().any() or "alpha" not in df:
+        return ""
+    summary = expert_summary(df)
+    if summary.empty:
+        return ""
+    head = "".join(f"<th>{_e(c)}</th>" for c in summary.columns)
+    rows = "".join("<tr>" + "".join(
+        f"<td>{_e(_fmt(v) if not isinstance(v, tuple) else ', '.join(map(_fmt, v)))}</td>"
+        for v in row) + "</tr>" for row in summary.itertuples(index=False))
+    return (f'<section id="experts"><h2>Experts</h2><p class="controls">Each block and role '
+            "of routed experts as a population: median and spread of α, the experts more "
+            "than 3 robust standard deviations (1.4826·MAD) from the median, those in "
+            "another phase than the majority, the shared expert and the router.</p>"
+            f'<div class="table-wrap"><table class="layers sortable"><thead><tr>{head}</tr>'
+            f"</thead><tbody>{rows}</tbody></table></div></section>")
+
+
 def render_html(df: pd.DataFrame, *, kind: str, title: str, subtitle: str,
                 info: dict[str, Any], found: list[Flag], panels: dict[str, Any],
                 trajectories: dict[str, Any] | None = None,
@@ -265,6 +286,7 @@ def render_html(df: pd.DataFrame, *, kind: str, title: str, subtitle: str,
         "</section>",
         f'<section id="map"><h2>Layer map</h2>{_layer_map(df, keys, kind == "compare")}'
         "</section>",
+        _experts(df),
         f'<section id="layers"><h2>Layers</h2>{_table(shown, keys, COLUMNS[kind])}</section>',
         f'<section id="panels"><h2>Layer by layer</h2><p class="controls">Open a layer for '
         f"its ESD with the Marchenko–Pastur fit and its tail with the power-law fit"
