@@ -88,6 +88,24 @@ def test_breakdown_restarts_on_an_invariant_subspace():
     assert np.sum(np.abs(theta - 3.0) < 1e-10) == 1 and np.sum(np.abs(theta) < 1e-10) >= 6
 
 
+@pytest.mark.parametrize("scale", [1e-8, 1e-30, 1e12])
+def test_breakdown_is_relative_to_the_operator_norm(scale):
+    # regression: the test was absolute, so an operator of norm 1e-8 "broke down" at every
+    # step, gave a wrong top eigenvalue and an index of 0
+    rng = np.random.default_rng(7)
+    U, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    w = np.concatenate([-np.linspace(0.1, 1.0, 60), np.linspace(0.05, 3.0, 240)])
+    A = (U * w) @ U.T
+    ref = lanczos(A, 40, rng=3)
+    small = lanczos(scale * A, 40, rng=3)
+    np.testing.assert_allclose(small.alpha, scale * ref.alpha, rtol=1e-9,
+                               atol=1e-9 * scale)
+    np.testing.assert_allclose(small.beta, scale * ref.beta, rtol=1e-9, atol=1e-9 * scale)
+    top = extreme_eigs(scale * A, k=1, which="LA", rng=0)[0]
+    assert top == pytest.approx(3.0 * scale, rel=1e-8)
+    assert index(scale * A) == pytest.approx(60 / 300)
+
+
 def test_lanczos_bad_arguments():
     with pytest.raises(ValueError, match="orthogonalize"):
         lanczos(np.eye(3), 2, orthogonalize="some")
@@ -182,6 +200,21 @@ def test_hutchpp_trace():
     counted = CountingOperator(A)
     trace(counted, 60, rng=0)
     assert counted.n_matvecs == 60
+
+
+@pytest.mark.parametrize("budget", [3, 4, 5, 99, 100, 101])
+def test_trace_spends_exactly_the_budget(budget):
+    # regression: the budget was rounded to a multiple of 3 (1 or 2 -> 3, 100 -> 99)
+    A = np.diag(np.linspace(1.0, 2.0, 400))
+    counted = CountingOperator(A)
+    estimate = trace(counted, budget, rng=1)
+    assert counted.n_matvecs == budget and np.isfinite(estimate)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2])
+def test_trace_below_three_products_is_an_error(budget):
+    with pytest.raises(ValueError, match="at least 3"):
+        trace(np.diag(np.linspace(1.0, 2.0, 400)), budget)
 
 
 # --- NumPy MLP ---------------------------------------------------------------------------
