@@ -309,3 +309,66 @@ def test_torch_operator_matches_numpy_mlp():
     np.testing.assert_allclose(H, net.hessian(theta, X, Y), atol=1e-12)
     G = to_dense(gauss_newton_operator(model, loss, batches))
     np.testing.assert_allclose(G, net.gauss_newton(theta, X), atol=1e-12)
+
+
+def test_torch_operators_keep_token_inputs_integer_and_take_dict_inputs():
+    # regression: every input was cast to float64, so an nn.Embedding failed at once
+    torch = pytest.importorskip("torch", reason="the 'torch' extra is not installed")
+    from torch.func import functional_call
+
+    from rmt.hessian.torch import gauss_newton_operator, hessian_operator
+
+    class Tokens(torch.nn.Module):  # Hugging Face style: keyword inputs, an attention mask
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(11, 4)
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.embed(input_ids) * attention_mask[..., None]
+            return self.head(torch.tanh(h.sum(1)))
+
+    torch.manual_seed(0)
+    model = Tokens().double()
+    gen = np.random.default_rng(1)
+    batches = []
+    for size in (5, 3):  # unequal batches
+        ids = torch.as_tensor(gen.integers(0, 11, (size, 6)))
+        mask = torch.as_tensor((gen.random((size, 6)) > 0.2).astype(np.int64))
+        batches.append(({"input_ids": ids, "attention_mask": mask},
+                        torch.as_tensor(gen.integers(0, 3, size))))
+    loss = torch.nn.functional.cross_entropy
+    H = to_dense(hessian_operator(model, loss, batches))
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def total(theta):  # the batch-size-weighted mean loss, as a function of all parameters
+        params, start = {}, 0
+        for name, p in model.named_parameters():
+            params[name] = theta[start:start + p.numel()].view_as(p)
+            start += p.numel()
+        return sum(loss(functional_call(model, params, (), x), y) * len(y)
+                   for x, y in batches) / 8
+
+    exact = torch.autograd.functional.hessian(total, flat).numpy()
+    np.testing.assert_allclose(H, exact, atol=1e-12)
+    G = to_dense(gauss_newton_operator(model, loss, batches))
+    assert np.allclose(G, G.T, atol=1e-12) and np.linalg.eigvalsh(G).min() > -1e-10
+
+
+def test_torch_operators_run_on_the_models_device():
+    # regression: the vectors were built on the CPU, so a CUDA model failed
+    torch = pytest.importorskip("torch", reason="the 'torch' extra is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the device placement is untested here")
+    from rmt.hessian.torch import hessian_operator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    X, Y = torch.randn(10, 4), torch.randn(10, 2)
+
+    def loss(out, y):
+        return ((out - y) ** 2).mean()
+
+    cpu = to_dense(hessian_operator(model, loss, [(X, Y)]))
+    gpu = to_dense(hessian_operator(model.cuda(), loss, [(X, Y)]))
+    np.testing.assert_allclose(gpu, cpu, atol=1e-10)
