@@ -106,6 +106,22 @@ def test_breakdown_is_relative_to_the_operator_norm(scale):
     assert index(scale * A) == pytest.approx(60 / 300)
 
 
+@pytest.mark.parametrize("n", [5, 200])  # the dense branch and ARPACK's
+def test_extreme_eigs_return_their_eigenvectors(n):
+    rng = np.random.default_rng(12)
+    A = rng.standard_normal((n, n))
+    A = (A + A.T) / 2
+    exact, vectors = np.linalg.eigh(A)
+    for which, part in (("LA", slice(n - 2, n)), ("SA", slice(0, 2))):
+        ev, V = extreme_eigs(A, k=2, which=which, rng=0, return_vectors=True)
+        np.testing.assert_allclose(ev, exact[part], rtol=1e-8)
+        assert V.shape == (n, 2)
+        np.testing.assert_allclose(np.abs(np.sum(V * vectors[:, part], axis=0)), 1.0,
+                                   atol=1e-6)  # the same unit vectors up to sign
+        residual = np.linalg.norm(A @ V - V * ev, axis=0)
+        assert residual.max() <= 1e-6 * np.abs(exact).max()
+
+
 def test_lanczos_bad_arguments():
     with pytest.raises(ValueError, match="orthogonalize"):
         lanczos(np.eye(3), 2, orthogonalize="some")

@@ -15,7 +15,8 @@ __all__ = ["extreme_eigs", "index", "negative_fraction"]
 
 
 def extreme_eigs(op: Any, k: int = 1, which: Literal["LA", "SA"] = "LA", *, tol: float = 1e-8,
-                 rng: Any = None, maxiter: int | None = None) -> np.ndarray:
+                 rng: Any = None, maxiter: int | None = None,
+                 return_vectors: bool = False) -> Any:
     """The ``k`` largest (``"LA"``) or smallest (``"SA"``) eigenvalues, ascending.
 
     Implicitly restarted Lanczos (ARPACK through ``scipy.sparse.linalg.eigsh``), started
@@ -37,10 +38,15 @@ def extreme_eigs(op: Any, k: int = 1, which: Literal["LA", "SA"] = "LA", *, tol:
         Starting vector.
     maxiter : int, optional
         Restart limit (ARPACK default: 10·n).
+    return_vectors : bool, default False
+        Also return the unit eigenvectors (as PyHessian and hessian-eigenthings do).
 
     Returns
     -------
     numpy.ndarray of float64, shape (k,)
+        The eigenvalues, ascending; with ``return_vectors``, the pair ``(eigenvalues,
+        vectors)``, ``vectors[:, i]`` the unit eigenvector of ``eigenvalues[i]`` (n × k,
+        float64; each residual ‖Av − λv‖ ≤ ~``tol``·‖A‖, sign arbitrary).
     """
     if which not in ("LA", "SA"):
         raise ValueError(f"which must be 'LA' or 'SA', got {which!r}")
@@ -49,14 +55,20 @@ def extreme_eigs(op: Any, k: int = 1, which: Literal["LA", "SA"] = "LA", *, tol:
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, n - 1] = [1, {n - 1}], got {k}")
     if n <= 2 * k + 1:
-        ev = scipy.linalg.eigvalsh(to_dense(op))
-        return ev[-k:] if which == "LA" else ev[:k]
+        A = to_dense(op)
+        ev, V = scipy.linalg.eigh((A + A.T) / 2)
+        part = slice(n - k, n) if which == "LA" else slice(0, k)
+        return (ev[part], V[:, part]) if return_vectors else ev[part]
     v0 = np.random.default_rng(rng).standard_normal(n)
     lop = spla.LinearOperator(op.shape, matvec=lambda x: np.asarray(op.matvec(x)).ravel(),
                               dtype=np.float64)
-    ev = spla.eigsh(lop, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter,
-                    return_eigenvectors=False)
-    return np.sort(ev)
+    if not return_vectors:
+        ev = spla.eigsh(lop, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter,
+                        return_eigenvectors=False)
+        return np.sort(ev)
+    ev, V = spla.eigsh(lop, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter)
+    order = np.argsort(ev)
+    return ev[order], V[:, order]
 
 
 def index(op: Any, method: Literal["exact", "slq"] = "exact", *, zero_tol: float | None = None,
