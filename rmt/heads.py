@@ -32,6 +32,7 @@ The head geometry comes from ``config.json`` beside the checkpoint (Hugging Face
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from rmt.architecture import describe
 from rmt.errors import WeightError
 from rmt.io import LazyTensor
 from rmt.io.layout import Layout
-from rmt.io.peft import LowRankUpdate
+from rmt.io.peft import LowRankUpdate, _Dense
 
 __all__ = ["HeadSpec", "HeadTask", "analyze_item", "attention_tasks", "head_matrices",
            "head_spec", "read_config"]
@@ -218,7 +219,7 @@ class _PerTensorWidth(HeadSpec):
         return {**super().as_dict(), "head_dim": None}
 
 
-def _width(spec: HeadSpec, total: int, heads: int, name: str) -> int:
+def _width(spec: HeadSpec, total: int, heads: int) -> int:
     if not isinstance(spec, _PerTensorWidth):
         return spec.head_dim
     if total % heads:
@@ -231,16 +232,24 @@ def _conv1d(name: str) -> bool:
     return bool(re.search(r"(?:^|\.)(?:c_attn|c_proj|c_fc)(?:\.|$)", name.lower()))
 
 
-def _outputs_first(shape: tuple[int, int], outputs: int | None, name: str) -> bool:
-    """Whether the stored matrix is out × in (Linear) rather than in × out (Conv1D)."""
-    rows, cols = shape
-    if outputs is None or rows == cols:
-        return not _conv1d(name)
-    if rows == outputs:
-        return True
-    if cols == outputs:
-        return False
-    raise WeightError(f"neither axis of {rows}x{cols} has the heads' total size {outputs}")
+def _heads_on_rows(W: np.ndarray, count: int, spec: HeadSpec, conv1d: bool
+                   ) -> tuple[np.ndarray, int]:
+    """W oriented with its ``count`` heads stacked along the rows (count·d × other), and d.
+
+    The axis of the heads' total size is the heads' axis; a square matrix follows the
+    storage convention (``conv1d``: stored in × out, GPT-2's Conv1D, so the heads lie along
+    the columns).
+    """
+    rows, cols = W.shape
+    d = _width(spec, cols if conv1d else rows, count)
+    total = count * d
+    if rows == cols:
+        return (W.T if conv1d else W), d
+    if rows == total:
+        return W, d
+    if cols == total:
+        return W.T, d
+    raise WeightError(f"neither axis of {rows}x{cols} has the heads' total size {total}")
 
 
 def head_matrices(W: np.ndarray, role: str, spec: HeadSpec, name: str = ""
@@ -272,21 +281,16 @@ def head_matrices(W: np.ndarray, role: str, spec: HeadSpec, name: str = ""
     if W.ndim != 2:
         raise WeightError(f"per-head split needs a matrix, got shape {W.shape}")
     n, kv = spec.n_heads, spec.n_kv_heads
-    if role == "o":
-        d = _width(spec, W.shape[1] if not _conv1d(name) else W.shape[0], n, name)
-        linear = _outputs_first(W.shape[::-1], n * d, name)  # the inputs carry the heads
-        A = W if linear else W.T  # hidden × n·d
-        return {"o": [A[:, h * d:(h + 1) * d] for h in range(n)]}
+    conv1d = _conv1d(name)
+    if role == "o":  # the heads are the inputs: the same rule on Wᵀ
+        A, d = _heads_on_rows(W.T, n, spec, conv1d)  # n·d × hidden
+        return {"o": [A[h * d:(h + 1) * d].T for h in range(n)]}
     if role in ("q", "k", "v"):
         heads = n if role == "q" else kv
-        total = W.shape[0] if not _conv1d(name) else W.shape[1]
-        d = _width(spec, total, heads, name)
-        A = W if _outputs_first(W.shape, heads * d, name) else W.T  # heads·d × hidden
+        A, d = _heads_on_rows(W, heads, spec, conv1d)  # heads·d × hidden
         return {role: [A[h * d:(h + 1) * d] for h in range(heads)]}
     if role == "qkv":
-        total = W.shape[0] if not _conv1d(name) else W.shape[1]
-        d = _width(spec, total, n + 2 * kv, name)
-        A = W if _outputs_first(W.shape, (n + 2 * kv) * d, name) else W.T
+        A, d = _heads_on_rows(W, n + 2 * kv, spec, conv1d)
         layout = spec.qkv_layout
         if layout == "auto":
             layout = "interleaved" if "query_key_value" in name.lower() else "sectioned"
@@ -319,16 +323,6 @@ class _Held:
         return self.array
 
 
-@dataclass(frozen=True)
-class _Product:
-    """A loader of B·A (float64), for the opt-ins that read a bilinear map's matrix."""
-
-    update: LowRankUpdate
-
-    def __call__(self) -> np.ndarray:
-        return self.update.dense(np.float64)
-
-
 def _bilinear(name: str, left: np.ndarray, right: np.ndarray, source: str, what: str
               ) -> LazyTensor:
     """The rank-d map left·right as a lazily formed tensor with its factors."""
@@ -336,7 +330,7 @@ def _bilinear(name: str, left: np.ndarray, right: np.ndarray, source: str, what:
                            _in_memory(f"{name}.B", np.asarray(left, dtype=np.float64), source),
                            1.0, "linear")
     shape = (left.shape[0], right.shape[1])
-    return LazyTensor(name, shape, np.dtype(np.float64), source, _Product(update),
+    return LazyTensor(name, shape, np.dtype(np.float64), source, _Dense(update, "float64"),
                       layout=Layout("matrix", origin=f"{what} of one head (rank "
                                                      f"{left.shape[1]})"),
                       low_rank=update)
@@ -407,12 +401,16 @@ def analyze_heads(layer_id: int, name: str, task: HeadTask, opts: Any) -> list[d
     """
     from rmt.layers import analyze_tensor, failed_row
 
-    rows = analyze_tensor(layer_id, name, task.tensor, opts)
-    if rows and rows[0].get("warning", "").startswith("unreadable"):
-        return rows
+    try:
+        W = np.asarray(task.tensor.load())
+    except Exception:  # unreadable: the matrix's own row says why
+        return analyze_tensor(layer_id, name, task.tensor, opts)
+    # the array read once serves the matrix's row and its heads'
+    rows = analyze_tensor(layer_id, name, dataclasses.replace(task.tensor, _loader=_Held(W)),
+                          opts)
     base = {"layer_id": layer_id, "name": f"{name}[heads]"}
     try:
-        own = _heads_of(task.tensor, task.role, task.spec)
+        own = head_matrices(W, task.role, task.spec, task.tensor.name)
         source = task.tensor.source
         for role, mats in own.items():
             for h, A in enumerate(mats):
@@ -515,7 +513,8 @@ def attention_tasks(todo: list[tuple[int, str, Any]], spec: HeadSpec
             groups.setdefault((part.block, _attention_root(name)), {}).setdefault(
                 part.role, (i, name, t))
     wrapped: dict[int, HeadTask] = {}
-    for members in groups.values():
+    for (_, root), members in groups.items():
+        prefix = f"{root}." if root else ""  # the bilinear rows' names: <root>.qk[h3]
         for role, (i, _, t) in members.items():
             partners: dict[str, LazyTensor] = {}
             if role == "k" and "q" in members:
@@ -524,7 +523,7 @@ def attention_tasks(todo: list[tuple[int, str, Any]], spec: HeadSpec
                 v = members.get("v") or members.get("qkv")
                 if v is not None:
                     partners["v"] = v[2]
-            wrapped[i] = HeadTask(t, role, spec, partners, _common_prefix(members))
+            wrapped[i] = HeadTask(t, role, spec, partners, prefix)
     return [(i, name, wrapped.get(i, t)) for i, name, t in todo]
 
 
@@ -535,9 +534,3 @@ def _attention_root(name: str) -> str:
     match = re.search(r"^(.*?(?:self_attn|selfattention|encdecattention|crossattention|"
                       r"attention|attn))(?:\.|$)", low)
     return name[:match.end(1)] if match else _module(name)
-
-
-def _common_prefix(members: dict[str, tuple[int, str, LazyTensor]]) -> str:
-    names = [m[1] for m in members.values()]
-    root = _attention_root(names[0])
-    return f"{root}." if root else ""
