@@ -110,13 +110,15 @@ def report(source: Any, out: str | Path = "report.html", *, base: Any = None,
         for col in ("block", "role"):
             if col in df and col not in table:
                 table[col] = df[col].to_numpy()
+        ok = long[long["status"] == "success"].sort_values("step", kind="stable")
+        by_name = {name: rows for name, rows in ok.groupby("name", sort=False)}
+        empty = ok.iloc[:0]
         trajectories = {}
         for i, name in enumerate(df["name"]):
-            rows = long[long["name"] == name].sort_values("step")
-            ok = rows[rows["status"] == "success"]
+            rows = by_name.get(name, empty)
             trajectories[f"layer-{i}"] = {
-                "step": [int(s) for s in ok["step"]],
-                "alpha": [round(float(a), 5) if pd.notna(a) else None for a in ok["alpha"]]}
+                "step": [int(s) for s in rows["step"]],
+                "alpha": [round(float(a), 5) if pd.notna(a) else None for a in rows["alpha"]]}
         kind, what = "track", f"training run: {_label(source)}, last step {last}"
     elif base is not None:
         from rmt.comparison import compare

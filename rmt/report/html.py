@@ -20,7 +20,7 @@ import pandas as pd
 from rmt.architecture import ROLES
 from rmt.report.flags import Flag, finite
 
-__all__ = ["PHASE_COLORS", "render_html"]
+__all__ = ["PHASE_COLORS", "format_value", "render_html"]
 
 #: Fill colour of each phase (cells, chips); failed rows are grey.
 PHASE_COLORS = {"random-like": "#c9cdd3", "bleeding-out": "#9cc9ee", "bulk+spikes": "#8fd3c7",
@@ -56,18 +56,18 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+def format_value(value: Any) -> str:
+    """A table value as shown: floats to 4 significant digits, missing and non-finite
+    values (None, NaN of any float type, pandas' NA) as an empty string."""
+    if value is None or value is pd.NA:
         return ""
     if isinstance(value, float | np.floating):
-        return f"{float(value):.4g}"
-    if value is pd.NA:
-        return ""
+        return f"{float(value):.4g}" if np.isfinite(value) else ""
     return str(value)
 
 
 def _cell(col: str, value: Any, key: str) -> str:
-    text = _fmt(value) if not (isinstance(value, float) and np.isnan(value)) else ""
+    text = format_value(value)
     if col == "name":
         return f'<td><a href="#{key}" data-target="{key}">{_e(text)}</a></td>'
     if col == "phase" and text:
@@ -208,9 +208,9 @@ def _panels(df: pd.DataFrame, keys: list[str]) -> str:
     out = []
     for key, row in zip(keys, df.to_dict("records"), strict=True):
         numbers = "".join(f"<tr><td>{_e(c)}</td><td>{_e(text)}</td></tr>"
-                          for c in shown if (text := _fmt(row[c])) not in ("", "nan"))
-        phase = _fmt(row.get("phase")) or "failed"
-        alpha = _fmt(row.get("alpha"))
+                          for c in shown if (text := format_value(row[c])) != "")
+        phase = format_value(row.get("phase")) or "failed"
+        alpha = format_value(row.get("alpha"))
         reason = row.get("reason") if isinstance(row.get("reason"), str) else row.get(
             "warning", "")
         title = f"{row.get('name')} — {phase}" + (f", α {alpha}" if alpha else "")
@@ -233,7 +233,8 @@ def _experts(df: pd.DataFrame) -> str:
         return ""
     head = "".join(f"<th>{_e(c)}</th>" for c in summary.columns)
     rows = "".join("<tr>" + "".join(
-        f"<td>{_e(_fmt(v) if not isinstance(v, tuple) else ', '.join(map(_fmt, v)))}</td>"
+        f"<td>{_e(', '.join(map(format_value, v)) if isinstance(v, tuple) else format_value(v))}"
+        "</td>"
         for v in row) + "</tr>" for row in summary.itertuples(index=False))
     return (f'<section id="experts"><h2>Experts</h2><p class="controls">Each block and role '
             "of routed experts as a population: median and spread of α, the experts more "

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rmt.report.flags import Flag, counts
-from rmt.report.html import COLUMNS, PHASE_COLORS
+from rmt.report.html import COLUMNS, PHASE_COLORS, format_value
 
 __all__ = ["render_markdown", "render_model_card"]
 
@@ -19,11 +19,8 @@ MAX_FIGURES = 24
 
 
 def _fmt(value: Any) -> str:
-    if value is None or value is pd.NA:
-        return ""
-    if isinstance(value, float | np.floating):
-        return "" if not np.isfinite(value) else f"{float(value):.4g}"
-    return str(value).replace("|", "\\|")
+    """:func:`rmt.report.html.format_value`, with the table separator escaped."""
+    return format_value(value).replace("|", "\\|")
 
 
 def _table(df: pd.DataFrame, columns: list[str]) -> list[str]:
