@@ -125,17 +125,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     def run(executor: Any = None) -> pd.DataFrame:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            df = analyze(args.path, layers=args.layers, device=args.device,
-                           n_jobs=args.jobs, executor=executor, resume=args.resume,
-                           restart=args.restart, plot_dir=args.plot, normalize=not args.raw,
-                           candidates=args.candidates, min_evals=args.min_evals,
-                           max_evals=args.max_evals, conv=args.conv, n_threads=args.n_threads,
-                           on_error="raise" if args.debug else "record",
-                           randomize=args.randomize, tpl=args.tpl,
-                           uncertainty=args.uncertainty, vectors=args.vectors, inverse=args.inverse,
-                           farms=args.farms,
-                           fingers=args.fingers, enable=args.enable, rng=args.rng,
-                           heads=args.heads, base=args.base, k=args.k, epsilon=args.epsilon)
+            df = analyze(args.path, executor=executor, resume=args.resume,
+                         restart=args.restart, plot_dir=args.plot, heads=args.heads,
+                         base=args.base, k=args.k, epsilon=args.epsilon,
+                         **_analysis_options(args))
         for w in caught:
             if str(w.message).startswith(("no layer matched", "no weight tensors")):
                 unmatched.append(str(w.message))
@@ -289,7 +282,7 @@ def write_parquet(df: pd.DataFrame, path: str) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    args.path, args.base, args.plot = args.other, args.base, None
+    args.path, args.base, args.plot, args.heads = args.other, args.base, None, None
     return _cmd_analyze(args)
 
 
@@ -485,8 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=FORMATS, formatter_class=raw)
     co.add_argument("base", help="the base checkpoint")
     co.add_argument("other", help="the fine-tuned checkpoint or a LoRA adapter directory")
-    for action in an._actions:  # every analysis option of `rmt analyze`
-        if action.dest not in ("help", "path", "base", "plot", "k", "epsilon") \
+    for action in an._actions:  # every analysis option of `rmt analyze` (compare reads
+        # whole matrices: no --heads)
+        if action.dest not in ("help", "path", "base", "plot", "k", "epsilon", "heads") \
                 and action.option_strings:
             co._add_action(action)
     _comparison_options(co)
@@ -504,8 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--summary", action="store_true",
                     help="print the per-layer summary (trends, alarms, change points) "
                     "instead of the long table")
-    for action in an._actions:
-        if action.dest not in ("help", "path", "base", "k", "epsilon") \
+    for action in an._actions:  # track runs no per-head analysis: no --heads
+        if action.dest not in ("help", "path", "base", "k", "epsilon", "heads") \
                 and action.option_strings:
             tr._add_action(action)
     tr.set_defaults(func=_cmd_track)
