@@ -57,8 +57,19 @@ def _e(value: Any) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A table value as shown: floats to 4 significant digits, missing and non-finite
-    values (None, NaN of any float type, pandas' NA) as an empty string."""
+    """Format a table value as shown in the report.
+
+    Parameters
+    ----------
+    value : Any
+        One cell of the layer table.
+
+    Returns
+    -------
+    str
+        Floats to 4 significant digits; missing and non-finite values (None, NaN of
+        any float type, pandas' NA) as an empty string; anything else by ``str``.
+    """
     if value is None or value is pd.NA:
         return ""
     if isinstance(value, float | np.floating):
