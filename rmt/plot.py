@@ -421,7 +421,9 @@ def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | None 
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
     ax.set_title(f"SLQ: {density.n_probes} probes × {density.lanczos_degree} steps, "
-                 f"index {density.negative_fraction():.4f}")
+                 f"index {density.negative_fraction():.4f} "
+                 + ("∈ [{:.4f}, {:.4f}]".format(*density.index_bounds())
+                    if density.tridiagonals else ""))
     return ax
 
 

@@ -51,6 +51,11 @@ class LanczosResult:
         Operator applications used.
     n_reorthogonalized : int
         Steps that re-orthogonalised against the whole basis.
+    beta_last : float
+        ‖r_k‖, the norm of the residual left after the last step (the β that step k + 1
+        would use; 0 when the Krylov space is invariant). With it T's moments fix the
+        starting vector's spectral measure up to degree 2k, which the Gauss–Radau bounds
+        of :meth:`rmt.hessian.SpectralDensity.index_bounds` use; it costs no product.
     """
 
     alpha: np.ndarray
@@ -58,6 +63,7 @@ class LanczosResult:
     basis: Any
     n_matvecs: int
     n_reorthogonalized: int
+    beta_last: float = 0.0
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and the squared first components of T's eigenvectors
@@ -70,12 +76,9 @@ class LanczosResult:
         weights : numpy.ndarray
             Quadrature weights (sum 1 for a unit starting vector).
         """
-        from scipy.linalg import eigh_tridiagonal
+        from rmt.hessian.quadrature import gauss_rule
 
-        if self.alpha.size == 1:
-            return self.alpha.copy(), np.ones(1)
-        theta, S = eigh_tridiagonal(self.alpha, self.beta)
-        return theta, S[0] ** 2
+        return gauss_rule(self.alpha, self.beta)
 
 
 def lanczos(
@@ -135,6 +138,7 @@ def lanczos(
     omega_prev = np.zeros(0)
     omega = np.ones(1)
     force_next = False
+    b_last = 0.0
     anorm = 0.0
     scale = 0.0  # running estimate of ||A|| (max ||A q_j||): breakdown is relative to it
     for j in range(k):
@@ -147,6 +151,13 @@ def lanczos(
         alpha[j] = a
         w = w - a * q
         if j == k - 1:
+            if orthogonalize == "full":
+                basis = Q[: j + 1]
+                for _ in range(2):
+                    w = w - basis.T @ (basis @ w)
+            b_last = float(xp.linalg.norm(w))
+            if b_last <= scale * n * EPS * 10 or k == n:
+                b_last = 0.0  # invariant (always so after n steps)
             break
         do_full = orthogonalize == "full"
         if orthogonalize == "partial" and j > 0:
@@ -194,4 +205,4 @@ def lanczos(
         q_prev, q, b_prev = q, w, b_next
     basis_out = Q if return_basis else None
     return LanczosResult(alpha=alpha, beta=beta, basis=basis_out, n_matvecs=k,
-                         n_reorthogonalized=n_reorth)
+                         n_reorthogonalized=n_reorth, beta_last=b_last)

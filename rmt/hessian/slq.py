@@ -5,12 +5,16 @@ Each probe v gives, through k Lanczos steps, a k-point Gauss quadrature of the m
 components of T's eigenvectors). Averaging probes estimates the spectral measure
 (1/n) Σ δ(λ_i).
 
-The CDF of a Gauss quadrature is a step function whose steps sit at the nodes, so it
-misjudges the mass below a point that falls between two nodes (with 80 nodes the node
-nearest 0 carries 1–1.5% of the mass). ``cdf`` therefore interpolates each probe's CDF:
-at node θ_j it takes the midpoint of the step, Σ_{i<j} τ_i + τ_j/2, and it is linear in
-between (0 below the first node, 1 above the last). The index (fraction of negative
-eigenvalues) is ``cdf(0)``.
+The index (fraction of eigenvalues below 0) comes with an interval: the moments of each
+probe's measure that k steps fix (2k + 1 of them, with the last residual norm) bound its
+mass below 0 by the Gauss–Radau rule through 0 (``rmt.hessian.quadrature``), and the mean
+of those bounds holds the probes' mean for every spectrum the quadrature cannot tell from
+the true one. The point estimate is the Gauss rule's own mass below 0 (the step CDF),
+kept inside that interval. On the Hessian of a trained network most eigenvalues sit in a
+cluster within ~λ_max/k² of 0, where no degree-2k polynomial resolves their sign: the
+interval is then wide (it is the honest answer) and any point estimate is a guess; an
+interpolated CDF, used before, put about half that cluster below 0 and was worse than
+the step CDF on every trained network measured (docs/guide.md, "Hessian spectra").
 
 References
 ----------
@@ -26,7 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rmt.hessian.lanczos import Orthogonalize, lanczos
+from rmt import config
+from rmt.hessian.lanczos import EPS, Orthogonalize, lanczos
 from rmt.hessian.operators import as_operator
 
 __all__ = ["SpectralDensity", "slq", "wasserstein"]
@@ -48,6 +53,10 @@ class SpectralDensity:
         Settings used.
     probes : list of (numpy.ndarray, numpy.ndarray)
         Each probe's Ritz values and quadrature weights.
+    tridiagonals : list of (numpy.ndarray, numpy.ndarray, float)
+        Each probe's Lanczos (alpha, beta, beta_last), for the Gauss–Radau bounds.
+    dimension : int
+        The operator's order n (0 when unknown).
     """
 
     nodes: np.ndarray
@@ -56,6 +65,9 @@ class SpectralDensity:
     lanczos_degree: int
     n_probes: int
     probes: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    tridiagonals: list[tuple[np.ndarray, np.ndarray, float]] = field(repr=False,
+                                                                     default_factory=list)
+    dimension: int = 0
 
     @property
     def width(self) -> float:
@@ -63,7 +75,7 @@ class SpectralDensity:
         return float(self.nodes[-1] - self.nodes[0])
 
     def cdf(self, x: Any) -> np.ndarray:
-        """Interpolated CDF (mean over probes of each probe's midpoint-interpolated CDF).
+        """The quadrature's CDF, μ((−∞, x]): the step function of the nodes and weights.
 
         Parameters
         ----------
@@ -73,23 +85,76 @@ class SpectralDensity:
         Returns
         -------
         numpy.ndarray
-            Estimated F(x) in [0, 1].
+            Estimated F(x) in [0, 1] (float64).
         """
         x = np.asarray(x, dtype=np.float64)
-        total = np.zeros_like(x)
-        for theta, tau in self.probes:
-            mid = np.cumsum(tau) - tau / 2
-            total += np.interp(x, theta, mid, left=0.0, right=1.0)
-        return total / len(self.probes)
+        cum = np.concatenate([[0.0], np.cumsum(self.weights)])
+        return np.minimum(cum[np.searchsorted(self.nodes, x, side="right")], 1.0)
 
-    def negative_fraction(self) -> float:
-        """Estimated fraction of negative eigenvalues (the index), ``cdf(0)``.
+    def _threshold(self, threshold: float | None) -> float:
+        """−tol of :func:`rmt.hessian.negative_fraction` (the round-off of exact zeros is
+        not negative) unless a threshold is given."""
+        if threshold is not None:
+            return float(threshold)
+        scale = float(np.abs(self.nodes).max())
+        return -config.INDEX_EPS_FACTOR * max(self.dimension, 1) * EPS * scale
+
+    def index_bounds(self, threshold: float | None = None) -> tuple[float, float]:
+        """Bounds on the probes' estimate of the share of eigenvalues below ``threshold``.
+
+        Each probe's Gauss–Radau rule through ``threshold`` brackets the probe's mass below
+        it for every spectrum with the same 2k + 1 moments (``rmt.hessian.quadrature``);
+        the bounds are the means over probes. They hold the mean of the probes' exact
+        values, so they bracket the true index up to the probes' own (Hutchinson) noise,
+        of standard deviation at most √(2·index/n) per probe for Rademacher probes. The
+        width is the mass the quadrature cannot put on either side: raise
+        ``lanczos_degree`` to shrink it.
+
+        Parameters
+        ----------
+        threshold : float, optional
+            The point; default −n·eps·max|θ| (times ``rmt.config.INDEX_EPS_FACTOR``), the
+            tolerance of the exact :func:`rmt.hessian.index`, so both count the same.
+
+        Returns
+        -------
+        lower, upper : float
+            In [0, 1], lower ≤ upper.
+        """
+        from rmt.hessian.quadrature import radau_bounds
+
+        if not self.tridiagonals:
+            raise ValueError("this SpectralDensity keeps no Lanczos tridiagonals (made by hand?): "
+                             "the Gauss–Radau bounds need them")
+        xi = self._threshold(threshold)
+        pairs = np.array([radau_bounds(a, b, b_last, xi) for a, b, b_last in self.tridiagonals])
+        return float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
+
+    def negative_fraction(self, threshold: float | None = None) -> float:
+        """Estimated fraction of negative eigenvalues (the index).
+
+        Each probe's Gauss-rule mass below the threshold, kept inside that probe's
+        Gauss–Radau bounds, averaged over probes; :meth:`index_bounds` says how far it can
+        be off.
+
+        Parameters
+        ----------
+        threshold : float, optional
+            As in :meth:`index_bounds`.
 
         Returns
         -------
         float
         """
-        return float(self.cdf(0.0))
+        from rmt.hessian.quadrature import radau_bounds
+
+        xi = self._threshold(threshold)
+        values = [float(tau[theta < xi].sum()) for theta, tau in self.probes]
+        if self.tridiagonals:  # each probe's value kept inside its own bounds
+            for i, tri in enumerate(self.tridiagonals):
+                lower, upper = radau_bounds(*tri, xi)
+                values[i] = min(max(values[i], lower), upper)
+        return float(np.mean(values))
 
     def pdf(self, x: Any, bandwidth: float | None = None) -> np.ndarray:
         """Gaussian-smoothed density at ``x``.
@@ -217,15 +282,17 @@ def slq(
     n = op.shape[0]
     rng = np.random.default_rng(rng)
     k = min(int(lanczos_degree), n)
-    probes = []
+    probes, tridiagonals = [], []
     for _ in range(int(n_probes)):
         v = rng.choice([-1.0, 1.0], size=n) if probe == "rademacher" else rng.standard_normal(n)
         res = lanczos(op, k, v0=v, orthogonalize=orthogonalize, rng=rng)
         theta, tau = res.ritz()
         probes.append((theta, tau / tau.sum()))
+        tridiagonals.append((res.alpha, res.beta, res.beta_last))
     nodes = np.concatenate([t for t, _ in probes])
     weights = np.concatenate([w for _, w in probes]) / len(probes)
     order = np.argsort(nodes)
     return SpectralDensity(nodes=nodes[order], weights=weights[order],
                            n_matvecs=k * int(n_probes), lanczos_degree=k,
-                           n_probes=int(n_probes), probes=probes)
+                           n_probes=int(n_probes), probes=probes, tridiagonals=tridiagonals,
+                           dimension=n)
