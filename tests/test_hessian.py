@@ -475,3 +475,126 @@ def test_torch_operators_run_on_the_models_device():
     cpu = to_dense(hessian_operator(model, loss, [(X, Y)]))
     gpu = to_dense(hessian_operator(model.cuda(), loss, [(X, Y)]))
     np.testing.assert_allclose(gpu, cpu, atol=1e-10)
+
+
+# --- blocks of a torch model (issue 19) ---------------------------------------------------
+
+def _small_torch_net(torch):
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    gen = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(7, 5, generator=gen), torch.randint(0, 3, (7,), generator=gen)),
+               (torch.randn(4, 5, generator=gen), torch.randint(0, 3, (4,), generator=gen))]
+    return model, batches
+
+
+def _exact_hessian(torch, model, loss, batches):
+    from torch.func import functional_call
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+    total = sum(len(y) for _, y in batches)
+
+    def f(theta):
+        params, start = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            size = int(np.prod(shape))
+            params[name] = theta[start:start + size].view(shape)
+            start += size
+        return sum(loss(functional_call(model, params, (x.double(),)), y) * len(y)
+                   for x, y in batches) / total
+
+    return torch.autograd.functional.hessian(f, flat).numpy()
+
+
+def test_block_operators_are_the_diagonal_blocks_and_leave_the_model_alone():
+    torch = pytest.importorskip("torch", reason="the 'torch' extra is not installed")
+    import re
+
+    from rmt.hessian.torch import gauss_newton_operator, hessian_operator, select_parameters
+
+    model, batches = _small_torch_net(torch)  # float32, in train mode
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy
+    H = _exact_hessian(torch, model, loss, batches)
+    sizes = [p.numel() for p in model.parameters()]  # 20, 4, 12, 3
+    edges = np.cumsum([0, *sizes])
+    layer0 = slice(edges[0], edges[2])
+    np.testing.assert_allclose(to_dense(hessian_operator(model, loss, batches, params="0.*")),
+                               H[layer0, layer0], atol=1e-12)
+    bias2 = slice(edges[3], edges[4])
+    for spec in (re.compile(r"^2\.bias$"), ["2.bias"], [model[2].bias]):
+        np.testing.assert_allclose(to_dense(hessian_operator(model, loss, batches, params=spec)),
+                                   H[bias2, bias2], atol=1e-12)
+    full_ggn = to_dense(gauss_newton_operator(model, loss, batches))
+    block_ggn = to_dense(gauss_newton_operator(model, loss, batches, params="2.*"))
+    np.testing.assert_allclose(block_ggn, full_ggn[edges[2]:, edges[2]:], atol=1e-12)
+    # the caller's model: same dtype, parameters, mode and no .grad
+    assert model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="matches no trainable parameter"):
+        select_parameters(model, "nothing.*")
+    with pytest.raises(ValueError, match="not a trainable parameter"):
+        select_parameters(model, ["0.weight", "missing"])
+
+
+def test_train_mode_is_applied_during_products_and_restored():
+    torch = pytest.importorskip("torch", reason="the 'torch' extra is not installed")
+    from rmt.hessian.torch import hessian_operator
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(self.training)
+            return x
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), Spy())
+    batches = [(torch.randn(4, 3), torch.randn(4, 2))]
+
+    def loss(out, y):
+        return ((out - y) ** 2).mean()
+
+    model.train()
+    hessian_operator(model, loss, batches, train=False).matvec(np.ones(8))
+    assert seen == [False] and model.training and model[1].training
+    seen.clear()
+    model.eval()
+    hessian_operator(model, loss, batches).matvec(np.ones(8))  # default: the model's mode
+    assert seen == [False] and not model.training
+
+
+def test_block_spectra_are_exact_at_full_degree_and_measure_heterogeneity():
+    torch = pytest.importorskip("torch", reason="the 'torch' extra is not installed")
+    from rmt.hessian import block_spectra, default_groups, js_distances
+
+    model, batches = _small_torch_net(torch)
+    loss = torch.nn.functional.cross_entropy
+    H = _exact_hessian(torch, model, loss, batches)
+    assert default_groups(model) == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
+    res = block_spectra(model, loss, batches, lanczos_degree=50, n_probes=1, rng=0)
+    edges = {"0": slice(0, 24), "2": slice(24, 39)}
+    for name, part in edges.items():  # degree >= block size: the quadrature is the spectrum
+        exact = np.linalg.eigvalsh(H[part, part])
+        sd = res.densities[name]
+        nodes = sd.nodes[sd.weights > 1e-10]  # every node that carries mass is an eigenvalue
+        assert np.abs(nodes[:, None] - exact[None, :]).min(axis=1).max() < 1e-9
+        row = res.table.set_index("block").loc[name]
+        assert row.n_params == exact.size
+        assert row.lambda_max == pytest.approx(exact[-1], abs=1e-9)
+        assert row.lambda_min == pytest.approx(exact[0], abs=1e-9)
+    d = res.distances
+    assert d.loc["0", "0"] == 0.0 and d.loc["0", "2"] == d.loc["2", "0"] > 0
+    assert res.heterogeneity == pytest.approx(d.loc["0", "2"])
+    # the same spectrum twice is at distance 0; a rescaled copy is far
+    same = js_distances({"a": res.densities["0"], "b": res.densities["0"]})
+    assert same.loc["a", "b"] == pytest.approx(0.0, abs=1e-12)
+    labels = block_spectra(model, loss, batches, curvature="ggn", lanczos_degree=8, n_probes=2,
+                           groups={"weights": "*.weight", "biases": "*.bias"}, rng=1)
+    assert list(labels.table.block) == ["weights", "biases"]
+    assert (labels.table.lambda_min > -1e-10).all()  # the GGN of cross-entropy is PSD
+    assert (labels.table.n_matvecs == [16, 14]).all()  # degree capped at the 7 biases

@@ -1,25 +1,27 @@
 """Hessian and Gauss–Newton operators of a PyTorch model (needs the ``torch`` extra).
 
 HVPs by double back-propagation over a list (or loader) of ``(inputs, targets)`` batches,
-batch losses weighted by batch size, in float64 by default (a copy of the model is cast;
-the caller's model is left alone). The Gauss–Newton operator is Jᵀ(∇²_ŷ ℓ)J, by a
-forward-mode JVP, the Hessian of the loss in the outputs, and a reverse-mode VJP
-(``torch.func``). Vectors in and out are NumPy float64; the products run on the model's
-device. Inputs may be a tensor, a tuple of tensors (``model(*inputs)``) or a dict
-(``model(**inputs)``, Hugging Face style); only floating-point tensors are cast to
-``dtype`` — token ids and masks stay integers.
+batch losses weighted by batch size, in float64 by default. The caller's model is neither
+copied nor changed: its parameters are read once into ``dtype`` tensors and substituted
+by ``torch.func.functional_call``; ``params=`` restricts the operator to a block of them.
+The Gauss–Newton operator is Jᵀ(∇²_ŷ ℓ)J, by a forward-mode JVP, the Hessian of the loss
+in the outputs, and a reverse-mode VJP (``torch.func``). Vectors in and out are NumPy
+float64; the products run on the model's device. Inputs may be a tensor, a tuple of
+tensors (``model(*inputs)``) or a dict (``model(**inputs)``, Hugging Face style); only
+floating-point tensors are cast to ``dtype`` — token ids and masks stay integers.
 """
 
 from __future__ import annotations
 
-import copy
+import fnmatch
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import scipy.sparse.linalg as spla
 
-__all__ = ["gauss_newton_operator", "hessian_operator"]
+__all__ = ["gauss_newton_operator", "hessian_operator", "select_parameters"]
 
 
 def _device(model: Any) -> Any:
@@ -49,82 +51,185 @@ def _size(inputs: Any) -> int:
     return int(inputs.shape[0])
 
 
-def _call(model: Any, inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
+ParamSpec = Any  # None, a glob, a compiled regex, or a list of names / parameters
 
 
-def _setup(model: Any, batches: Iterable[Any], dtype: Any) -> tuple[Any, list, list, list]:
-    model = copy.deepcopy(model).to(dtype)
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+def select_parameters(model: Any, params: ParamSpec = None) -> list[str]:
+    """Names of the trainable parameters a ``params=`` argument picks, in model order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network.
+    params : None, str, re.Pattern or list of str / torch.nn.Parameter
+        None: every trainable parameter. A string: an ``fnmatch`` glob on the names
+        (``"layers.0.*"``, ``"*.attn.*"``). A compiled regex: names it ``search``-es. A
+        list: those names, or those parameter objects.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        Nothing matches, or a listed name or parameter is not a trainable parameter of
+        ``model``.
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters")
-    device = _device(model)
-    data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
-    if not data:
-        raise ValueError("batches is empty")
-    return model, params, data, [_size(x) for x, _ in data]
+    if params is None:
+        return [name for name, _ in named]
+    if isinstance(params, str):
+        chosen = [name for name, _ in named if fnmatch.fnmatchcase(name, params)]
+    elif isinstance(params, re.Pattern):
+        chosen = [name for name, _ in named if params.search(name)]
+    else:
+        items = list(params)
+        by_id = {id(p): name for name, p in named}
+        names = {name for name, _ in named}
+        wanted = set()
+        for item in items:
+            key = item if isinstance(item, str) else by_id.get(id(item))
+            if key not in names:
+                raise ValueError(f"params: {item if isinstance(item, str) else type(item).__name__}"
+                                 " is not a trainable parameter of the model")
+            wanted.add(key)
+        chosen = [name for name, _ in named if name in wanted]
+    if not chosen:
+        raise ValueError(f"params={params!r} matches no trainable parameter; names look like "
+                         f"{', '.join(name for name, _ in named[:3])}")
+    return chosen
 
 
-def _to_params(v: np.ndarray, params: list, dtype: Any) -> list:
-    import torch
+class _Problem:
+    """The model as a function of a block of its parameters, on the caller's batches.
 
-    out, start = [], 0
-    flat = torch.as_tensor(np.ravel(v), dtype=dtype, device=params[0].device)
-    for p in params:
-        out.append(flat[start : start + p.numel()].view_as(p))
-        start += p.numel()
-    return out
+    Nothing of the caller's model changes: parameters and floating buffers are read once
+    into ``dtype`` tensors and substituted by ``torch.func.functional_call``, so the
+    model is neither copied nor cast, ``.grad`` is never written, and it runs in the mode
+    the caller left it in unless ``train`` says otherwise (then only for the duration of
+    each product, restored afterwards).
+    """
+
+    def __init__(self, model: Any, batches: Iterable[Any], dtype: Any, params: ParamSpec,
+                 train: bool | None) -> None:
+        import torch
+
+        self.model, self.dtype, self.train = model, dtype, train
+        self.names = select_parameters(model, params)
+        state = dict(model.named_parameters())
+        device = _device(model)
+        self.block = {name: state[name].detach().to(dtype) for name in self.names}
+        self.fixed = {name: p.detach().to(dtype) for name, p in state.items()
+                      if name not in self.block}
+        for name, b in model.named_buffers():
+            self.fixed[name] = b.to(dtype) if torch.is_floating_point(b) else b
+        self.data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
+        if not self.data:
+            raise ValueError("batches is empty")
+        self.sizes = [_size(x) for x, _ in self.data]
+        self.total = float(sum(self.sizes))
+        self.n = sum(p.numel() for p in self.block.values())
+        self.device = device
+
+    def __call__(self, block: dict, x: Any) -> Any:
+        from torch.func import functional_call
+
+        merged = {**self.fixed, **block}
+        if isinstance(x, dict):
+            return functional_call(self.model, merged, (), x)
+        return functional_call(self.model, merged, tuple(x) if isinstance(x, tuple | list)
+                               else (x,))
+
+    def mode(self) -> Any:
+        """Context that sets the requested train/eval mode and restores the caller's."""
+        model, train = self.model, self.train
+
+        class _Mode:
+            def __enter__(self) -> None:
+                self.saved = [(m, m.training) for m in model.modules()]
+                if train is not None:
+                    model.train(train)
+
+            def __exit__(self, *exc: Any) -> None:
+                for m, was in self.saved:
+                    m.training = was
+
+        return _Mode()
+
+    def split(self, v: np.ndarray) -> dict:
+        import torch
+
+        flat = torch.as_tensor(np.ravel(v), dtype=self.dtype, device=self.device)
+        out, start = {}, 0
+        for name, p in self.block.items():
+            out[name] = flat[start : start + p.numel()].view_as(p)
+            start += p.numel()
+        return out
+
+    def flat(self, parts: Any) -> np.ndarray:
+        import torch
+
+        values = parts.values() if isinstance(parts, dict) else parts
+        vec = torch.cat([t.reshape(-1) for t in values])
+        return vec.detach().cpu().numpy().astype(np.float64)
 
 
 def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
-                     *, dtype: Any = None) -> spla.LinearOperator:
+                     *, dtype: Any = None, params: ParamSpec = None,
+                     train: bool | None = None) -> spla.LinearOperator:
     """The Hessian of the batch-size-weighted mean loss as a LinearOperator.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The network (copied and cast to ``dtype``; put in eval mode).
+        The network; left as it is (not copied, cast, switched or given ``.grad``).
     loss_fn : callable
         ``loss_fn(model(inputs), targets)`` → scalar mean loss of a batch.
     batches : iterable of (inputs, targets)
         The data (a list, or a DataLoader consumed once here). Inputs: a tensor, a tuple of
         tensors or a dict of keyword tensors; integer tensors (token ids) stay integers.
     dtype : torch.dtype, default torch.float64
-        Precision of the model's copy and of the products.
+        Precision of the parameters' and inputs' copies and of the products.
+    params : None, str, re.Pattern or list, optional
+        The block: H restricted to these parameters (:func:`select_parameters`), the
+        others held fixed; default all trainable parameters.
+    train : bool, optional
+        Run the model in train (True) or eval (False) mode; default the mode it is in.
 
     Returns
     -------
     scipy.sparse.linalg.LinearOperator
-        P×P, P the number of trainable parameters (in ``model.parameters()`` order).
+        P×P, P the number of parameters of the block (in ``model.parameters()`` order).
     """
     import torch
 
     dtype = torch.float64 if dtype is None else dtype
-    model, params, data, sizes = _setup(model, batches, dtype)
-    total = float(sum(sizes))
-    n = sum(p.numel() for p in params)
+    problem = _Problem(model, batches, dtype, params, train)
 
     def matvec(v: np.ndarray) -> np.ndarray:
-        vs = _to_params(v, params, dtype)
-        acc = torch.zeros(n, dtype=dtype, device=params[0].device)
-        for (x, y), size in zip(data, sizes, strict=True):
-            loss = loss_fn(_call(model, x), y) * (size / total)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((g * u).sum() for g, u in zip(grads, vs, strict=True))
-            hv = torch.autograd.grad(dot, params)
-            acc += torch.cat([h.reshape(-1) for h in hv])
-        return acc.detach().cpu().numpy().astype(np.float64)
+        tangent = problem.split(v)
+        acc = np.zeros(problem.n)
+        with problem.mode():
+            for (x, y), size in zip(problem.data, problem.sizes, strict=True):
+                block = {k: t.clone().requires_grad_(True) for k, t in problem.block.items()}
+                loss = loss_fn(problem(block, x), y) * (size / problem.total)
+                grads = torch.autograd.grad(loss, list(block.values()), create_graph=True)
+                dot = sum((g * tangent[k]).sum()
+                          for g, k in zip(grads, block, strict=True))
+                acc += problem.flat(torch.autograd.grad(dot, list(block.values())))
+        return acc
 
-    return spla.LinearOperator((n, n), matvec=matvec, rmatvec=matvec, dtype=np.float64)
+    return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
+                               dtype=np.float64)
 
 
 def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
-                          batches: Iterable[Any], *, dtype: Any = None) -> spla.LinearOperator:
+                          batches: Iterable[Any], *, dtype: Any = None,
+                          params: ParamSpec = None,
+                          train: bool | None = None) -> spla.LinearOperator:
     """The generalised Gauss–Newton matrix Jᵀ(∇²_ŷ ℓ)J as a LinearOperator (PSD for convex
     losses; equals the Fisher for softmax cross-entropy). Same arguments as
     :func:`hessian_operator`.
@@ -132,46 +237,45 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
     Parameters
     ----------
     model : torch.nn.Module
-        The network.
+        The network (left as it is).
     loss_fn : callable
         ``loss_fn(model(inputs), targets)`` → scalar mean loss of a batch.
     batches : iterable of (inputs, targets)
         The data.
     dtype : torch.dtype, default torch.float64
         Precision of the products.
+    params : None, str, re.Pattern or list, optional
+        The block (J taken with respect to these parameters only).
+    train : bool, optional
+        Train or eval mode; default the model's own.
 
     Returns
     -------
     scipy.sparse.linalg.LinearOperator
     """
     import torch
-    from torch.func import functional_call, jvp, vjp
+    from torch.func import jvp, vjp
 
     dtype = torch.float64 if dtype is None else dtype
-    model, params, data, sizes = _setup(model, batches, dtype)
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
-    base = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    total = float(sum(sizes))
-    n = sum(p.numel() for p in params)
+    problem = _Problem(model, batches, dtype, params, train)
 
     def matvec(v: np.ndarray) -> np.ndarray:
-        tangents = dict(zip(names, _to_params(v, params, dtype), strict=True))
-        acc = torch.zeros(n, dtype=dtype, device=params[0].device)
-        for (x, y), size in zip(data, sizes, strict=True):
-            def f(p: dict, x: Any = x) -> Any:
-                if isinstance(x, dict):
-                    return functional_call(model, p, (), x)
-                return functional_call(model, p, tuple(x) if isinstance(x, tuple | list)
-                                       else (x,))
+        tangent = problem.split(v)
+        acc = np.zeros(problem.n)
+        with problem.mode():
+            for (x, y), size in zip(problem.data, problem.sizes, strict=True):
+                def f(block: dict, x: Any = x) -> Any:
+                    return problem(block, x)
 
-            out, jv = jvp(f, (base,), (tangents,))  # type: ignore[misc]  # (primal, tangent)
-            out = out.detach().requires_grad_(True)
-            loss = loss_fn(out, y) * (size / total)
-            (g,) = torch.autograd.grad(loss, out, create_graph=True)
-            (hjv,) = torch.autograd.grad((g * jv).sum(), out)
-            _, pullback = vjp(f, base)  # type: ignore[misc]  # (primal, pullback)
-            (grads,) = pullback(hjv)
-            acc += torch.cat([grads[name].reshape(-1) for name in names])
-        return acc.detach().cpu().numpy().astype(np.float64)
+                out, jv = jvp(f, (problem.block,), (tangent,))  # type: ignore[misc]
+                out = out.detach().requires_grad_(True)
+                loss = loss_fn(out, y) * (size / problem.total)
+                (g,) = torch.autograd.grad(loss, out, create_graph=True)
+                (hjv,) = torch.autograd.grad((g * jv).sum(), out)
+                _, pullback = vjp(f, problem.block)  # type: ignore[misc]
+                (grads,) = pullback(hjv)
+                acc += problem.flat({k: grads[k] for k in problem.names})
+        return acc
 
-    return spla.LinearOperator((n, n), matvec=matvec, rmatvec=matvec, dtype=np.float64)
+    return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
+                               dtype=np.float64)
