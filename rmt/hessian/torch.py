@@ -144,16 +144,24 @@ class _Problem:
                                else (x,))
 
     def mode(self) -> Any:
-        """Context that sets the requested train/eval mode and restores the caller's."""
+        """Context for one product: the requested train/eval mode (the caller's restored
+        afterwards), and attention on PyTorch's math kernel — the fused (flash,
+        memory-efficient) kernels of ``scaled_dot_product_attention`` have no second
+        derivative, so a Hessian through them would fail."""
         model, train = self.model, self.train
 
         class _Mode:
             def __enter__(self) -> None:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
                 self.saved = [(m, m.training) for m in model.modules()]
                 if train is not None:
                     model.train(train)
+                self.kernel = sdpa_kernel([SDPBackend.MATH])
+                self.kernel.__enter__()
 
             def __exit__(self, *exc: Any) -> None:
+                self.kernel.__exit__(*exc)
                 for m, was in self.saved:
                     m.training = was
 
