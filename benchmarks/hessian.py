@@ -119,7 +119,6 @@ def evaluate(name, op, exact, reps=3):
 
 def trained_digits_networks() -> list[dict]:
     """The evaluation on the exact Hessians of two MLPs trained on digits."""
-    import scipy.optimize
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
@@ -128,10 +127,7 @@ def trained_digits_networks() -> list[dict]:
     rows = []
     for activation, hidden in (("tanh", 16), ("relu", 24)):
         net = MLP(64, hidden, 10, activation)
-        fit = scipy.optimize.minimize(lambda t, net=net: (net.loss(t, X, Y), net.grad(t, X, Y)),
-                                      net.init(0), jac=True, method="L-BFGS-B",
-                                      options={"maxiter": 200})
-        H = net.hessian(fit.x, X, Y)
+        H = net.hessian(net.fit(X, Y, maxiter=200, rng=0), X, Y)
         rows += evaluate(f"{activation} MLP trained on digits, P={net.n_params}", H,
                          np.linalg.eigvalsh(H))
     return rows

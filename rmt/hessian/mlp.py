@@ -357,6 +357,34 @@ class MLP:
         P = self.n_params
         return spla.LinearOperator((P, P), matvec=mv, rmatvec=mv, dtype=np.float64)
 
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, theta0: np.ndarray | None = None,
+            maxiter: int = 200, rng: Any = None) -> np.ndarray:
+        """Train by L-BFGS (``scipy.optimize.minimize``, exact loss and gradient).
+
+        Parameters
+        ----------
+        X, Y : numpy.ndarray
+            Data, shapes (m, n_in) and (m, n_out).
+        theta0 : numpy.ndarray, optional
+            Start; default :meth:`init` with ``rng``.
+        maxiter : int, default 200
+            L-BFGS iterations at most.
+        rng : None, int or numpy.random.Generator
+            Seed of the default start.
+
+        Returns
+        -------
+        numpy.ndarray
+            The parameters reached, shape (P,), float64.
+        """
+        import scipy.optimize
+
+        start = self.init(rng) if theta0 is None else np.asarray(theta0, dtype=np.float64)
+        res = scipy.optimize.minimize(lambda t: (self.loss(t, X, Y), self.grad(t, X, Y)),
+                                      start, jac=True, method="L-BFGS-B",
+                                      options={"maxiter": int(maxiter)})
+        return np.asarray(res.x, dtype=np.float64)
+
     def rescale(self, theta: np.ndarray, a: float) -> np.ndarray:
         """Dinh et al.'s reparametrisation W1 → a·W1, W2 → W2/a (a > 0).
 
