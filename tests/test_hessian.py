@@ -565,6 +565,11 @@ def test_train_mode_is_applied_during_products_and_restored():
     model.eval()
     hessian_operator(model, loss, batches).matvec(np.ones(8))  # default: the model's mode
     assert seen == [False] and not model.training
+    # train-mode BatchNorm updates its running statistics: on the operator's copies only
+    norm = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).double()
+    stats = [b.clone() for b in norm.buffers()]
+    hessian_operator(norm, loss, batches, train=True).matvec(np.ones(12))
+    assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), stats, strict=True))
 
 
 def test_block_spectra_are_exact_at_full_degree_and_measure_heterogeneity():

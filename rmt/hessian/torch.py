@@ -124,8 +124,9 @@ class _Problem:
         self.block = {name: state[name].detach().to(dtype) for name in self.names}
         self.fixed = {name: p.detach().to(dtype) for name, p in state.items()
                       if name not in self.block}
-        for name, b in model.named_buffers():
-            self.fixed[name] = b.to(dtype) if torch.is_floating_point(b) else b
+        for name, b in model.named_buffers():  # copies: train-mode BatchNorm writes to them
+            self.fixed[name] = (b.to(dtype, copy=True) if torch.is_floating_point(b)
+                                else b.clone())
         self.data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
         if not self.data:
             raise ValueError("batches is empty")
