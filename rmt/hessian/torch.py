@@ -13,9 +13,10 @@ floating-point tensors are cast to ``dtype`` — token ids and masks stay intege
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -144,29 +145,23 @@ class _Problem:
         return functional_call(self.model, merged, tuple(x) if isinstance(x, tuple | list)
                                else (x,))
 
-    def mode(self) -> Any:
+    @contextlib.contextmanager
+    def mode(self) -> Iterator[None]:
         """Context for one product: the requested train/eval mode (the caller's restored
         afterwards), and attention on PyTorch's math kernel — the fused (flash,
         memory-efficient) kernels of ``scaled_dot_product_attention`` have no second
         derivative, so a Hessian through them would fail."""
-        model, train = self.model, self.train
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        class _Mode:
-            def __enter__(self) -> None:
-                from torch.nn.attention import SDPBackend, sdpa_kernel
-
-                self.saved = [(m, m.training) for m in model.modules()]
-                if train is not None:
-                    model.train(train)
-                self.kernel = sdpa_kernel([SDPBackend.MATH])
-                self.kernel.__enter__()
-
-            def __exit__(self, *exc: Any) -> None:
-                self.kernel.__exit__(*exc)
-                for m, was in self.saved:
-                    m.training = was
-
-        return _Mode()
+        saved = [(m, m.training) for m in self.model.modules()]
+        if self.train is not None:
+            self.model.train(self.train)
+        try:
+            with sdpa_kernel([SDPBackend.MATH]):
+                yield
+        finally:
+            for m, was in saved:
+                m.training = was
 
     def split(self, v: np.ndarray) -> dict:
         import torch
@@ -178,12 +173,17 @@ class _Problem:
             start += p.numel()
         return out
 
-    def flat(self, parts: Any) -> np.ndarray:
+    def flat(self, parts: Any) -> Any:
+        """The block's pieces (a dict or a sequence, in block order) as one device vector."""
         import torch
 
         values = parts.values() if isinstance(parts, dict) else parts
-        vec = torch.cat([t.reshape(-1) for t in values])
-        return vec.detach().cpu().numpy().astype(np.float64)
+        return torch.cat([t.reshape(-1) for t in values]).detach()
+
+    @staticmethod
+    def to_host(vec: Any) -> np.ndarray:
+        """A product's result back on the host as float64 (one transfer per product)."""
+        return vec.cpu().numpy().astype(np.float64)
 
 
 def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
@@ -220,16 +220,18 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
 
     def matvec(v: np.ndarray) -> np.ndarray:
         tangent = problem.split(v)
-        acc = np.zeros(problem.n)
+        # fresh leaves sharing the block's storage (no copy): autograd.grad differentiates
+        # with respect to them and never writes a .grad
+        block = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
+        leaves = list(block.values())
+        acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
         with problem.mode():
             for (x, y), size in zip(problem.data, problem.sizes, strict=True):
-                block = {k: t.clone().requires_grad_(True) for k, t in problem.block.items()}
                 loss = loss_fn(problem(block, x), y) * (size / problem.total)
-                grads = torch.autograd.grad(loss, list(block.values()), create_graph=True)
-                dot = sum((g * tangent[k]).sum()
-                          for g, k in zip(grads, block, strict=True))
-                acc += problem.flat(torch.autograd.grad(dot, list(block.values())))
-        return acc
+                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+                dot = sum((g * tangent[k]).sum() for g, k in zip(grads, block, strict=True))
+                acc += problem.flat(torch.autograd.grad(dot, leaves))
+        return problem.to_host(acc)
 
     return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
                                dtype=np.float64)
@@ -270,7 +272,7 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
 
     def matvec(v: np.ndarray) -> np.ndarray:
         tangent = problem.split(v)
-        acc = np.zeros(problem.n)
+        acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
         with problem.mode():
             for (x, y), size in zip(problem.data, problem.sizes, strict=True):
                 def f(block: dict, x: Any = x) -> Any:
@@ -284,7 +286,7 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
                 _, pullback = vjp(f, problem.block)  # type: ignore[misc]
                 (grads,) = pullback(hjv)
                 acc += problem.flat({k: grads[k] for k in problem.names})
-        return acc
+        return problem.to_host(acc)
 
     return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
                                dtype=np.float64)
