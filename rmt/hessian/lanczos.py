@@ -81,6 +81,21 @@ class LanczosResult:
         return gauss_rule(self.alpha, self.beta)
 
 
+def _orthogonalized(w: Any, basis: Any) -> Any:
+    """``w`` with its components along the rows of ``basis`` removed: classical
+    Gram–Schmidt twice ("twice is enough")."""
+    for _ in range(2):
+        w = w - basis.T @ (basis @ w)
+    return w
+
+
+def _negligible(b: float, scale: float, n: int) -> bool:
+    """An invariant subspace: β at rounding level *relative to the operator's norm*
+    (``scale``, the running max ‖A q_j‖; an absolute test would call every step of a tiny
+    operator a breakdown)."""
+    return b <= scale * n * EPS * 10
+
+
 def lanczos(
     op: Any,
     lanczos_degree: int,
@@ -152,11 +167,9 @@ def lanczos(
         w = w - a * q
         if j == k - 1:
             if orthogonalize == "full":
-                basis = Q[: j + 1]
-                for _ in range(2):
-                    w = w - basis.T @ (basis @ w)
+                w = _orthogonalized(w, Q[: j + 1])
             b_last = float(xp.linalg.norm(w))
-            if b_last <= scale * n * EPS * 10 or k == n:
+            if _negligible(b_last, scale, n) or k == n:
                 b_last = 0.0  # invariant (always so after n steps)
             break
         do_full = orthogonalize == "full"
@@ -182,20 +195,14 @@ def lanczos(
         elif orthogonalize == "partial":
             omega_prev, omega = omega, np.array([EPS * n, 1.0])
         if do_full:
-            basis = Q[: j + 1]
-            for _ in range(2):  # classical Gram–Schmidt twice ("twice is enough")
-                w = w - basis.T @ (basis @ w)
+            w = _orthogonalized(w, Q[: j + 1])
             n_reorth += 1
         b = float(xp.linalg.norm(w))
-        # an invariant subspace when β is at rounding level *relative to the operator's
-        # norm* (an absolute test would call every step of a tiny operator a breakdown)
-        if b <= scale * n * EPS * 10:
+        if _negligible(b, scale, n):
             # invariant subspace found: restart with a random vector orthogonal to the basis
             w = xp.asarray(rng.standard_normal(n))
             if keep:
-                basis = Q[: j + 1]
-                for _ in range(2):
-                    w = w - basis.T @ (basis @ w)
+                w = _orthogonalized(w, Q[: j + 1])
             b_next = 0.0
             w = w / xp.linalg.norm(w)
         else:
