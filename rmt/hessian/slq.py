@@ -13,8 +13,9 @@ the true one. The point estimate is the Gauss rule's own mass below 0 (the step 
 kept inside that interval. On the Hessian of a trained network most eigenvalues sit in a
 cluster within ~λ_max/k² of 0, where no degree-2k polynomial resolves their sign: the
 interval is then wide (it is the honest answer) and any point estimate is a guess; an
-interpolated CDF, used before, put about half that cluster below 0 and was worse than
-the step CDF on every trained network measured (docs/guide.md, "Hessian spectra").
+interpolated CDF, used before, split that cluster's node across 0: better than the step
+CDF on smooth spectra, worse on the trained networks where the two differed
+(docs/guide.md, "Hessian spectra").
 
 References
 ----------
