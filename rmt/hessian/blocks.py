@@ -157,7 +157,9 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     -------
     BlockSpectra
     """
-    from rmt.hessian.torch import gauss_newton_operator, hessian_operator
+    import torch
+
+    from rmt.hessian.torch import _cast, _device, gauss_newton_operator, hessian_operator
 
     if curvature not in ("hessian", "ggn"):
         raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
@@ -170,7 +172,10 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
         chosen = {str(g): g for g in groups}
     if not chosen:
         raise ValueError("groups is empty")
-    data = list(batches)
+    # cast once: every block's operator then finds the batches in its dtype and device
+    dtype = torch.float64 if dtype is None else dtype
+    device = _device(model)
+    data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
     generator = np.random.default_rng(rng)
     densities, rows = {}, []
     for label, spec in chosen.items():
