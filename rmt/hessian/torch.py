@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg as spla
 
-__all__ = ["gauss_newton_operator", "hessian_operator", "select_parameters"]
+__all__ = ["gauss_newton_operator", "hessian_operator", "output_space_operator",
+           "select_parameters"]
 
 
 def _device(model: Any) -> Any:
@@ -265,26 +266,54 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
     scipy.sparse.linalg.LinearOperator
     """
     import torch
-    from torch.func import jvp, vjp
 
     dtype = torch.float64 if dtype is None else dtype
     problem = _Problem(model, batches, dtype, params, train)
 
+    def middle(out: Any, jv: Any, y: Any, index: int) -> Any:  # (∇²_ŷ ℓ) Jv
+        out = out.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(out, y), out, create_graph=True)
+        (hjv,) = torch.autograd.grad((g * jv).sum(), out)
+        return hjv
+
+    return output_space_operator(problem, middle)
+
+
+Middle = Callable[[Any, Any, Any, int], Any]
+
+
+def output_space_operator(problem: _Problem, middle: Middle) -> spla.LinearOperator:
+    """The operator Σ_b w_b J_bᵀ M_b J_b, w_b = batch size / total, for a curvature matrix
+    M_b in the model's output space: ``middle(outputs, J v, targets, batch index)`` returns
+    M_b J v. One forward-mode JVP and one reverse-mode VJP per batch (``torch.func``).
+
+    Parameters
+    ----------
+    problem : _Problem
+        The model, its block of parameters and the batches.
+    middle : callable
+        The output-space product.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+    """
+    import torch
+    from torch.func import jvp, vjp
+
     def matvec(v: np.ndarray) -> np.ndarray:
         tangent = problem.split(v)
-        acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
+        acc = torch.zeros(problem.n, dtype=problem.dtype, device=problem.device)
         with problem.mode():
-            for (x, y), size in zip(problem.data, problem.sizes, strict=True):
+            for index, ((x, y), size) in enumerate(zip(problem.data, problem.sizes,
+                                                       strict=True)):
                 def f(block: dict, x: Any = x) -> Any:
                     return problem(block, x)
 
                 out, jv = jvp(f, (problem.block,), (tangent,))  # type: ignore[misc]
-                out = out.detach().requires_grad_(True)
-                loss = loss_fn(out, y) * (size / problem.total)
-                (g,) = torch.autograd.grad(loss, out, create_graph=True)
-                (hjv,) = torch.autograd.grad((g * jv).sum(), out)
+                mjv = middle(out.detach(), jv.detach(), y, index) * (size / problem.total)
                 _, pullback = vjp(f, problem.block)  # type: ignore[misc]
-                (grads,) = pullback(hjv)
+                (grads,) = pullback(mjv)
                 acc += problem.flat({k: grads[k] for k in problem.names})
         return problem.to_host(acc)
 
