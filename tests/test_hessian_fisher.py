@@ -111,3 +111,20 @@ def test_empirical_fisher_is_the_per_example_gradients_second_moment(case):
     exact = grads.T @ grads / total
     EF = to_dense(empirical_fisher_operator(model, loss, batches))
     np.testing.assert_allclose(EF, exact, atol=1e-13 * max(1.0, np.abs(exact).max()))
+
+
+def test_block_spectra_of_the_fisher_matrices_are_their_diagonal_blocks():
+    from rmt.hessian import block_spectra
+
+    model, loss, batches = _problems()["categorical"]  # blocks "0" (16 params) and "2" (10)
+    full = {"empirical_fisher": to_dense(empirical_fisher_operator(model, loss, batches)),
+            "fisher": to_dense(fisher_operator(model, loss, batches, mc_samples=2, rng=5))}
+    for curvature, matrix in full.items():
+        res = block_spectra(model, loss, batches, curvature=curvature, lanczos_degree=20,
+                            n_probes=1, mc_samples=2, rng=5)
+        for name, part in {"0": slice(0, 16), "2": slice(16, 26)}.items():
+            exact = np.linalg.eigvalsh(matrix[part, part])
+            row = res.table.set_index("block").loc[name]
+            assert row.lambda_min > -1e-12  # both are PSD
+            if curvature == "empirical_fisher":  # the same matrix: the same extremes
+                assert row.lambda_max == pytest.approx(exact[-1], rel=1e-10)

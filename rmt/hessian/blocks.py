@@ -27,6 +27,8 @@ from rmt.hessian.slq import SpectralDensity, slq
 
 __all__ = ["BlockSpectra", "block_spectra", "default_groups", "js_distances"]
 
+Curvature = Literal["hessian", "ggn", "fisher", "empirical_fisher"]
+
 
 def default_groups(model: Any) -> dict[str, list[str]]:
     """One block per module that owns trainable parameters (a layer's weight and bias).
@@ -122,10 +124,10 @@ class BlockSpectra:
 
 def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
                   groups: Mapping[str, Any] | Iterable[Any] | None = None, *,
-                  curvature: Literal["hessian", "ggn"] = "hessian", lanczos_degree: int = 40,
-                  n_probes: int = 2, rng: Any = None, dtype: Any = None,
-                  train: bool | None = None) -> BlockSpectra:
-    """SLQ spectra of the diagonal blocks of the Hessian (or GGN) of a torch model.
+                  curvature: Curvature = "hessian", lanczos_degree: int = 40,
+                  n_probes: int = 2, mc_samples: int = 1, rng: Any = None,
+                  dtype: Any = None, train: bool | None = None) -> BlockSpectra:
+    """SLQ spectra of the diagonal blocks of a torch model's Hessian, GGN or Fisher.
 
     Parameters
     ----------
@@ -140,14 +142,20 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
         :func:`rmt.hessian.torch.select_parameters` (a glob, a regex, a list of names or
         parameters); a plain iterable is labelled by each item's ``str``. Default
         :func:`default_groups`, one block per layer.
-    curvature : {"hessian", "ggn"}, default "hessian"
-        Which matrix.
+    curvature : {"hessian", "ggn", "fisher", "empirical_fisher"}, default "hessian"
+        Which matrix: :func:`~rmt.hessian.torch.hessian_operator`,
+        :func:`~rmt.hessian.torch.gauss_newton_operator`, the Monte-Carlo
+        :func:`~rmt.hessian.fisher.fisher_operator` or
+        :func:`~rmt.hessian.fisher.empirical_fisher_operator`.
     lanczos_degree : int, default 40
         Lanczos steps per probe (capped at each block's size, where SLQ is exact).
     n_probes : int, default 2
         Probes per block; products = Σ over blocks of degree·probes.
+    mc_samples : int, default 1
+        Targets drawn per term for ``curvature="fisher"``.
     rng : None, int or numpy.random.Generator
-        Probe seed (one generator drawn from in block order).
+        Seed of the probes and the Fisher's draws (one generator drawn from in block
+        order).
     dtype : torch.dtype, default torch.float64
         Precision of the products.
     train : bool, optional
@@ -159,11 +167,13 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     """
     import torch
 
+    from rmt.hessian.fisher import empirical_fisher_operator, fisher_operator
     from rmt.hessian.torch import _cast, _device, gauss_newton_operator, hessian_operator
 
-    if curvature not in ("hessian", "ggn"):
-        raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
-    make = hessian_operator if curvature == "hessian" else gauss_newton_operator
+    makers = {"hessian": hessian_operator, "ggn": gauss_newton_operator,
+              "fisher": fisher_operator, "empirical_fisher": empirical_fisher_operator}
+    if curvature not in makers:
+        raise ValueError(f"curvature must be one of {', '.join(makers)}, got {curvature!r}")
     if groups is None:
         chosen: dict[str, Any] = dict(default_groups(model))
     elif isinstance(groups, Mapping):
@@ -179,7 +189,10 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     generator = np.random.default_rng(rng)
     densities, rows = {}, []
     for label, spec in chosen.items():
-        op = make(model, loss_fn, data, dtype=dtype, params=spec, train=train)
+        extra = ({"mc_samples": mc_samples, "rng": generator} if curvature == "fisher"
+                 else {})
+        op = makers[curvature](model, loss_fn, data, dtype=dtype, params=spec, train=train,
+                               **extra)
         n = op.shape[0]
         sd = slq(op, lanczos_degree=min(int(lanczos_degree), n), n_probes=n_probes,
                  rng=generator)
