@@ -7,6 +7,7 @@ whole or one block of parameters at a time (``rmt.hessian.blocks``).
 """
 
 from rmt.hessian.blocks import BlockSpectra, block_spectra, default_groups, js_distances
+from rmt.hessian.diagonal import diagonal
 from rmt.hessian.extreme import extreme_eigs, index, negative_fraction
 from rmt.hessian.lanczos import LanczosResult, lanczos
 from rmt.hessian.mlp import MLP, TanhMLP
@@ -16,5 +17,5 @@ from rmt.hessian.trace import trace
 
 __all__ = ["MLP", "BlockSpectra", "CountingOperator", "LanczosResult", "SpectralDensity",
            "TanhMLP", "as_operator", "block_spectra", "default_groups", "dense_operator",
-           "extreme_eigs", "index", "js_distances", "lanczos", "negative_fraction", "shifted",
-           "slq", "to_dense", "trace", "wasserstein"]
+           "diagonal", "extreme_eigs", "index", "js_distances", "lanczos", "negative_fraction",
+           "shifted", "slq", "to_dense", "trace", "wasserstein"]
