@@ -128,3 +128,30 @@ def test_block_spectra_of_the_fisher_matrices_are_their_diagonal_blocks():
             assert row.lambda_min > -1e-12  # both are PSD
             if curvature == "empirical_fisher":  # the same matrix: the same extremes
                 assert row.lambda_max == pytest.approx(exact[-1], rel=1e-10)
+
+
+@pytest.mark.parametrize("case", ["categorical", "gaussian", "bernoulli", "sequence"])
+def test_exact_curvature_diagonals_are_the_operators_diagonals(case):
+    from rmt.hessian.torch_diagonal import curvature_diagonal
+
+    model, loss, batches = _problems()[case]
+    operators = {"ggn": gauss_newton_operator(model, loss, batches),
+                 "fisher": fisher_operator(model, loss, batches, mc_samples=3, rng=2),
+                 "empirical_fisher": empirical_fisher_operator(model, loss, batches)}
+    for curvature, op in operators.items():
+        exact = np.diag(to_dense(op))
+        got = curvature_diagonal(model, loss, batches, curvature=curvature, mc_samples=3, rng=2)
+        np.testing.assert_allclose(got, exact, atol=1e-14 * max(1.0, np.abs(exact).max()))
+
+
+def test_exact_curvature_diagonals_refuse_what_they_cannot_do_cheaply():
+    from rmt.hessian.torch_diagonal import curvature_diagonal
+
+    model, loss, batches = _problems()["sequence"]  # 6 positions × 5 classes per example
+    with pytest.raises(ValueError, match="30 outputs, above max_outputs=16"):
+        curvature_diagonal(model, loss, batches, max_outputs=16)
+    norm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                               torch.nn.Linear(4, 2))
+    x, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    with pytest.raises(ValueError, match="one example at a time"):
+        curvature_diagonal(norm, torch.nn.functional.cross_entropy, [(x, y)], train=True)

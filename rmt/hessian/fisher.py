@@ -48,6 +48,56 @@ def _generator(rng: Any, device: Any) -> Any:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def draw_targets(problem: _Problem, loss_fn: Callable[[Any, Any], Any],
+                 likelihood: str | None, mc_samples: int,
+                 rng: Any) -> tuple[lk.Likelihood, list[Any], list[float]]:
+    """The likelihood's layout, each batch's drawn targets and each batch's loss scale.
+
+    Parameters
+    ----------
+    problem : _Problem
+        The model and batches.
+    loss_fn : callable
+        The caller's loss.
+    likelihood : str, optional
+        The likelihood, else read from ``loss_fn`` or detected on the first batch.
+    mc_samples : int
+        Draws per term.
+    rng : None, int or numpy.random.Generator
+        Seed of the draws.
+
+    Returns
+    -------
+    (Likelihood, list of torch.Tensor, list of float)
+        Draws ``(mc_samples, *targets.shape)`` per batch, in batch order.
+
+    Raises
+    ------
+    ValueError
+        ``loss_fn`` is not a multiple of the likelihood's NLL on some batch.
+    """
+    import torch
+
+    kind = likelihood or lk.infer_kind(loss_fn)
+    generator = _generator(rng, problem.device)
+    layout: lk.Likelihood | None = None
+    draws, scales = [], []
+    with torch.no_grad(), problem.mode():
+        for x, y in problem.data:
+            out = problem(problem.block, x)
+            if layout is None:
+                layout = (lk.resolve(kind, loss_fn, out, y, generator) if kind is not None
+                          else lk.detect(loss_fn, out, y, generator))
+            drawn = layout.sample(out, y, mc_samples, generator)
+            scale = lk.loss_scale(layout, loss_fn, out, y, drawn[0])
+            if scale is None:
+                raise lk.mismatch(layout.kind, out, y)
+            draws.append(drawn)
+            scales.append(scale)
+    assert layout is not None  # _Problem refuses empty data
+    return layout, draws, scales
+
+
 def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
                     *, mc_samples: int = 1, likelihood: str | None = None, rng: Any = None,
                     dtype: Any = None, params: ParamSpec = None,
@@ -96,26 +146,9 @@ def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Ite
 
     if int(mc_samples) != mc_samples or mc_samples < 1:
         raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
-    kind = likelihood or lk.infer_kind(loss_fn)
     dtype = torch.float64 if dtype is None else dtype
     problem = _Problem(model, batches, dtype, params, train)
-    generator = _generator(rng, problem.device)
-    layout: lk.Likelihood | None = None
-    draws, scales = [], []
-    with torch.no_grad(), problem.mode():
-        for x, y in problem.data:
-            out = problem(problem.block, x)
-            if layout is None:
-                layout = (lk.resolve(kind, loss_fn, out, y, generator) if kind is not None
-                          else lk.detect(loss_fn, out, y, generator))
-                kind = layout.kind
-            drawn = layout.sample(out, y, int(mc_samples), generator)
-            scale = lk.loss_scale(layout, loss_fn, out, y, drawn[0])
-            if scale is None:
-                raise lk.mismatch(layout.kind, out, y)
-            draws.append(drawn)
-            scales.append(scale)
-    assert layout is not None  # _Problem refuses empty data
+    layout, draws, scales = draw_targets(problem, loss_fn, likelihood, int(mc_samples), rng)
 
     # the draws' scores in chunks of whole samples, a leading sample axis on the output
     stacked = lk.Likelihood(layout.kind, None if layout.class_axis is None
