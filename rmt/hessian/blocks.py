@@ -126,7 +126,8 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
                   groups: Mapping[str, Any] | Iterable[Any] | None = None, *,
                   curvature: Curvature = "hessian", lanczos_degree: int = 40,
                   n_probes: int = 2, mc_samples: int = 1, rng: Any = None,
-                  dtype: Any = None, train: bool | None = None) -> BlockSpectra:
+                  dtype: Any = None, train: bool | None = None,
+                  microbatch: int | None = None, hold: bool | None = None) -> BlockSpectra:
     """SLQ spectra of the diagonal blocks of a torch model's Hessian, GGN or Fisher.
 
     Parameters
@@ -160,6 +161,10 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
         Precision of the products.
     train : bool, optional
         Train or eval mode; default the model's own.
+    microbatch : int, optional
+        Examples per piece of a batch (:mod:`rmt.hessian.batches`).
+    hold : bool, optional
+        Keep the cast batches or stream them each product (:mod:`rmt.hessian.batches`).
 
     Returns
     -------
@@ -167,8 +172,9 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     """
     import torch
 
+    from rmt.hessian.batches import Batches
     from rmt.hessian.fisher import empirical_fisher_operator, fisher_operator
-    from rmt.hessian.torch import _cast, _device, gauss_newton_operator, hessian_operator
+    from rmt.hessian.torch import _device, gauss_newton_operator, hessian_operator
 
     makers = {"hessian": hessian_operator, "ggn": gauss_newton_operator,
               "fisher": fisher_operator, "empirical_fisher": empirical_fisher_operator}
@@ -182,17 +188,18 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
         chosen = {str(g): g for g in groups}
     if not chosen:
         raise ValueError("groups is empty")
-    # cast once: every block's operator then finds the batches in its dtype and device
+    # held data are cast once, and every block's operator finds them in its dtype and
+    # device; streamed data (a DataLoader) are passed through, read per product
     dtype = torch.float64 if dtype is None else dtype
-    device = _device(model)
-    data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
+    data = Batches(batches, dtype, _device(model), hold=hold)
+    source = data.held if data.held is not None else batches
     generator = np.random.default_rng(rng)
     densities, rows = {}, []
     for label, spec in chosen.items():
         extra = ({"mc_samples": mc_samples, "rng": generator} if curvature == "fisher"
                  else {})
-        op = makers[curvature](model, loss_fn, data, dtype=dtype, params=spec, train=train,
-                               **extra)
+        op = makers[curvature](model, loss_fn, source, dtype=dtype, params=spec, train=train,
+                               microbatch=microbatch, hold=data.held is not None, **extra)
         n = op.shape[0]
         sd = slq(op, lanczos_degree=min(int(lanczos_degree), n), n_probes=n_probes,
                  rng=generator)

@@ -83,7 +83,7 @@ def draw_targets(problem: _Problem, loss_fn: Callable[[Any, Any], Any],
     layout: lk.Likelihood | None = None
     draws, scales = [], []
     with torch.no_grad(), problem.mode():
-        for x, y in problem.data:
+        for _, x, y, _ in problem.data:
             out = problem(problem.block, x)
             if layout is None:
                 layout = (lk.resolve(kind, loss_fn, out, y, generator) if kind is not None
@@ -101,7 +101,8 @@ def draw_targets(problem: _Problem, loss_fn: Callable[[Any, Any], Any],
 def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
                     *, mc_samples: int = 1, likelihood: str | None = None, rng: Any = None,
                     dtype: Any = None, params: ParamSpec = None,
-                    train: bool | None = None) -> spla.LinearOperator:
+                    train: bool | None = None, microbatch: int | None = None,
+                    hold: bool | None = None) -> spla.LinearOperator:
     """The Monte-Carlo Fisher as a LinearOperator (PSD, rank ≤ M·terms).
 
     The targets are drawn once, when the operator is made (``mc_samples`` per term, from
@@ -131,6 +132,10 @@ def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Ite
         The block (:func:`rmt.hessian.torch.select_parameters`).
     train : bool, optional
         Train or eval mode; default the model's own.
+    microbatch : int, optional
+        Examples per piece of a batch (:mod:`rmt.hessian.batches`).
+    hold : bool, optional
+        Keep the cast batches or stream them each product (:mod:`rmt.hessian.batches`).
 
     Returns
     -------
@@ -147,7 +152,8 @@ def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Ite
     if int(mc_samples) != mc_samples or mc_samples < 1:
         raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
     dtype = torch.float64 if dtype is None else dtype
-    problem = _Problem(model, batches, dtype, params, train)
+    problem = _Problem(model, batches, dtype, params, train, microbatch, hold,
+                       same_inputs=True)
     layout, draws, scales = draw_targets(problem, loss_fn, likelihood, int(mc_samples), rng)
 
     # the draws' scores in chunks of whole samples, a leading sample axis on the output
@@ -168,7 +174,8 @@ def fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Ite
 def empirical_fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
                               batches: Iterable[Any], *, dtype: Any = None,
                               params: ParamSpec = None,
-                              train: bool | None = None) -> spla.LinearOperator:
+                              train: bool | None = None, microbatch: int | None = None,
+                              hold: bool | None = None) -> spla.LinearOperator:
     """The empirical Fisher (1/N) Σ_n ∇ℓ_n ∇ℓ_nᵀ as a LinearOperator (PSD, rank ≤ N).
 
     ℓ_n is example n's loss as the batch's mean counts it (B times its share of L_b), so
@@ -189,6 +196,10 @@ def empirical_fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
         The block.
     train : bool, optional
         Train or eval mode; default the model's own.
+    microbatch : int, optional
+        Examples per piece of a batch (:mod:`rmt.hessian.batches`).
+    hold : bool, optional
+        Keep the cast batches or stream them each product (:mod:`rmt.hessian.batches`).
 
     Returns
     -------
@@ -197,12 +208,12 @@ def empirical_fisher_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
     import torch
 
     dtype = torch.float64 if dtype is None else dtype
-    problem = _Problem(model, batches, dtype, params, train)
+    problem = _Problem(model, batches, dtype, params, train, microbatch, hold)
 
     def middle(out: Any, jv: Any, y: Any, index: int) -> Any:
         out = out.requires_grad_(True)
         (g,) = torch.autograd.grad(loss_fn(out, y), out)
-        size = problem.sizes[index]
+        size = problem.data.sizes[index]
         per_example = (g * jv).reshape(out.shape[0], -1).sum(1)  # ∇ℓ_nᵀ J_n v / B
         # B·g = ∇_ŷ ℓ_n per example; the operator's weight B/N leaves (1/N) ∇ℓ_n ∇ℓ_nᵀ v
         return g * per_example.reshape(-1, *([1] * (out.ndim - 1))) * size

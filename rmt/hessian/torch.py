@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg as spla
 
+from rmt.hessian.batches import Batches
+
 __all__ = ["gauss_newton_operator", "hessian_operator", "output_space_operator",
            "select_parameters"]
 
@@ -30,27 +32,6 @@ def _device(model: Any) -> Any:
     for p in model.parameters():
         return p.device
     return None
-
-
-def _cast(value: Any, dtype: Any, device: Any) -> Any:
-    """A batch's inputs or targets on the model's device, floating tensors in ``dtype``."""
-    import torch
-
-    if isinstance(value, dict):
-        return {k: _cast(v, dtype, device) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return type(value)(_cast(v, dtype, device) for v in value)
-    t = torch.as_tensor(value)
-    return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-
-
-def _size(inputs: Any) -> int:
-    """Examples in a batch: the leading dimension of its (first) input tensor."""
-    if isinstance(inputs, dict):
-        inputs = next(iter(inputs.values()))
-    elif isinstance(inputs, tuple | list):
-        inputs = inputs[0]
-    return int(inputs.shape[0])
 
 
 ParamSpec = Any  # None, a glob, a compiled regex, or a list of names / parameters
@@ -116,7 +97,8 @@ class _Problem:
     """
 
     def __init__(self, model: Any, batches: Iterable[Any], dtype: Any, params: ParamSpec,
-                 train: bool | None) -> None:
+                 train: bool | None, microbatch: int | None = None,
+                 hold: bool | None = None, same_inputs: bool = False) -> None:
         import torch
 
         self.model, self.dtype, self.train = model, dtype, train
@@ -129,11 +111,9 @@ class _Problem:
         for name, b in model.named_buffers():  # copies: train-mode BatchNorm writes to them
             self.fixed[name] = (b.to(dtype, copy=True) if torch.is_floating_point(b)
                                 else b.clone())
-        self.data = [(_cast(x, dtype, device), _cast(y, dtype, device)) for x, y in batches]
-        if not self.data:
-            raise ValueError("batches is empty")
-        self.sizes = [_size(x) for x, _ in self.data]
-        self.total = float(sum(self.sizes))
+        self.data = Batches(batches, dtype, device, microbatch=microbatch, hold=hold,
+                            same_inputs=same_inputs)
+        self.total = self.data.total
         self.n = sum(p.numel() for p in self.block.values())
         self.device = device
 
@@ -189,7 +169,8 @@ class _Problem:
 
 def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
                      *, dtype: Any = None, params: ParamSpec = None,
-                     train: bool | None = None) -> spla.LinearOperator:
+                     train: bool | None = None, microbatch: int | None = None,
+                     hold: bool | None = None) -> spla.LinearOperator:
     """The Hessian of the batch-size-weighted mean loss as a LinearOperator.
 
     Parameters
@@ -208,6 +189,13 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
         others held fixed; default all trainable parameters.
     train : bool, optional
         Run the model in train (True) or eval (False) mode; default the mode it is in.
+    microbatch : int, optional
+        Split each batch into pieces of at most this many examples, each weighted by its
+        size (bounds the memory of a pass; exact for losses that are means over examples).
+    hold : bool, optional
+        Keep the batches' cast copies (True) or read them anew for every product (False,
+        one batch in memory at a time; a DataLoader); default held for one-shot iterators
+        and lists whose copy is at most 1 GiB (:mod:`rmt.hessian.batches`).
 
     Returns
     -------
@@ -217,7 +205,7 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
     import torch
 
     dtype = torch.float64 if dtype is None else dtype
-    problem = _Problem(model, batches, dtype, params, train)
+    problem = _Problem(model, batches, dtype, params, train, microbatch, hold)
 
     def matvec(v: np.ndarray) -> np.ndarray:
         tangent = problem.split(v)
@@ -227,7 +215,7 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
         leaves = list(block.values())
         acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
         with problem.mode():
-            for (x, y), size in zip(problem.data, problem.sizes, strict=True):
+            for _, x, y, size in problem.data:
                 loss = loss_fn(problem(block, x), y) * (size / problem.total)
                 grads = torch.autograd.grad(loss, leaves, create_graph=True)
                 dot = sum((g * tangent[k]).sum() for g, k in zip(grads, block, strict=True))
@@ -241,7 +229,8 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
 def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
                           batches: Iterable[Any], *, dtype: Any = None,
                           params: ParamSpec = None,
-                          train: bool | None = None) -> spla.LinearOperator:
+                          train: bool | None = None, microbatch: int | None = None,
+                          hold: bool | None = None) -> spla.LinearOperator:
     """The generalised Gauss–Newton matrix Jᵀ(∇²_ŷ ℓ)J as a LinearOperator (PSD for convex
     losses; equals the Fisher for softmax cross-entropy). Same arguments as
     :func:`hessian_operator`.
@@ -260,6 +249,10 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
         The block (J taken with respect to these parameters only).
     train : bool, optional
         Train or eval mode; default the model's own.
+    microbatch : int, optional
+        Examples per piece of a batch (:mod:`rmt.hessian.batches`).
+    hold : bool, optional
+        Keep the cast batches or stream them each product (:mod:`rmt.hessian.batches`).
 
     Returns
     -------
@@ -268,7 +261,7 @@ def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
     import torch
 
     dtype = torch.float64 if dtype is None else dtype
-    problem = _Problem(model, batches, dtype, params, train)
+    problem = _Problem(model, batches, dtype, params, train, microbatch, hold)
 
     def middle(out: Any, jv: Any, y: Any, index: int) -> Any:  # (∇²_ŷ ℓ) Jv
         out = out.detach().requires_grad_(True)
@@ -305,8 +298,7 @@ def output_space_operator(problem: _Problem, middle: Middle) -> spla.LinearOpera
         tangent = problem.split(v)
         acc = torch.zeros(problem.n, dtype=problem.dtype, device=problem.device)
         with problem.mode():
-            for index, ((x, y), size) in enumerate(zip(problem.data, problem.sizes,
-                                                       strict=True)):
+            for index, x, y, size in problem.data:
                 def f(block: dict, x: Any = x) -> Any:
                     return problem(block, x)
 

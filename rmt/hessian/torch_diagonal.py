@@ -15,27 +15,20 @@ alone (no train-mode BatchNorm), as the empirical Fisher itself does.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
 
 from rmt.hessian import _likelihood as lk
+from rmt.hessian.batches import map_tensors
 from rmt.hessian.fisher import draw_targets
 from rmt.hessian.torch import ParamSpec, _Problem
 
 __all__ = ["curvature_diagonal"]
 
 _ELEMENTS = 1 << 24  # per-example products held at once (128 MiB of float64)
-
-
-def _map(fn: Callable[[Any], Any], value: Any) -> Any:
-    """``fn`` on every tensor of a batch's inputs (a tensor, tuple/list or dict)."""
-    if isinstance(value, dict):
-        return {k: _map(fn, v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return type(value)(_map(fn, v) for v in value)
-    return fn(value)
 
 
 def _term_ids(layout: lk.Likelihood, example_shape: tuple[int, ...]) -> Any:
@@ -71,7 +64,7 @@ def _squared_vjps(problem: _Problem, x: Any, factors: Any, weights: Any) -> Any:
     from torch.func import vjp, vmap
 
     def single(block: dict, example: Any) -> Any:
-        return problem(block, _map(lambda t: t.unsqueeze(0), example))[0]
+        return problem(block, map_tensors(lambda t: t.unsqueeze(0), example))[0]
 
     def per_example(example: Any, cotangents: Any) -> Any:
         _, pullback = vjp(lambda block: single(block, example), problem.block)  # type: ignore[misc]
@@ -84,7 +77,7 @@ def _squared_vjps(problem: _Problem, x: Any, factors: Any, weights: Any) -> Any:
     n_chunk = max(1, _ELEMENTS // max(problem.n * k_chunk, 1))
     for start in range(0, batch, n_chunk):
         part = slice(start, start + n_chunk)
-        examples = _map(lambda t, part=part: t[part], x)  # type: ignore[misc]
+        examples = map_tensors(operator.itemgetter(part), x)
         for k0 in range(0, K, k_chunk):
             ks = slice(k0, k0 + k_chunk)
             try:
@@ -103,6 +96,7 @@ def curvature_diagonal(model: Any, loss_fn: Callable[[Any, Any], Any], batches: 
                        *, curvature: Literal["ggn", "fisher", "empirical_fisher"] = "ggn",
                        mc_samples: int = 1, likelihood: str | None = None, rng: Any = None,
                        dtype: Any = None, params: ParamSpec = None, train: bool | None = None,
+                       microbatch: int | None = None, hold: bool | None = None,
                        max_outputs: int = 1024) -> np.ndarray:
     """The exact diagonal of the GGN, the Monte-Carlo Fisher or the empirical Fisher.
 
@@ -135,6 +129,10 @@ def curvature_diagonal(model: Any, loss_fn: Callable[[Any, Any], Any], batches: 
         The block.
     train : bool, optional
         Train or eval mode; default the model's own.
+    microbatch : int, optional
+        Examples per piece of a batch (:mod:`rmt.hessian.batches`).
+    hold : bool, optional
+        Keep the cast batches or stream them each product (:mod:`rmt.hessian.batches`).
     max_outputs : int, default 1024
         Refuse examples with more outputs than this (the cost grows with C; a language
         model's outputs call for :func:`rmt.hessian.diagonal` instead).
@@ -156,12 +154,13 @@ def curvature_diagonal(model: Any, loss_fn: Callable[[Any, Any], Any], batches: 
         raise ValueError("curvature must be 'ggn', 'fisher' or 'empirical_fisher', got "
                          f"{curvature!r}")
     dtype = torch.float64 if dtype is None else dtype
-    problem = _Problem(model, batches, dtype, params, train)
+    problem = _Problem(model, batches, dtype, params, train, microbatch, hold,
+                       same_inputs=curvature == "fisher")
     if curvature == "fisher":
         layout, draws, scales = draw_targets(problem, loss_fn, likelihood, int(mc_samples), rng)
     acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
     with problem.mode():
-        for index, ((x, y), size) in enumerate(zip(problem.data, problem.sizes, strict=True)):
+        for index, x, y, size in problem.data:
             with torch.no_grad():
                 out = problem(problem.block, x)
             outputs = out[0].numel()
