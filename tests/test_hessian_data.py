@@ -147,3 +147,40 @@ def test_batches_hold_small_sequences_and_stream_loaders():
     assert loader.held is None and loader.sizes == [4, 4, 2] * 3 + [4, 3]
     first = [(i, xb.dtype, size) for i, xb, _, size in loader]
     assert first == [(i, torch.float64, s) for i, s in enumerate(loader.sizes)]
+
+
+def test_a_reused_gradient_graph_gives_the_same_hessian():
+    model, (x, y) = _model(), _data()
+    H = _exact_hessian(model, x, y)
+    V = np.random.default_rng(3).standard_normal((H.shape[0], 2))
+    chunks = [(x[i:i + 10], y[i:i + 10]) for i in range(0, len(x), 10)]
+    for batches, reuse in (([(x, y)], None), ([(x, y)], False), (chunks, True),
+                           (chunks, None)):
+        op = hessian_operator(model, LOSS, batches, reuse_graph=reuse)
+        for _ in range(2):  # the second product is the one that reuses the graph
+            np.testing.assert_allclose(op.matmat(V), H @ V, rtol=0,
+                                       atol=1e-12 * np.abs(H @ V).max())
+    with pytest.raises(ValueError, match="reuse_graph=True needs held data"):
+        hessian_operator(model, LOSS, chunks, hold=False, reuse_graph=True)
+
+
+def test_a_loss_linear_in_the_parameters_has_a_zero_hessian():
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(3, 2), torch.randn(5, 3)
+    for reuse in (True, False):
+        op = hessian_operator(linear, lambda out, y: out.mean(), [(x, None)],
+                              reuse_graph=reuse)
+        np.testing.assert_array_equal(op.matvec(np.ones(8)), np.zeros(8))
+
+
+def test_a_reused_graph_fixes_the_dropout_masks():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(6, 3))
+    x, y = _data()
+    v = np.random.default_rng(0).standard_normal(sum(p.numel() for p in model.parameters()))
+    fixed = hessian_operator(model, LOSS, [(x, y)], train=True)
+    np.testing.assert_array_equal(fixed.matvec(v), fixed.matvec(v))
+    redrawn = hessian_operator(model, LOSS, [(x, y)], train=True, reuse_graph=False)
+    assert not np.allclose(redrawn.matvec(v), redrawn.matvec(v))
+    assert model.training  # a new module's mode, untouched by either

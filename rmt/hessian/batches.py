@@ -38,8 +38,8 @@ def cast(value: Any, dtype: Any, device: Any) -> Any:
 
     Parameters
     ----------
-    value : tensor, array, tuple/list or dict of them
-        Inputs or targets.
+    value : tensor, array, tuple/list or dict of them, or None
+        Inputs or targets (None for a loss without targets).
     dtype : torch.dtype
         The operator's floating dtype.
     device : torch.device
@@ -51,6 +51,8 @@ def cast(value: Any, dtype: Any, device: Any) -> Any:
     """
     import torch
 
+    if value is None:  # a loss without targets
+        return None
     if isinstance(value, dict):
         return {k: cast(v, dtype, device) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -66,8 +68,8 @@ def map_tensors(fn: Callable[[Any], Any], value: Any) -> Any:
     ----------
     fn : callable
         Applied to each tensor.
-    value : tensor, tuple/list or dict of them
-        The structure.
+    value : tensor, tuple/list or dict of them, or None
+        The structure; None stays None.
 
     Returns
     -------
@@ -77,7 +79,7 @@ def map_tensors(fn: Callable[[Any], Any], value: Any) -> Any:
         return {k: map_tensors(fn, v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return type(value)(map_tensors(fn, v) for v in value)
-    return fn(value)
+    return None if value is None else fn(value)
 
 
 def size_of(inputs: Any) -> int:
@@ -100,6 +102,8 @@ def size_of(inputs: Any) -> int:
 
 
 def _nbytes(value: Any, itemsize: int) -> int:
+    if value is None:
+        return 0
     if isinstance(value, dict):
         return sum(_nbytes(v, itemsize) for v in value.values())
     if isinstance(value, tuple | list):
@@ -135,7 +139,7 @@ def _leaves(value: Any) -> Iterator[Any]:
     elif isinstance(value, tuple | list):
         for v in value:
             yield from _leaves(v)
-    else:
+    elif value is not None:
         yield value
 
 

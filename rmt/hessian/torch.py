@@ -114,7 +114,8 @@ class _Problem:
         self.data = Batches(batches, dtype, device, microbatch=microbatch, hold=hold,
                             same_inputs=same_inputs)
         self.total = self.data.total
-        self.n = sum(p.numel() for p in self.block.values())
+        self.sizes = [p.numel() for p in self.block.values()]
+        self.n = sum(self.sizes)
         self.device = device
 
     def __call__(self, block: dict, x: Any) -> Any:
@@ -148,11 +149,8 @@ class _Problem:
         import torch
 
         flat = torch.as_tensor(np.ravel(v), dtype=self.dtype, device=self.device)
-        out, start = {}, 0
-        for name, p in self.block.items():
-            out[name] = flat[start : start + p.numel()].view_as(p)
-            start += p.numel()
-        return out
+        return {name: piece.view(p.shape) for (name, p), piece in zip(
+            self.block.items(), torch.split(flat, self.sizes), strict=True)}
 
     def flat(self, parts: Any) -> Any:
         """The block's pieces (a dict or a sequence, in block order) as one device vector."""
@@ -164,13 +162,14 @@ class _Problem:
     @staticmethod
     def to_host(vec: Any) -> np.ndarray:
         """A product's result back on the host as float64 (one transfer per product)."""
-        return vec.cpu().numpy().astype(np.float64)
+        return np.asarray(vec.cpu().numpy(), dtype=np.float64)  # no copy when float64
 
 
 def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Iterable[Any],
                      *, dtype: Any = None, params: ParamSpec = None,
                      train: bool | None = None, microbatch: int | None = None,
-                     hold: bool | None = None) -> spla.LinearOperator:
+                     hold: bool | None = None,
+                     reuse_graph: bool | None = None) -> spla.LinearOperator:
     """The Hessian of the batch-size-weighted mean loss as a LinearOperator.
 
     Parameters
@@ -196,30 +195,77 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
         Keep the batches' cast copies (True) or read them anew for every product (False,
         one batch in memory at a time; a DataLoader); default held for one-shot iterators
         and lists whose copy is at most 1 GiB (:mod:`rmt.hessian.batches`).
+    reuse_graph : bool, optional
+        Keep each batch's gradient graph from the first product and differentiate it again
+        for every later one (one backward pass per product instead of a forward and two
+        backward passes; PyHessian's way). It holds the graphs of all held batches at
+        once, so the default reuses only when the data are one held batch, whose graph
+        a product holds anyway; True for several held batches; streamed data cannot.
+        With a reused graph every product sees the same dropout masks and train-mode
+        batch statistics, the first product's.
 
     Returns
     -------
     scipy.sparse.linalg.LinearOperator
         P×P, P the number of parameters of the block (in ``model.parameters()`` order).
+
+    Raises
+    ------
+    ValueError
+        ``reuse_graph=True`` with streamed data.
     """
     import torch
 
     dtype = torch.float64 if dtype is None else dtype
     problem = _Problem(model, batches, dtype, params, train, microbatch, hold)
+    held = problem.data.held is not None
+    if reuse_graph and not held:
+        raise ValueError("reuse_graph=True needs held data (hold=True): streamed batches "
+                         "are read anew for every product, so their graphs are not kept")
+    reuse = held and len(problem.data) == 1 if reuse_graph is None else bool(reuse_graph)
+    # fresh leaves sharing the block's storage (no copy): autograd.grad differentiates
+    # with respect to them and never writes a .grad
+    leaves = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
+    graphs: list[tuple[Any, ...]] = []
+
+    def gradients(block: dict, x: Any, y: Any, size: int) -> tuple[Any, ...]:
+        loss = loss_fn(problem(block, x), y) * (size / problem.total)
+        return torch.autograd.grad(loss, list(block.values()), create_graph=True)
+
+    def backward(grads: tuple[Any, ...], inputs: list[Any], tangent: dict,
+                 keep: bool) -> Any:
+        # ∂(g·v)/∂θ; a parameter whose gradient is constant in θ (a loss linear in it)
+        # has no graph and contributes a zero block
+        live = [g.requires_grad for g in grads]
+        if not any(live):
+            return torch.zeros(problem.n, dtype=dtype, device=problem.device)
+        parts = torch.autograd.grad([g for g, on in zip(grads, live, strict=True) if on],
+                                    inputs,
+                                    grad_outputs=[t for t, on in zip(tangent.values(), live,
+                                                                     strict=True) if on],
+                                    retain_graph=keep, allow_unused=True,
+                                    materialize_grads=True)
+        return problem.flat(parts)
+
+    inputs = list(leaves.values())
 
     def matvec(v: np.ndarray) -> np.ndarray:
         tangent = problem.split(v)
-        # fresh leaves sharing the block's storage (no copy): autograd.grad differentiates
-        # with respect to them and never writes a .grad
-        block = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
-        leaves = list(block.values())
+        if reuse:
+            if not graphs:
+                with problem.mode():
+                    graphs.extend(gradients(leaves, x, y, size)
+                                  for _, x, y, size in problem.data)
+            acc = backward(graphs[0], inputs, tangent, keep=True)
+            for grads in graphs[1:]:
+                acc += backward(grads, inputs, tangent, keep=True)
+            return problem.to_host(acc)
         acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
+        block = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
         with problem.mode():
             for _, x, y, size in problem.data:
-                loss = loss_fn(problem(block, x), y) * (size / problem.total)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True)
-                dot = sum((g * tangent[k]).sum() for g, k in zip(grads, block, strict=True))
-                acc += problem.flat(torch.autograd.grad(dot, leaves))
+                acc += backward(gradients(block, x, y, size), list(block.values()), tangent,
+                                keep=False)
         return problem.to_host(acc)
 
     return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
