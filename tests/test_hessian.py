@@ -240,6 +240,32 @@ def test_slq_index_interval_on_trained_networks(digits_hessians, activation):
     assert widths[1] < 0.75 * widths[0]
 
 
+def test_slq_without_reorthogonalisation_keeps_no_basis_and_the_density(hessian_like,
+                                                                         monkeypatch):
+    # issue 19: "none" keeps a few vectors, not the k×n basis, with the same density; "auto"
+    # switches to it when the basis would pass BASIS_BYTES, and says so in the result
+    import importlib
+    import tracemalloc
+
+    slq_module = importlib.import_module("rmt.hessian.slq")  # the name is also the function's
+
+    d, op = hessian_like
+    width, n, k = d[-1] - d[0], d.size, 80
+    peaks, w1 = {}, {}
+    for scheme in ("full", "none"):
+        tracemalloc.start()
+        sd = slq(op, lanczos_degree=k, n_probes=2, orthogonalize=scheme, rng=3)
+        peaks[scheme] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        w1[scheme] = sd.wasserstein(d) / width
+        assert sd.orthogonalize == scheme
+    assert peaks["full"] >= k * n * 8 and peaks["none"] < 12 * n * 8, peaks
+    assert w1["none"] <= 5e-3 and w1["none"] <= 1.2 * w1["full"], w1
+    assert slq(op, lanczos_degree=k, n_probes=1, rng=0).orthogonalize == "full"
+    monkeypatch.setattr(slq_module, "BASIS_BYTES", k * n * 8 - 1)
+    assert slq(op, lanczos_degree=k, n_probes=1, rng=0).orthogonalize == "none"
+
+
 def test_slq_moments_outliers_and_density(hessian_like):
     d, op = hessian_like
     sd = slq(op, lanczos_degree=40, n_probes=8, rng=1)

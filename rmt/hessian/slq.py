@@ -35,7 +35,9 @@ from rmt import config
 from rmt.hessian.lanczos import EPS, Orthogonalize, lanczos
 from rmt.hessian.operators import as_operator
 
-__all__ = ["SpectralDensity", "slq", "wasserstein"]
+__all__ = ["BASIS_BYTES", "SpectralDensity", "slq", "wasserstein"]
+
+BASIS_BYTES = 1 << 30  # orthogonalize="auto": the largest Lanczos basis kept (1 GiB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +60,8 @@ class SpectralDensity:
         Each probe's Lanczos (alpha, beta, beta_last), for the Gauss–Radau bounds.
     dimension : int
         The operator's order n (0 when unknown).
+    orthogonalize : str
+        The re-orthogonalisation scheme the probes ran with.
     """
 
     nodes: np.ndarray
@@ -69,6 +73,7 @@ class SpectralDensity:
     tridiagonals: list[tuple[np.ndarray, np.ndarray, float]] = field(repr=False,
                                                                      default_factory=list)
     dimension: int = 0
+    orthogonalize: str = "full"
 
     @property
     def width(self) -> float:
@@ -247,7 +252,7 @@ def slq(
     lanczos_degree: int = 80,
     n_probes: int = 4,
     rng: Any = None,
-    orthogonalize: Orthogonalize = "full",
+    orthogonalize: Orthogonalize | Literal["auto"] = "auto",
     probe: Literal["rademacher", "gaussian"] = "rademacher",
 ) -> SpectralDensity:
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature.
@@ -262,8 +267,13 @@ def slq(
         Random starting vectors; matvecs = lanczos_degree·n_probes.
     rng : None, int or numpy.random.Generator
         Random source of the probes.
-    orthogonalize : {"full", "partial", "none"}, default "full"
-        Re-orthogonalisation (see :func:`rmt.hessian.lanczos`).
+    orthogonalize : {"auto", "full", "partial", "none"}, default "auto"
+        Re-orthogonalisation (see :func:`rmt.hessian.lanczos`). "full" and "partial"
+        keep the k×n basis (float64); "none" keeps three vectors. "auto" is "full" when
+        the basis takes at most ``BASIS_BYTES`` (1 GiB: k = 80 up to n ≈ 1.7M) and
+        "none" above: the density is as accurate without re-orthogonalisation (ghost
+        copies of converged Ritz values share their weight), the index interval wider
+        (docs/guide.md). The scheme used is the result's ``orthogonalize``.
     probe : {"rademacher", "gaussian"}
         Probe distribution (normalised).
 
@@ -283,6 +293,8 @@ def slq(
     n = op.shape[0]
     rng = np.random.default_rng(rng)
     k = min(int(lanczos_degree), n)
+    if orthogonalize == "auto":
+        orthogonalize = "full" if k * n * 8 <= BASIS_BYTES else "none"
     probes, tridiagonals = [], []
     for _ in range(int(n_probes)):
         v = rng.choice([-1.0, 1.0], size=n) if probe == "rademacher" else rng.standard_normal(n)
@@ -296,4 +308,4 @@ def slq(
     return SpectralDensity(nodes=nodes[order], weights=weights[order],
                            n_matvecs=k * int(n_probes), lanczos_degree=k,
                            n_probes=int(n_probes), probes=probes, tridiagonals=tridiagonals,
-                           dimension=n)
+                           dimension=n, orthogonalize=orthogonalize)
