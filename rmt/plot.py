@@ -391,7 +391,7 @@ def plot_model(df: Any, path: Any = None, axes: Any = None) -> Any:
     return axes
 
 
-def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | None = None,
+def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | str | None = None,
                           **kwargs: Any) -> Any:
     """An SLQ Hessian density: smoothed on a log-y axis, with the quadrature nodes as a rug.
 
@@ -401,8 +401,9 @@ def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | None 
         From :func:`rmt.hessian.slq`.
     ax : matplotlib.axes.Axes, optional
         Where to draw; default a new figure.
-    bandwidth : float, optional
-        Gaussian smoothing width (default ``density.pdf``'s: width/lanczos_degree).
+    bandwidth : float, "adaptive", "papyan" or None
+        Gaussian smoothing (default ``density.pdf``'s: each node's local spacing,
+        capped at width/k).
     **kwargs
         Passed to the density's line.
 
@@ -415,7 +416,9 @@ def plot_spectral_density(density: Any, ax: Any = None, bandwidth: float | None 
 
         _, ax = plt.subplots(figsize=(6, 3.5))
     pad = 0.02 * max(density.width, 1e-12)
-    xs = np.linspace(density.nodes[0] - pad, density.nodes[-1] + pad, 2000)
+    # the nodes themselves too: a narrow kernel (a cluster of nodes at 0) peaks there
+    xs = np.union1d(np.linspace(density.nodes[0] - pad, density.nodes[-1] + pad, 2000),
+                    density.nodes)
     ax.semilogy(xs, np.maximum(density.pdf(xs, bandwidth), 1e-12), **kwargs)
     ax.plot(density.nodes, np.full(density.nodes.size, 1e-12), "|", color="0.4")
     ax.set_xlabel("eigenvalue")

@@ -266,6 +266,55 @@ def test_slq_without_reorthogonalisation_keeps_no_basis_and_the_density(hessian_
     assert slq(op, lanczos_degree=k, n_probes=1, rng=0).orthogonalize == "none"
 
 
+def _smoothed_w1(sd, exact, bandwidth):
+    """W1 between the smoothed density (its CDF on a fine grid) and exact eigenvalues."""
+    lo, hi = min(sd.nodes[0], exact[0]), max(sd.nodes[-1], exact[-1])
+    x = np.linspace(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), 40001)
+    step = np.searchsorted(exact, x, side="right") / exact.size
+    return np.trapezoid(np.abs(sd.smoothed_cdf(x, bandwidth) - step), x)
+
+
+def test_default_smoothing_keeps_the_quadratures_accuracy_on_a_trained_network(
+        digits_hessians):
+    # issue 19: the default kernel follows the nodes' spacing, so on a Hessian whose mass
+    # crowds at 0 smoothing adds nothing to W1; width/k (the old default) quadrupled it
+    H, ev, _ = digits_hessians["tanh"]
+    sd = slq(H, lanczos_degree=80, n_probes=4, rng=0)
+    raw = sd.wasserstein(ev)
+    adaptive = _smoothed_w1(sd, ev, None)
+    assert adaptive <= 1.15 * raw, (adaptive, raw)
+    assert adaptive < 0.75 * _smoothed_w1(sd, ev, "papyan")
+    assert _smoothed_w1(sd, ev, sd.width / 80) > 2.5 * raw  # what the default fixed
+    xs = np.linspace(ev[0], ev[-1], 40)  # the pdf is the smoothed CDF's derivative
+    fd = (sd.smoothed_cdf(xs + 1e-7) - sd.smoothed_cdf(xs - 1e-7)) / 2e-7
+    np.testing.assert_allclose(fd, sd.pdf(xs), rtol=0, atol=1e-5 * sd.pdf(xs).max())
+
+
+def test_density_and_log_density_against_the_marchenko_pastur_law():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 1500)) / np.sqrt(3000)
+    sd = slq(X.T @ X, lanczos_degree=80, n_probes=4, rng=1)
+    lo, hi = mp.edges(2.0)
+    x = np.linspace(lo + 0.02, hi - 0.02, 2001)
+    l1 = np.trapezoid(np.abs(sd.pdf(x) - mp.pdf(x, 2.0)), x)
+    assert l1 < 0.1, l1  # measured 0.070; Papyan's narrower width gives 0.22 here
+    # the log-spectrum: the density of u = ln(λ + ε) is p_MP(e^u − ε)·e^u
+    eps = 1e-5
+    u = np.linspace(np.log(lo) + 0.05, np.log(hi) - 0.02, 2001)
+    reference = mp.pdf(np.exp(u) - eps, 2.0) * np.exp(u)
+    for bandwidth in (None, "papyan"):
+        density = sd.log_pdf(u, bandwidth, epsilon=eps)
+        assert np.trapezoid(np.abs(density - reference), u) < 0.12, bandwidth
+    wide = np.linspace(np.log(eps) - 5, np.log(hi) + 5, 200001)
+    assert np.trapezoid(sd.log_pdf(wide), wide) == pytest.approx(1.0, abs=1e-6)
+    assert sd.smoothed_cdf(-1e3) == 0.0 and sd.smoothed_cdf(1e3) == pytest.approx(1.0)
+    for bad in ({"bandwidth": -1.0}, {"bandwidth": "wide"}, {"kappa": 1.0}):
+        with pytest.raises(ValueError):
+            sd.pdf(x, **bad)
+    with pytest.raises(ValueError, match="epsilon"):
+        sd.log_pdf(u, epsilon=0.0)
+
+
 def test_slq_moments_outliers_and_density(hessian_like):
     d, op = hessian_like
     sd = slq(op, lanczos_degree=40, n_probes=8, rng=1)

@@ -34,6 +34,7 @@ import numpy as np
 from rmt import config
 from rmt.hessian.lanczos import EPS, Orthogonalize, lanczos
 from rmt.hessian.operators import as_operator
+from rmt.hessian.smoothing import Bandwidth, mixture_cdf, mixture_pdf, node_widths
 
 __all__ = ["BASIS_BYTES", "SpectralDensity", "slq", "wasserstein"]
 
@@ -162,26 +163,90 @@ class SpectralDensity:
                 values[i] = min(max(values[i], lower), upper)
         return float(np.mean(values))
 
-    def pdf(self, x: Any, bandwidth: float | None = None) -> np.ndarray:
+    def _mixture(self, bandwidth: Bandwidth, kappa: float,
+                 transform: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probes = self.probes or [(self.nodes, self.weights)]
+        if transform is not None:
+            probes = [(transform(t), w) for t, w in probes]
+        return node_widths(probes, self.lanczos_degree, bandwidth, kappa=kappa)
+
+    def pdf(self, x: Any, bandwidth: Bandwidth = None, *, kappa: float = 3.0) -> np.ndarray:
         """Gaussian-smoothed density at ``x``.
 
         Parameters
         ----------
         x : array_like
             Points.
-        bandwidth : float, optional
-            Standard deviation of the Gaussian kernel; default width/lanczos_degree (the
-            resolution of k nodes).
+        bandwidth : float, "adaptive", "papyan" or None
+            The kernel: a fixed standard deviation; by default (None, "adaptive") each
+            node's mean gap to its neighbours in its probe, capped at width/k — the
+            resolution the quadrature has there; or Papyan's fixed width
+            (:mod:`rmt.hessian.smoothing`).
+        kappa : float, default 3.0
+            Papyan's κ (> 1; larger is narrower), for "papyan".
 
         Returns
         -------
         numpy.ndarray
-            Density at ``x``.
+            Density at ``x`` (float64; integrates to 1).
         """
-        x = np.asarray(x, dtype=np.float64)
-        h = bandwidth if bandwidth is not None else max(self.width, 1e-300) / self.lanczos_degree
-        z = (x[..., None] - self.nodes) / h
-        return np.sum(self.weights * np.exp(-0.5 * z * z), axis=-1) / (h * np.sqrt(2 * np.pi))
+        return mixture_pdf(x, *self._mixture(bandwidth, kappa))
+
+    def smoothed_cdf(self, x: Any, bandwidth: Bandwidth = None, *,
+                     kappa: float = 3.0) -> np.ndarray:
+        """The CDF of :meth:`pdf`'s density (the step CDF is :meth:`cdf`).
+
+        Parameters
+        ----------
+        x : array_like
+            Points.
+        bandwidth : float, "adaptive", "papyan" or None
+            As in :meth:`pdf`.
+        kappa : float, default 3.0
+            As in :meth:`pdf`.
+
+        Returns
+        -------
+        numpy.ndarray
+            In [0, 1] (float64).
+        """
+        return mixture_cdf(x, *self._mixture(bandwidth, kappa))
+
+    def log_pdf(self, t: Any, bandwidth: Bandwidth = None, *, epsilon: float = 1e-5,
+                kappa: float = 1.04) -> np.ndarray:
+        """Papyan's log-spectrum: the smoothed density of u = ln(|λ| + ε) at ``t``.
+
+        Each node θ becomes ln(|θ| + ε) with its weight, and the kernel acts on that
+        axis, so a spectrum spanning many decades (a Hessian's bulk at 0 and outliers at
+        λ_max) is resolved on each. The density of |λ| + ε itself at x is
+        ``log_pdf(log(x)) / x``.
+
+        Parameters
+        ----------
+        t : array_like
+            Points on the ln axis.
+        bandwidth : float, "adaptive", "papyan" or None
+            As in :meth:`pdf`, on the ln axis.
+        epsilon : float, default 1e-5
+            The shift ε > 0 (Papyan's and curvlinops' default): eigenvalues below it in
+            magnitude pile up at ln ε. Choose it relative to λ_max.
+        kappa : float, default 1.04
+            Papyan's κ for the log-spectrum (curvlinops' default).
+
+        Returns
+        -------
+        numpy.ndarray
+            Density per unit of ln(|λ| + ε) (float64; integrates to 1 over t).
+
+        Raises
+        ------
+        ValueError
+            ``epsilon`` not positive.
+        """
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        return mixture_pdf(t, *self._mixture(bandwidth, kappa,
+                                             lambda theta: np.log(np.abs(theta) + epsilon)))
 
     def wasserstein(self, other: Any) -> float:
         """W1 distance to another measure: a SpectralDensity, or exact eigenvalues (an
@@ -201,7 +266,7 @@ class SpectralDensity:
         ev = np.sort(np.asarray(other, dtype=np.float64).ravel())
         return wasserstein(self.nodes, self.weights, ev, np.full(ev.size, 1.0 / ev.size))
 
-    def plot(self, ax: Any = None, bandwidth: float | None = None, **kwargs: Any) -> Any:
+    def plot(self, ax: Any = None, bandwidth: Bandwidth = None, **kwargs: Any) -> Any:
         """Smoothed density on a log-y axis, with the nodes as a rug.
 
         Parameters
