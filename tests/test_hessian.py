@@ -315,6 +315,46 @@ def test_density_and_log_density_against_the_marchenko_pastur_law():
         sd.log_pdf(u, epsilon=0.0)
 
 
+# --- the top eigenvalues' power law (Tang et al.) --------------------------------------
+
+def test_top_powerlaw_recovers_the_rank_exponent():
+    from rmt.hessian.top_powerlaw import top_powerlaw
+
+    for s in (0.5, 0.9, 1.3):
+        exact = top_powerlaw(4.0 * np.arange(1, 1001, dtype=float) ** -s)
+        assert exact.s_lsq == pytest.approx(s, abs=1e-12) and exact.r2_lsq > 1 - 1e-12
+        assert exact.lambda1_lsq == pytest.approx(4.0, rel=1e-12)
+        assert abs(exact.s - s) < min(0.03 * s, 2 * exact.s_sigma) and exact.D < 0.01
+    # i.i.d. Pareto samples: α = 1 + 1/s, the MLE unbiased with a calibrated error bar
+    for alpha in (2.0, 3.0):
+        fits = [top_powerlaw((1 - np.random.default_rng(seed).random(300)) ** (-1 / (alpha - 1)))
+                for seed in range(200)]
+        values = np.array([f.s for f in fits])
+        assert abs(values.mean() - 1 / (alpha - 1)) < 3 * values.std() / np.sqrt(200)
+        assert np.mean([f.s_sigma for f in fits]) == pytest.approx(values.std(), rel=0.15)
+    # no power law (the top of a Marchenko–Pastur spectrum): the KS distance says so
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4000, 2000)) / np.sqrt(4000)
+    assert top_powerlaw(np.linalg.eigvalsh(X.T @ X), 100).D > 5 * exact.D
+
+
+def test_top_powerlaw_of_an_operator_equals_the_exact_eigenvalues_fit(digits_hessians):
+    from rmt.hessian.top_powerlaw import top_powerlaw
+
+    H, ev, _ = digits_hessians["relu"]
+    from_operator = top_powerlaw(H, k=60, rng=0)
+    exact = top_powerlaw(ev, 60)
+    np.testing.assert_allclose(from_operator.eigenvalues, ev[::-1][:60], rtol=1e-6)
+    assert from_operator.s == pytest.approx(exact.s, rel=1e-6)
+    assert from_operator.s_lsq == pytest.approx(exact.s_lsq, rel=1e-6)
+    with pytest.raises(ValueError, match=r"k \(how many"):
+        top_powerlaw(H)
+    with pytest.raises(ValueError, match="positive"):
+        top_powerlaw(np.array([1.0, 0.5, -1.0, -2.0]))
+    with pytest.raises(ValueError, match="xmin"):
+        top_powerlaw(ev, 10, xmin="median")
+
+
 def test_slq_moments_outliers_and_density(hessian_like):
     d, op = hessian_like
     sd = slq(op, lanczos_degree=40, n_probes=8, rng=1)

@@ -13,9 +13,11 @@ from rmt.hessian.lanczos import LanczosResult, lanczos
 from rmt.hessian.mlp import MLP, TanhMLP
 from rmt.hessian.operators import CountingOperator, as_operator, dense_operator, shifted, to_dense
 from rmt.hessian.slq import SpectralDensity, slq, wasserstein
+from rmt.hessian.top_powerlaw import TopPowerLaw, top_powerlaw
 from rmt.hessian.trace import trace
 
 __all__ = ["MLP", "BlockSpectra", "CountingOperator", "LanczosResult", "SpectralDensity",
-           "TanhMLP", "as_operator", "block_spectra", "default_groups", "dense_operator",
-           "diagonal", "extreme_eigs", "index", "js_distances", "lanczos", "negative_fraction",
-           "shifted", "slq", "to_dense", "trace", "wasserstein"]
+           "TanhMLP", "TopPowerLaw", "as_operator", "block_spectra", "default_groups",
+           "dense_operator", "diagonal", "extreme_eigs", "index", "js_distances", "lanczos",
+           "negative_fraction", "shifted", "slq", "to_dense", "top_powerlaw", "trace",
+           "wasserstein"]
