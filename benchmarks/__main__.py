@@ -9,7 +9,9 @@ run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, the pa
 thread etiquette (``benchmarks.etiquette``), the cost of ``--plot`` (``benchmarks.plots``),
 α on real checkpoints of every format against the format's own library
 (``benchmarks.formats``, needs torch, onnx and h5py), WeightWatcher
-on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv) and
+on two real models (which installs WeightWatcher and torch 2.13.0 into its own venv),
+PyHessian, hessian-eigenthings and curvlinops on the same torch models
+(``benchmarks.hessian_incumbents``, installed with ``--no-deps`` into its own directory) and
 the GPU benchmarks (``benchmarks.gpu``: skipped, saying so, without a CUDA device).
 """
 
@@ -27,6 +29,7 @@ from benchmarks import (
     formats,
     gpu,
     hessian,
+    hessian_incumbents,
     opt_in,
     plots,
     powerlaw_fit,
@@ -39,6 +42,7 @@ QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
         "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []), "plots": (plots, []),
         "formats": (formats, []), "opt_in": (opt_in, []),
+        "hessian_incumbents": (hessian_incumbents, []),
         "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
 
 
