@@ -775,7 +775,7 @@ def test_block_spectra_are_exact_at_full_degree_and_measure_heterogeneity():
         nodes = sd.nodes[sd.weights > 1e-10]  # every node that carries mass is an eigenvalue
         assert np.abs(nodes[:, None] - exact[None, :]).min(axis=1).max() < 1e-9
         row = res.table.set_index("block").loc[name]
-        assert row.n_params == exact.size
+        assert row.n_params == exact.size and row.precision == "float64"
         assert row.lambda_max == pytest.approx(exact[-1], abs=1e-9)
         assert row.lambda_min == pytest.approx(exact[0], abs=1e-9)
     d = res.distances

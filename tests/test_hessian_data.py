@@ -184,3 +184,16 @@ def test_a_reused_graph_fixes_the_dropout_masks():
     redrawn = hessian_operator(model, LOSS, [(x, y)], train=True, reuse_graph=False)
     assert not np.allclose(redrawn.matvec(v), redrawn.matvec(v))
     assert model.training  # a new module's mode, untouched by either
+
+
+def test_operators_state_their_precision():
+    model, (x, y) = _model(), _data()
+    assert hessian_operator(model, LOSS, [(x, y)]).precision == "float64"
+    single = gauss_newton_operator(model, LOSS, [(x, y)], dtype=torch.float32)
+    assert single.precision == "float32"
+    exact = gauss_newton_operator(model, LOSS, [(x, y)])
+    v = np.random.default_rng(0).standard_normal(single.shape[1])
+    # float32 products: float32 rounding, not float64's, and not worse
+    error = np.abs(single.matvec(v) - exact.matvec(v)).max() / np.abs(exact.matvec(v)).max()
+    assert 1e-10 < error < 1e-5
+    assert fisher_operator(model, LOSS, [(x, y)], dtype=torch.float32).precision == "float32"

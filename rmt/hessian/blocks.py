@@ -106,7 +106,7 @@ class BlockSpectra:
         One row per block: ``block``, ``n_params``, ``lambda_max`` and ``lambda_min``
         (extreme Ritz values), ``trace`` (n·Σ w θ, the probes' Hutchinson estimate),
         ``index`` with ``index_lower``/``index_upper`` (the Gauss–Radau interval),
-        ``n_matvecs``.
+        ``n_matvecs``, ``precision`` (the dtype the products ran in).
     distances : pandas.DataFrame
         Pairwise Jensen–Shannon distances (:func:`js_distances`).
     heterogeneity : float
@@ -209,7 +209,8 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
                      "lambda_min": float(sd.nodes[0]),
                      "trace": float(n * np.sum(sd.weights * sd.nodes)),
                      "index": sd.negative_fraction(), "index_lower": lower,
-                     "index_upper": upper, "n_matvecs": sd.n_matvecs})
+                     "index_upper": upper, "n_matvecs": sd.n_matvecs,
+                     "precision": getattr(op, "precision", "float64")})
     distances = js_distances(densities)
     pairs = [distances.iloc[i, j] for i, j in combinations(range(len(densities)), 2)]
     return BlockSpectra(densities=densities, table=pd.DataFrame(rows), distances=distances,

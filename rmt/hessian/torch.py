@@ -159,6 +159,15 @@ class _Problem:
         values = parts.values() if isinstance(parts, dict) else parts
         return torch.cat([t.reshape(-1) for t in values]).detach()
 
+    def operator(self, matvec: Callable[[np.ndarray], np.ndarray]) -> spla.LinearOperator:
+        """The symmetric P×P LinearOperator of ``matvec`` (float64 vectors on the host),
+        its ``precision`` the dtype the products are computed in (``"float64"``,
+        ``"float32"``, ...), so results can say it."""
+        op = spla.LinearOperator((self.n, self.n), matvec=matvec, rmatvec=matvec,
+                                 dtype=np.float64)
+        op.precision = str(self.dtype).removeprefix("torch.")
+        return op
+
     @staticmethod
     def to_host(vec: Any) -> np.ndarray:
         """A product's result back on the host as float64 (one transfer per product)."""
@@ -268,8 +277,7 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
                                 keep=False)
         return problem.to_host(acc)
 
-    return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
-                               dtype=np.float64)
+    return problem.operator(matvec)
 
 
 def gauss_newton_operator(model: Any, loss_fn: Callable[[Any, Any], Any],
@@ -355,5 +363,4 @@ def output_space_operator(problem: _Problem, middle: Middle) -> spla.LinearOpera
                 acc += problem.flat({k: grads[k] for k in problem.names})
         return problem.to_host(acc)
 
-    return spla.LinearOperator((problem.n, problem.n), matvec=matvec, rmatvec=matvec,
-                               dtype=np.float64)
+    return problem.operator(matvec)
