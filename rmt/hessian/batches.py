@@ -24,11 +24,12 @@ piece (its sum and its position-weighted sum, so a reshuffle is caught, not only
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["HOLD_BYTES", "Batches"]
+__all__ = ["HOLD_BYTES", "Batches", "decide_hold"]
 
 HOLD_BYTES = 1 << 30  # a list's cast copy is held when at most this large
 
@@ -102,17 +103,8 @@ def size_of(inputs: Any) -> int:
 
 
 def _nbytes(value: Any, itemsize: int) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, dict):
-        return sum(_nbytes(v, itemsize) for v in value.values())
-    if isinstance(value, tuple | list):
-        return sum(_nbytes(v, itemsize) for v in value)
-    shape = getattr(value, "shape", ())
-    count = 1
-    for d in shape:
-        count *= int(d)
-    return count * itemsize
+    return itemsize * sum(math.prod(int(d) for d in getattr(t, "shape", ()))
+                          for t in _leaves(value))
 
 
 def _fingerprint(value: Any) -> tuple[float, float]:
@@ -141,6 +133,42 @@ def _leaves(value: Any) -> Iterator[Any]:
             yield from _leaves(v)
     elif value is not None:
         yield value
+
+
+def decide_hold(batches: Iterable[Any], dtype: Any, hold: bool | None) -> bool:
+    """Whether the batches are held: as asked, else for a one-shot iterator (it cannot be
+    read again) and for a sequence whose cast copy is at most ``HOLD_BYTES``.
+
+    Parameters
+    ----------
+    batches : iterable of (inputs, targets)
+        The data.
+    dtype : torch.dtype
+        Floating dtype of the copies.
+    hold : bool, optional
+        The caller's choice.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    ValueError
+        ``hold=False`` for a one-shot iterator.
+    """
+    import torch
+
+    one_shot = isinstance(batches, Iterator)
+    if one_shot and hold is False:
+        raise ValueError("batches is an iterator, which can be read only once: it cannot "
+                         "be streamed for every product; pass a list or a DataLoader, "
+                         "or hold=True")
+    if hold is not None:
+        return bool(hold)
+    itemsize = torch.finfo(dtype).bits // 8
+    return one_shot or (isinstance(batches, Sequence) and sum(
+        _nbytes(x, itemsize) + _nbytes(y, itemsize) for x, y in batches) <= HOLD_BYTES)
 
 
 class Batches:
@@ -173,20 +201,11 @@ class Batches:
     def __init__(self, batches: Iterable[Any], dtype: Any, device: Any, *,
                  microbatch: int | None = None, hold: bool | None = None,
                  same_inputs: bool = False) -> None:
-        import torch
 
         if microbatch is not None and (int(microbatch) != microbatch or microbatch < 1):
             raise ValueError(f"microbatch must be a positive integer, got {microbatch!r}")
         self.dtype, self.device, self.microbatch = dtype, device, microbatch
-        one_shot = isinstance(batches, Iterator)
-        if one_shot and hold is False:
-            raise ValueError("batches is an iterator, which can be read only once: it cannot "
-                             "be streamed for every product; pass a list or a DataLoader, "
-                             "or hold=True")
-        if hold is None:
-            itemsize = torch.finfo(dtype).bits // 8
-            hold = one_shot or (isinstance(batches, Sequence) and sum(
-                _nbytes(x, itemsize) + _nbytes(y, itemsize) for x, y in batches) <= HOLD_BYTES)
+        hold = decide_hold(batches, dtype, hold)
         self.source = batches
         self.held: list[tuple[Any, Any]] | None = None
         self.fingerprints: list[tuple[float, float]] | None = None
@@ -210,17 +229,18 @@ class Batches:
         return [min(step, n - start) for start in range(0, n, max(step, 1))]
 
     def _pieces(self, x: Any, y: Any) -> Iterator[tuple[Any, Any]]:
-        x, y = cast(x, self.dtype, self.device), cast(y, self.dtype, self.device)
-        n = size_of(x)
-        if n == 0:
+        sizes = self._piece_sizes(x)
+        if not sizes:
             return
-        if self.microbatch is None or n <= self.microbatch:
+        x, y = cast(x, self.dtype, self.device), cast(y, self.dtype, self.device)
+        if len(sizes) == 1:
             yield x, y
             return
-        for start in range(0, n, int(self.microbatch)):
-            part = slice(start, start + int(self.microbatch))
-            take = operator.itemgetter(part)
+        start = 0
+        for size in sizes:
+            take = operator.itemgetter(slice(start, start + size))
             yield map_tensors(take, x), map_tensors(take, y)
+            start += size
 
     def __len__(self) -> int:
         return len(self.sizes)

@@ -172,7 +172,7 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     """
     import torch
 
-    from rmt.hessian.batches import Batches
+    from rmt.hessian.batches import Batches, decide_hold
     from rmt.hessian.fisher import empirical_fisher_operator, fisher_operator
     from rmt.hessian.torch import _device, gauss_newton_operator, hessian_operator
 
@@ -191,15 +191,19 @@ def block_spectra(model: Any, loss_fn: Callable[[Any, Any], Any], batches: Itera
     # held data are cast once, and every block's operator finds them in its dtype and
     # device; streamed data (a DataLoader) are passed through, read per product
     dtype = torch.float64 if dtype is None else dtype
-    data = Batches(batches, dtype, _device(model), hold=hold)
-    source = data.held if data.held is not None else batches
+    held = decide_hold(batches, dtype, hold)  # streamed data are not read here at all
+    source: Iterable[Any] = batches
+    if held:
+        data = Batches(batches, dtype, _device(model), hold=True)
+        assert data.held is not None  # hold=True keeps them
+        source = data.held
     generator = np.random.default_rng(rng)
     densities, rows = {}, []
     for label, spec in chosen.items():
         extra = ({"mc_samples": mc_samples, "rng": generator} if curvature == "fisher"
                  else {})
         op = makers[curvature](model, loss_fn, source, dtype=dtype, params=spec, train=train,
-                               microbatch=microbatch, hold=data.held is not None, **extra)
+                               microbatch=microbatch, hold=held, **extra)
         n = op.shape[0]
         sd = slq(op, lanczos_degree=min(int(lanczos_degree), n), n_probes=n_probes,
                  rng=generator)

@@ -114,8 +114,8 @@ class _Problem:
         self.data = Batches(batches, dtype, device, microbatch=microbatch, hold=hold,
                             same_inputs=same_inputs)
         self.total = self.data.total
-        self.sizes = [p.numel() for p in self.block.values()]
-        self.n = sum(self.sizes)
+        self.param_sizes = [p.numel() for p in self.block.values()]
+        self.n = sum(self.param_sizes)
         self.device = device
 
     def __call__(self, block: dict, x: Any) -> Any:
@@ -150,7 +150,7 @@ class _Problem:
 
         flat = torch.as_tensor(np.ravel(v), dtype=self.dtype, device=self.device)
         return {name: piece.view(p.shape) for (name, p), piece in zip(
-            self.block.items(), torch.split(flat, self.sizes), strict=True)}
+            self.block.items(), torch.split(flat, self.param_sizes), strict=True)}
 
     def flat(self, parts: Any) -> Any:
         """The block's pieces (a dict or a sequence, in block order) as one device vector."""
@@ -232,8 +232,8 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
         raise ValueError("reuse_graph=True needs held data (hold=True): streamed batches "
                          "are read anew for every product, so their graphs are not kept")
     reuse = held and len(problem.data) == 1 if reuse_graph is None else bool(reuse_graph)
-    # fresh leaves sharing the block's storage (no copy): autograd.grad differentiates
-    # with respect to them and never writes a .grad
+    # leaves sharing the block's storage (no copy), made once for every product:
+    # autograd.grad differentiates with respect to them and never writes a .grad
     leaves = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
     graphs: list[tuple[Any, ...]] = []
 
@@ -270,11 +270,9 @@ def hessian_operator(model: Any, loss_fn: Callable[[Any, Any], Any], batches: It
                 acc += backward(grads, inputs, tangent, keep=True)
             return problem.to_host(acc)
         acc = torch.zeros(problem.n, dtype=dtype, device=problem.device)
-        block = {k: t.detach().requires_grad_(True) for k, t in problem.block.items()}
         with problem.mode():
             for _, x, y, size in problem.data:
-                acc += backward(gradients(block, x, y, size), list(block.values()), tangent,
-                                keep=False)
+                acc += backward(gradients(leaves, x, y, size), inputs, tangent, keep=False)
         return problem.to_host(acc)
 
     return problem.operator(matvec)
