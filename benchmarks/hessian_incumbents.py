@@ -15,13 +15,15 @@ environment), and each runs its own public API on the same float64 models and da
 Measured: top-5 eigenvalues (each tool's eigen-solver at its defaults: PyHessian's power
 iteration, hessian-eigenthings' Lanczos, SciPy's ``eigsh`` on curvlinops' operator as
 its documentation does, rmt's ``extreme_eigs``), the largest relative error and the
-products spent; trace at equal budgets (rms relative error over 10 seeds); the density's
-W1/width and index error at 100 (100 × 1), 320 (80 × 4) and 1000 (100 × 10) products
-(3, 3 and 1 seeds; traces over 10 seeds, 5 on the CNN),
-from each tool's nodes where it returns them and from its smoothed density on a grid
-where it returns one; seconds per product (interleaved rounds, median); the resident
-memory an SLQ run adds (fresh process per tool, ``VmHWM`` after ``clear_refs``).
-Run: ``python -m benchmarks.hessian_incumbents`` (~15 minutes on 2 cores).
+products spent; trace at equal budgets (rms relative error over 20 seeds, 10 on the
+CNN); the density's W1/width and index error at 100 (100 × 1), 320 (80 × 4) and 1000
+(100 × 10) products, mean ± standard error over 10 seeds, from each tool's nodes where
+it returns them and from its smoothed density on a grid where it returns one; seconds
+per product (interleaved rounds, median); the resident memory an SLQ run adds (fresh
+process per tool, ``VmHWM`` after ``clear_refs``).
+The two accuracy models run in two processes side by side (one thread each; their
+numbers do not depend on the clock), then the timings alone.
+Run: ``python -m benchmarks.hessian_incumbents`` (~40 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ PACKAGES = ["PyHessian==0.1", "hessian-eigenthings==1.0.0a5",
             "curvlinops-for-pytorch==3.0.1", "backpack-for-pytorch==1.7.1", "einops==0.8.2",
             "einconv==0.1.0", "unfoldNd==0.2.3", "opt-einsum==3.4.0", "linear_operator==0.6.1"]
 BUDGETS = {100: (100, 1), 320: (80, 4), 1000: (100, 10)}
-DENSITY_SEEDS = {100: 3, 320: 3, 1000: 1}
+DENSITY_SEEDS = {100: 10, 320: 10, 1000: 10}
 TRACE_BUDGETS = (100, 300)
 TOOLS = ("PyHessian", "hessian-eigenthings", "curvlinops", "rmt")
 
@@ -310,7 +312,21 @@ def grid_w1(grid: np.ndarray, dens: np.ndarray, exact: np.ndarray) -> tuple[floa
 
 # --- the worker ----------------------------------------------------------------------------
 
-def accuracy(label: str, model: Any, X: Any, y: Any, trace_seeds: int = 10
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (0 for a single value)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def rms_se(errors: list[float]) -> tuple[float, float]:
+    """Root mean square and its standard error (delta method on the mean square)."""
+    sq = np.square(np.asarray(errors, dtype=float))
+    rms = float(np.sqrt(sq.mean()))
+    se = float(sq.std(ddof=1) / np.sqrt(sq.size)) / (2 * rms) if sq.size > 1 and rms else 0.0
+    return rms, se
+
+
+def accuracy(label: str, model: Any, X: Any, y: Any, trace_seeds: int = 20
              ) -> list[dict[str, Any]]:
     import torch
 
@@ -335,7 +351,8 @@ def accuracy(label: str, model: Any, X: Any, y: Any, trace_seeds: int = 10
         for b in TRACE_BUDGETS:
             errs = [(trace_estimate(name, tool, b, seed) - exact.sum()) / abs(exact.sum())
                     for seed in range(trace_seeds)]
-            row[f"trace_rms_{b}"] = float(np.sqrt(np.mean(np.square(errs))))
+            row[f"trace_rms_{b}"], row[f"trace_rms_{b}_se"] = rms_se(errs)
+            row[f"trace_errors_{b}"] = [float(e) for e in errs]
         for budget, (steps, probes) in BUDGETS.items():
             w_nodes, w_grid, idx, held, hvps = [], [], [], [], []
             for seed in range(DENSITY_SEEDS[budget]):
@@ -356,9 +373,11 @@ def accuracy(label: str, model: Any, X: Any, y: Any, trace_seeds: int = 10
                     idx.append(abs(float(d["weights"][d["nodes"] < 0].sum()) - index))
                 else:
                     idx.append(abs(below - index))
-            row[f"w1_nodes_{budget}"] = float(np.mean(w_nodes)) if w_nodes else None
-            row[f"w1_smoothed_{budget}"] = float(np.mean(w_grid)) if w_grid else None
-            row[f"index_err_{budget}"] = float(np.mean(idx))
+            for key, values in ((f"w1_nodes_{budget}", w_nodes),
+                                (f"w1_smoothed_{budget}", w_grid),
+                                (f"index_err_{budget}", idx)):
+                row[key], row[f"{key}_se"] = mean_se(values) if values else (None, None)
+                row[f"{key}_all"] = [float(v) for v in values]
             row[f"index_held_{budget}"] = f"{sum(held)}/{len(held)}" if held else None
             row[f"hvps_{budget}"] = float(np.mean(hvps))
         rows.append(row)
@@ -451,23 +470,27 @@ def speed_models() -> dict[str, tuple[Any, Any, Any]]:
     return {"MLP 64-512-512-10": (wide, Xw, yw), "transformer 2×64": (tr, ids, yt)}
 
 
-def worker() -> dict[str, Any]:
+def worker(part: str) -> dict[str, Any]:
+    """One part of the run: ``mlp`` or ``cnn`` (accuracy against the exact Hessian) or
+    ``speed`` (seconds per product)."""
     import torch
 
     torch.set_default_dtype(torch.float64)  # the incumbents draw vectors in the default
     torch.set_num_threads(1)
+    if part == "speed":
+        speeds = []
+        for label, (model, Xs, ys) in speed_models().items():
+            speeds += speed(label, model, Xs, ys)
+        return {"speed": speeds}
     X, y = digits()
-    torch.manual_seed(0)
-    trained = {"MLP 64-40-40-10 (digits)": train(mlp((64, 40, 40, 10)), X, y),
-               "CNN (digits)": train(cnn(), X, y)}
-    rows = accuracy("MLP 64-40-40-10 (digits)", trained["MLP 64-40-40-10 (digits)"], X, y)
+    torch.manual_seed(0)  # the MLP's initial weights, then the CNN's, from one stream
+    if part == "mlp":
+        return {"accuracy": accuracy("MLP 64-40-40-10 (digits)",
+                                     train(mlp((64, 40, 40, 10)), X, y), X, y)}
+    mlp((64, 40, 40, 10))
     # the CNN's double backward is ~7× dearer per example: its Hessian on 256 of them
-    rows += accuracy("CNN (digits, 256 examples)", trained["CNN (digits)"], X[:256], y[:256],
-                     trace_seeds=5)
-    speeds = []
-    for label, (model, Xs, ys) in speed_models().items():
-        speeds += speed(label, model, Xs, ys)
-    return {"accuracy": rows, "speed": speeds}
+    return {"accuracy": accuracy("CNN (digits, 256 examples)", train(cnn(), X, y),
+                                 X[:256], y[:256], trace_seeds=10)}
 
 
 def run_child(args: list[str]) -> dict[str, Any]:
@@ -487,13 +510,27 @@ def table(result: dict[str, Any]) -> str:
     def f(value: Any, fmt: str = ".1e") -> str:
         return "—" if value is None else format(value, fmt)
 
+    def pm(r: dict[str, Any], key: str, fixed: bool = False) -> str:
+        """``mean±se`` in one exponent (``8.7±0.5e-4``), or fixed point."""
+        mean, se = r[key], r.get(f"{key}_se")
+        if mean is None:
+            return "—"
+        if fixed:
+            return f"{mean:.3f}±{se:.3f}"
+        exp = int(np.floor(np.log10(abs(mean)))) if mean else 0
+        return f"{mean / 10**exp:.1f}±{se / 10**exp:.1f}e{exp}"
+
     for r in result["accuracy"]:
         lines.append(
             f"| {r['model']}, P={r['P']} | {r['tool']} | {f(r['top5_rel_err'])} "
-            f"({r['top5_hvps']}) | {f(r['trace_rms_100'])} / {f(r['trace_rms_300'])} | "
-            + " / ".join(f(r[f"w1_nodes_{b}"]) for b in BUDGETS) + " | "
-            + " / ".join(f(r[f"w1_smoothed_{b}"]) for b in BUDGETS) + " | "
-            + " / ".join(f(r[f"index_err_{b}"], ".3f") for b in BUDGETS) + " |")
+            f"({r['top5_hvps']}) | {pm(r, 'trace_rms_100')} / {pm(r, 'trace_rms_300')} | "
+            + " / ".join(pm(r, f"w1_nodes_{b}") for b in BUDGETS) + " | "
+            + " / ".join(pm(r, f"w1_smoothed_{b}") for b in BUDGETS) + " | "
+            + " / ".join(pm(r, f"index_err_{b}", fixed=True) for b in BUDGETS) + " |")
+    held = [f"{r['model']} " + " / ".join(str(r[f"index_held_{b}"]) for b in BUDGETS)
+            for r in result["accuracy"] if r.get("index_held_100")]
+    lines += ["", "Mean ± standard error over the seeds (traces: rms ± its standard error). "
+              "rmt's index interval held @100 / 320 / 1000: " + "; ".join(held) + "."]
     lines += ["", "| model | tool | s per HVP | × fastest incumbent | SLQ 100×1 adds (MiB) | "
               "product's rel. diff. to rmt's |", "|---|---|---|---|---|---|"]
     memory = {(m["model"], m["tool"]): m["slq_added_MiB"] for m in result.get("memory", [])}
@@ -512,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     ``benchmarks/results/hessian_incumbents.{json,md}``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        print(json.dumps(worker()))
+        print(json.dumps(worker(argv[1])))
         return 0
     if argv[:1] == ["--memory"]:
         import torch
@@ -524,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks._common import machine, publish
 
     install()
-    result = run_child(["--worker"])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # accuracy only: the clock is measured alone below
+        parts = list(pool.map(lambda part: run_child(["--worker", part]), ["mlp", "cnn"]))
+    result = {"accuracy": parts[0]["accuracy"] + parts[1]["accuracy"],
+              **run_child(["--worker", "speed"])}
     result["memory"] = [run_child(["--memory", name, "MLP 64-512-512-10"]) for name in TOOLS]
     result["machine"] = machine(1)
     result["packages"] = PACKAGES

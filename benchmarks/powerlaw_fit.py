@@ -5,7 +5,9 @@ Side by side on the same data in one process: ``powerlaw.Fit(x, parameter_ranges
 ``rmt.fit_powerlaw(x)`` on 1 and 2 threads. Data: ESD-shaped samples — 90% drawn from a
 Marchenko–Pastur bulk (Q = 2, σ² = 1, by inverting its closed-form CDF) and 10% from a
 power-law tail with α = 3.5 above λ₊ — plus the real ESDs of heavy-tailed random
-matrices at n = 1000 and 4000. powerlaw runs up to n = 16000; rmt alone at 50000.
+matrices at n = 1000 and 4000; and the KS scan's worst cases, a pure power law (Pareto,
+α = 2.5: every point in every tail and the minimum flat) and a lognormal. powerlaw runs up
+to n = 16000 and on the pure power law at 50000; rmt alone at 50000 and 200000.
 Run: ``python -m benchmarks.powerlaw_fit [--quick]``.
 """
 
@@ -29,6 +31,11 @@ def esd_shaped(n: int, rng: np.random.Generator) -> np.ndarray:
     bulk = np.interp(rng.random(n - n // 10), mp.cdf(grid, 2.0), grid)
     tail = hi * (1.0 - rng.random(n // 10)) ** (-1.0 / 2.5)
     return np.concatenate([bulk, tail])
+
+
+def pareto(n: int, rng: np.random.Generator, alpha: float = 2.5) -> np.ndarray:
+    """n values of a pure power law with exponent ``alpha`` above 1."""
+    return (1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0))
 
 
 def real_esd(m: int, rng: np.random.Generator) -> np.ndarray:
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(bench("ESD-shaped", esd_shaped(n, rng), True))
     if not args.quick:
         rows.append(bench("ESD-shaped", esd_shaped(50000, rng), False))
+        rows.append(bench("ESD-shaped", esd_shaped(200000, rng), False))
+    worst = (1000, 8000) if args.quick else (8000, 16000, 50000, 200000)
+    for n in worst:
+        rows.append(bench("pure power law α=2.5", pareto(n, rng), n <= 50000))
+    for n in worst:
+        rows.append(bench("lognormal", rng.lognormal(0.0, 1.0, n), n <= 16000))
     md = table(rows, info)
     name = "powerlaw_fit" + ("-quick" if args.quick else "")
     publish(name, {"machine": info, "results": rows}, md,

@@ -1,7 +1,7 @@
 """The KS-optimal xmin scan behind :func:`rmt.fit_powerlaw` (Clauset–Shalizi–Newman).
 
 Sort once; α̂ for every candidate xmin from suffix sums of ln x (O(n) total); the KS
-distance of each candidate from a compiled kernel with exact pruning
+distance of each candidate from a compiled branch and bound with exact pruning
 (``rmt.kernels.cpu.ks_distances``) or its GPU twin. Conventions follow powerlaw 2.0
 (docs/science.md §4) or WeightWatcher's ``WWFit`` (``candidates="ww"``).
 """
@@ -115,6 +115,7 @@ def scan(
     device: Device,
     fixed_xmin: float | None = None,
     prune: bool = True,
+    keep: float = 1.0,
 ) -> Scan:
     """Fit α at every candidate xmin of sorted positive ``data`` and pick the least D.
 
@@ -135,8 +136,11 @@ def scan(
     fixed_xmin : float, optional
         Evaluate this xmin only.
     prune : bool, default True
-        Exact pruning of the KS scan (the minimum and every D at or below it are exact;
-        others are lower bounds). False: every candidate's D is exact.
+        Exact pruning of the KS scan (the minimum and every D at or below ``keep`` × the
+        minimum are exact; others are lower bounds above that). False: every candidate's
+        D is exact.
+    keep : float, default 1.0
+        How far above the minimum D stays exact under ``prune`` (≥ 1).
 
     Returns
     -------
@@ -198,7 +202,8 @@ def scan(
         active = np.isfinite(alphas)
     K = kernels(resolve_device(device))
     D = K.ks_distances(pts_log, pts_rank, starts, log_xmins, pts_rank[starts], n_tail,
-                       alphas, inv_norms, active, prune=prune and fixed_xmin is None)
+                       alphas, inv_norms, active, prune=prune and fixed_xmin is None,
+                       keep=keep)
     if candidates == "ww":
         D = np.where(alphas > 1.0, D, 1.0)  # WWFit keeps D = 1 where α ≤ 1
         best = int(np.argmin(D)) if D.size else -1

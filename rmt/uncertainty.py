@@ -8,8 +8,8 @@ Two intervals for a power-law fit (docs/science.md §4):
   sources of error — the MLE's and the choice of xmin.
 - **xmin sensitivity** (``alpha_xmin_low``, ``alpha_xmin_high``): the range of α over the
   candidate xmin whose KS distance is within ``xmin_margin`` (relative) of the best one,
-  from one unpruned scan of the same data: how much α moves among fits that are about as
-  good.
+  from one scan of the same data (D exact wherever it is inside the margin): how much α
+  moves among fits that are about as good.
 
 Opt-in: the bootstrap costs ``n_boot`` fits per layer.
 """
@@ -104,8 +104,10 @@ def alpha_uncertainty(fit: PowerLawFit, *, n_boot: int = 200, rng: Any = None,
     tail = (1 - level) / 2
     low, high = (np.quantile(alphas, [tail, 1 - tail]) if len(alphas) >= 2
                  else (np.nan, np.nan))
+    # D is exact wherever it is within the margin of the least (the rest are lower bounds
+    # above the margin, which is all the band needs).
     full = scan(data, xmax=fit.xmax, alpha_range=fit.alpha_range, min_tail=fit.min_tail,
-                candidates=fit.candidates, device="cpu", prune=False)
+                candidates=fit.candidates, device="cpu", keep=1 + xmin_margin)
     near = full.valid & (full.D <= (1 + xmin_margin) * fit.D)
     band = full.alphas[near] if near.any() else np.array([fit.alpha])
     return AlphaUncertainty(alpha=float(fit.alpha), ci_low=float(low), ci_high=float(high),

@@ -101,22 +101,75 @@ def test_fixed_xmin_matches_powerlaw():
                                rtol=1e-10)
 
 
-def test_pruning_is_exact_where_it_matters():
-    x = np.sort(heavy_tailed_esd(3000, 1500, 1.5, seed=9))
+def _scan_args(x, inv_norm=None, alpha=None):
+    """ks_distances' arguments for powerlaw's candidate set of sorted ``x`` (α and the
+    normaliser's inverse forced to ``alpha`` and ``inv_norm`` where given)."""
+    x = np.sort(x)
     log_x = np.log(x)
     first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
     cand = first[:-2]
     alphas = 1 + (x.size - cand) / np.array([np.sum(log_x[i:] - log_x[i]) for i in cand])
-    args = (log_x[first], first.astype(float), np.arange(cand.size), log_x[cand],
-            cand.astype(float), (x.size - cand).astype(float), alphas, np.ones(cand.size),
+    inv = np.ones(cand.size) if inv_norm is None else np.full(cand.size, inv_norm)
+    alphas = alphas if alpha is None else np.full(cand.size, alpha)
+    return (log_x[first], first.astype(float), np.arange(cand.size), log_x[cand],
+            cand.astype(float), (x.size - cand).astype(float), alphas, inv,
             np.ones(cand.size, bool))
+
+
+def _every_point(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms,
+                 active):
+    """D of every candidate from every point (numpy, no bounds): the scan's definition."""
+    out = np.full(starts.size, np.inf)
+    for c in np.flatnonzero(active):
+        p = slice(starts[c], None)
+        theo = -np.expm1((1 - alphas[c]) * (log_pts[p] - log_xmins[c])) * inv_norms[c]
+        out[c] = np.max(np.abs(theo - (rank_pts[p] - rank0s[c]) / n_tails[c]))
+    return out
+
+
+# Pure power laws (every point in every tail, the minimum flat: the old scan's worst case),
+# a lognormal, an ESD, ties, a normaliser != 1 (a tail cut by xmax), alpha < 1 (a fitted
+# CDF that falls) and a uniform sample.
+BRANCH_AND_BOUND_CASES = {
+    "pareto1.5": (_pareto(1.5, 4000, 1),),
+    "pareto3": (_pareto(3.0, 4000, 2),),
+    "lognormal": (np.random.default_rng(3).lognormal(0, 1, 4000),),
+    "esd": (heavy_tailed_esd(3000, 1500, 1.5, seed=9),),
+    "ties": (np.round(_pareto(1.5, 4000, 4), 1),),
+    "bounded": (_pareto(2.0, 3000, 5), 1.7),
+    "alpha<1": (_pareto(2.0, 2000, 7), None, 0.6),
+    "uniform": (np.random.default_rng(6).uniform(1, 2, 3000),),
+}
+
+
+@pytest.mark.parametrize("name", list(BRANCH_AND_BOUND_CASES))
+def test_branch_and_bound_equals_every_point(name, monkeypatch):
+    args = _scan_args(*BRANCH_AND_BOUND_CASES[name])
+    reference = _every_point(*args)
     full = cpu.ks_distances(*args, prune=False)
-    pruned = cpu.ks_distances(*args, prune=True)
+    # every D exact (to numpy's expm1, which may differ from the kernel's by an ulp)
+    np.testing.assert_allclose(full, reference, rtol=4e-16, atol=4e-16)
+    monkeypatch.setattr(config, "KS_SERIAL_PAIRS", 0)  # the parallel strands, same answer
+    np.testing.assert_array_equal(cpu.ks_distances(*args, prune=False), full)
+    for leaf in (1, 5, 64):
+        monkeypatch.setattr(config, "KS_LEAF_POINTS", leaf)
+        np.testing.assert_array_equal(cpu.ks_distances(*args, prune=False), full)
+
+
+@pytest.mark.parametrize("keep", [1.0, 1.1])
+@pytest.mark.parametrize("name", ["pareto1.5", "lognormal", "esd", "ties"])
+def test_pruning_is_exact_where_it_matters(name, keep):
+    args = _scan_args(BRANCH_AND_BOUND_CASES[name][0])
+    full = cpu.ks_distances(*args, prune=False)
+    pruned = cpu.ks_distances(*args, prune=True, keep=keep)
     assert np.argmin(full) == np.argmin(pruned) and full.min() == pruned.min()
-    exact = pruned <= full.min() * (1 + 1e-12)
+    exact = full <= keep * full.min()
     np.testing.assert_array_equal(pruned[exact], full[exact])
-    assert np.all(pruned <= full + 1e-15)  # abandoned candidates report lower bounds
+    assert np.all(pruned[~exact] > keep * full.min())  # abandoned: lower bounds above
+    assert np.all(pruned <= full)
     assert np.mean(pruned < full) > 0.5  # and most candidates were abandoned early
+    with pytest.raises(ValueError, match="keep"):
+        cpu.ks_distances(*args, keep=0.5)
 
 
 def test_gpu_twin_logic_with_numpy_namespace(monkeypatch):

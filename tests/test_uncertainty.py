@@ -1,5 +1,5 @@
 """rmt.uncertainty: bootstrap intervals cover the true exponent; the xmin band brackets the
-fit and is computed from exact (unpruned) KS distances."""
+fit and is computed from KS distances exact within its margin."""
 
 from __future__ import annotations
 
