@@ -240,43 +240,145 @@ def eigh_top(G: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- power-law KS scan -------------------------------------------------------------------
+#
+# The CPU kernel's branch and bound, level by level so that each level is a few array
+# operations over every live block of every candidate at once: a block [a, b] of
+# consecutive points cannot hold a |T - E| above max(T_hi - E_a, E_b - T_lo) (both CDFs
+# are monotone), so blocks whose bound cannot beat their candidate's running maximum are
+# dropped and the others are cut into KS_SPLIT parts, until no block is left. With
+# pruning, a candidate whose running maximum exceeds keep x the least upper bound of any
+# candidate so far is dropped too: its D cannot be within keep of the minimum.
 
+_KS_SPLIT = 16
+_KS_SLACK = 1e-12  # as in the CPU kernel: room above the few ulps of non-monotone T
 
 
 def _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms,
-                  active, xp: ModuleType):
-    """All candidates' KS distances in namespace ``xp``: a (candidates × points) tile per step,
-    masked to each candidate's tail and max-reduced along the points."""
-    log_pts, rank_pts = xp.asarray(log_pts), xp.asarray(rank_pts)
+                  active, xp: ModuleType, prune: bool = True, keep: float = 1.0):
+    """Every candidate's KS distance by a level-synchronous branch and bound in ``xp``.
+
+    Every ``config.KS_COARSE_STRIDE``-th candidate goes first; each other one then starts
+    from the points where its two coarse neighbours peaked (the CPU kernel's warm start,
+    in two passes instead of a chain) and, with ``prune``, below the least D found.
+    """
     todo = np.flatnonzero(np.asarray(active))
     out = np.full(len(starts), np.inf)
     if todo.size == 0:
         return out
-    n_pts = log_pts.shape[0]
-    point_index = xp.arange(n_pts)
-    step = max(1, config.GPU_KS_CHUNK_ELEMENTS // max(1, n_pts))
-    for begin in range(0, todo.size, step):
-        sel = todo[begin : begin + step]
-        first = int(np.min(np.asarray(starts)[sel]))
-        lp = log_pts[first:][None, :]
-        rp = rank_pts[first:][None, :]
-        a, lx, inv, r0, nt = (xp.asarray(np.asarray(v, dtype=np.float64)[sel])[:, None]
-                              for v in (alphas, log_xmins, inv_norms, rank0s, n_tails))
-        theo = -xp.expm1((1.0 - a) * (lp - lx)) * inv
-        diff = xp.abs(theo - (rp - r0) / nt)
-        in_tail = point_index[first:][None, :] >= xp.asarray(np.asarray(starts)[sel])[:, None]
-        d = xp.max(xp.where(in_tail, diff, 0.0), axis=1)
-        out[sel] = to_host(d)
+    log_pts = xp.asarray(np.asarray(log_pts, dtype=np.float64))
+    rank_pts = xp.asarray(np.asarray(rank_pts, dtype=np.float64))
+    params = [np.asarray(v) for v in (starts, log_xmins, rank0s, n_tails, alphas, inv_norms)]
+    budget = max(_KS_SPLIT, int(config.GPU_KS_CHUNK_ELEMENTS))
+    keep = keep if prune else np.inf
+
+    def run(sel: np.ndarray, hints: np.ndarray | None, least_upper: float
+            ) -> tuple[np.ndarray, float]:
+        # A candidate keeps about 1/D ~ √P blocks alive at its busiest level.
+        per_chunk = max(1, budget // (_KS_SPLIT * int(np.sqrt(log_pts.shape[0]) + 1)))
+        peaks = np.empty(sel.size, dtype=np.int64)
+        for lo in range(0, sel.size, per_chunk):
+            part = slice(lo, lo + per_chunk)
+            d, peak, least_upper = _ks_chunk(
+                log_pts, rank_pts, *(xp.asarray(v[sel[part]].astype(np.float64))
+                                     for v in params),
+                hints=None if hints is None else xp.asarray(hints[part]), xp=xp,
+                least_upper=least_upper, keep=keep, budget=budget)
+            out[sel[part]], peaks[part] = to_host(d), to_host(peak)
+        return peaks, least_upper
+
+    stride = int(config.KS_COARSE_STRIDE)
+    if todo.size <= 2 * stride:
+        run(todo, None, np.inf)
+        return out
+    coarse = todo[::stride]
+    rest = np.setdiff1d(todo, coarse, assume_unique=True)
+    peaks, least_upper = run(coarse, None, np.inf)
+    after = np.searchsorted(coarse, rest)
+    hints = np.stack([peaks[np.maximum(after - 1, 0)], peaks[np.minimum(after, peaks.size - 1)]],
+                     axis=1)
+    run(rest, hints, least_upper)
     return out
 
 
+def _ks_chunk(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms, *,
+              hints, xp: ModuleType, least_upper: float, keep: float, budget: int):
+    """(D, a point where it is reached, least upper bound on any D) for one chunk of
+    candidates. D is exact unless the candidate's running maximum exceeded keep × the
+    least upper bound (then it is a lower bound above that)."""
+    one_minus_alpha, inv_n = 1.0 - alphas, 1.0 / n_tails
+
+    def at(cand, point):  # T, E and |T - E| of candidates ``cand`` at points ``point``
+        theo = -xp.expm1(one_minus_alpha[cand] * (log_pts[point] - log_xmins[cand])
+                         ) * inv_norms[cand]
+        emp = (rank_pts[point] - rank0s[cand]) * inv_n[cand]
+        return theo, emp, xp.abs(theo - emp)
+
+    def reach(ta, tb, ea, eb):  # no point of a block is farther than this (with room)
+        t_lo, t_hi = xp.minimum(ta, tb), xp.maximum(ta, tb)
+        room = _KS_SLACK * xp.maximum(1.0, xp.maximum(xp.abs(t_lo), xp.abs(t_hi)))
+        return xp.maximum(t_hi - ea, eb - t_lo) + room
+
+    def raise_running(cand, point, gap):  # running max and a point reaching it
+        cand, point, gap = cand.ravel(), point.ravel(), gap.ravel()
+        xp.maximum.at(running, cand, gap)
+        top = gap == running[cand]
+        peak[cand[top]] = point[top]
+
+    n_cand = int(starts.shape[0])
+    cand = xp.arange(n_cand)
+    a = starts.astype(xp.int64)
+    b = xp.full(n_cand, int(log_pts.shape[0]) - 1, dtype=xp.int64)
+    ta, ea, gap_a = at(cand, a)
+    tb, eb, gap_b = at(cand, b)
+    running, peak = gap_a.copy(), a.copy()
+    raise_running(cand, b, gap_b)
+    if hints is not None:
+        points = xp.clip(hints, a[:, None], b[:, None])
+        rows = xp.broadcast_to(cand[:, None], points.shape)
+        raise_running(rows, points, at(rows, points)[2])
+    blocks = (cand, a, b, ta, tb, ea, eb, reach(ta, tb, ea, eb))
+    alive = xp.ones(n_cand, dtype=bool)
+    steps = xp.arange(1, _KS_SPLIT, dtype=xp.int64)
+    while True:
+        cand, a, b = blocks[:3]
+        if np.isfinite(keep):
+            upper = running.copy()
+            xp.maximum.at(upper, cand, blocks[7])  # each candidate's D is at most this
+            if bool(xp.any(alive)):
+                least_upper = min(least_upper, float(xp.min(upper[alive])))
+            alive &= running <= keep * least_upper
+        live = (b - a > 1) & (blocks[7] > running[cand]) & alive[cand]
+        blocks = tuple(v[live] for v in blocks)
+        if not blocks[0].shape[0]:
+            return running, peak, least_upper
+        children = []
+        step = max(1, budget // _KS_SPLIT)
+        for lo in range(0, int(blocks[0].shape[0]), step):
+            cand, a, b, ta, tb, ea, eb, _ = (v[lo : lo + step] for v in blocks)
+            # Cut each block into _KS_SPLIT parts (short blocks repeat cut points: the
+            # empty parts are dropped below).
+            cuts = a[:, None] + ((b - a)[:, None] * steps[None, :]) // _KS_SPLIT
+            rows = xp.broadcast_to(cand[:, None], cuts.shape)
+            tc, ec, gap_c = at(rows, cuts)
+            raise_running(rows, cuts, gap_c)
+            edges = [xp.concatenate([u[:, None], c, w[:, None]], axis=1)
+                     for u, c, w in ((a, cuts, b), (ta, tc, tb), (ea, ec, eb))]
+            pa, pta, pea = (e[:, :-1].ravel() for e in edges)
+            pb, ptb, peb = (e[:, 1:].ravel() for e in edges)
+            pc = xp.repeat(cand, _KS_SPLIT)
+            pr = reach(pta, ptb, pea, peb)
+            ok = (pb - pa > 1) & (pr > running[pc])
+            children.append(tuple(v[ok] for v in (pc, pa, pb, pta, ptb, pea, peb, pr)))
+        blocks = tuple(xp.concatenate([c[i] for c in children]) for i in range(8))
+
+
 def ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, inv_norms,
-                 active, prune: bool = True) -> np.ndarray:
+                 active, prune: bool = True, keep: float = 1.0) -> np.ndarray:
     """Kolmogorov–Smirnov distance of a power-law fit for every candidate xmin, on the GPU.
 
-    Same arguments and result as :func:`rmt.kernels.cpu.ks_distances`; every active
-    candidate's D is exact (``prune`` is accepted for the twin signature: a full tile
-    costs less on the GPU than the pruning bookkeeping).
+    Same arguments and result as :func:`rmt.kernels.cpu.ks_distances`, by the same
+    branch and bound over blocks of points, level by level (every live block of every
+    candidate in one array operation per level).
 
     Parameters
     ----------
@@ -289,14 +391,20 @@ def ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, 
     active : numpy.ndarray of bool, shape (C,)
         Candidates to evaluate; the others get +inf.
     prune : bool, default True
-        Ignored (twin signature).
+        The minimum, its argmin and every D ≤ ``keep`` × the minimum exact, the others
+        lower bounds above that; False: every D exact.
+    keep : float, default 1.0
+        How far above the minimum D stays exact under ``prune`` (≥ 1).
 
     Returns
     -------
     numpy.ndarray of float64, shape (C,)
+        float64; within ~1e-15 of the CPU's (the device's expm1 rounds differently).
     """
+    if not keep >= 1.0:
+        raise ValueError(f"keep must be at least 1, got {keep!r}")
     return _ks_distances(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas,
-                         inv_norms, active, _cupy())
+                         inv_norms, active, _cupy(), prune=prune, keep=keep)
 
 
 # --- shuffles (randomized ESDs) ----------------------------------------------------------

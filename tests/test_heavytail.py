@@ -172,20 +172,24 @@ def test_pruning_is_exact_where_it_matters(name, keep):
         cpu.ks_distances(*args, keep=0.5)
 
 
-def test_gpu_twin_logic_with_numpy_namespace(monkeypatch):
-    monkeypatch.setattr(config, "GPU_KS_CHUNK_ELEMENTS", 5000)  # force many tiles
-    x = np.sort(heavy_tailed_esd(800, 400, 2.0, seed=4))
-    log_x = np.log(x)
-    n = x.size
-    cand = np.arange(n - 2)
-    alphas = 1 + (n - cand) / np.array([np.sum(log_x[i:] - log_x[i]) for i in cand])
-    active = np.random.default_rng(0).random(cand.size) < 0.8
-    args = (log_x, np.arange(n, dtype=float), cand, log_x[cand], cand.astype(float),
-            (n - cand).astype(float), alphas, np.ones(cand.size), active)
-    twin = gpu._ks_distances(*args, np)
+@pytest.mark.parametrize("name", ["pareto1.5", "ties", "bounded", "alpha<1"])
+def test_gpu_twin_logic_with_numpy_namespace(name, monkeypatch):
+    monkeypatch.setattr(config, "GPU_KS_CHUNK_ELEMENTS", 5000)  # many chunks and slices
+    args = list(_scan_args(*BRANCH_AND_BOUND_CASES[name]))
+    args[-1] = np.random.default_rng(0).random(args[2].size) < 0.8  # some inactive
+    active = args[-1]
     ref = cpu.ks_distances(*args, prune=False)
+    twin = gpu._ks_distances(*args, np, prune=False)
     np.testing.assert_allclose(twin[active], ref[active], rtol=0, atol=1e-14)
     assert np.all(np.isinf(twin[~active]))
+    for keep in (1.0, 1.1):  # pruned: exact within keep of the minimum, lower bounds above
+        pruned = gpu._ks_distances(*args, np, prune=True, keep=keep)
+        least = ref[active].min()
+        exact = active & (ref <= keep * least)
+        np.testing.assert_array_equal(pruned[exact], twin[exact])
+        assert np.all(pruned[active & ~exact] > keep * least)
+        assert np.all(pruned[active] <= twin[active])
+        assert np.argmin(pruned) == np.argmin(ref)
 
 
 @pytest.mark.gpu
