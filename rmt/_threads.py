@@ -95,3 +95,43 @@ def limit_threads(n_threads: int | None) -> Iterator[int]:
     finally:
         _pinned = outer
         numba.set_num_threads(previous)
+
+
+def numba_threadsafe() -> bool:
+    """Whether Numba's threading layer may run parallel kernels from several threads at
+    once (OpenMP and TBB may; the workqueue layer aborts the process).
+
+    The layer is chosen when the first parallel kernel runs: a tiny one is run first if
+    none has.
+    """
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        import ml_dtypes
+
+        from rmt.kernels import cpu
+
+        cpu.decode(np.zeros((1, 1), dtype=ml_dtypes.bfloat16), np.empty((1, 1), np.float32))
+        layer = numba.threading_layer()
+    return layer in ("omp", "tbb")
+
+
+@contextlib.contextmanager
+def limit_this_thread(n_threads: int) -> Iterator[int]:
+    """Numba's and OpenMP's thread counts for the calling thread only.
+
+    Both are per-thread settings (a new thread starts with the process defaults, not the
+    limits :func:`limit_threads` set in another): a worker thread sets its own. BLAS
+    pools that are not OpenMP-based keep the one process-wide limit.
+    """
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    try:
+        with _controller().limit(limits=n_threads, user_api="openmp"):
+            yield n_threads
+    finally:
+        numba.set_num_threads(previous)

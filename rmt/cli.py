@@ -196,7 +196,8 @@ def _heads(text: str) -> Any:
 def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options every analysing command passes on (those of ``rmt analyze``)."""
     return dict(layers=args.layers, device=args.device, n_jobs=args.jobs,
-                normalize=not args.raw, candidates=args.candidates,
+                backend="processes" if args.processes else "threads", normalize=not args.raw,
+                candidates=args.candidates,
                 min_evals=args.min_evals, max_evals=args.max_evals, conv=args.conv,
                 n_threads=args.n_threads, on_error="raise" if args.debug else "record",
                 randomize=args.randomize, tpl=args.tpl, uncertainty=args.uncertainty,
@@ -415,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", help="write the table to this file instead of stdout")
     an.add_argument("--layers", type=_regex, help="regex: only tensors whose name matches")
     an.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    an.add_argument("--jobs", type=_count(1), default=1, help="worker processes")
+    an.add_argument("--jobs", type=_count(1), default=1,
+                    help="layers side by side (threads of this process; see --processes)")
+    an.add_argument("--processes", action="store_true",
+                    help="--jobs as spawned worker processes instead of threads")
     an.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
     an.add_argument("--plot", metavar="DIR", help="write one PNG per layer and summary.png")
     an.add_argument("--resume", metavar="FILE", help="JSON-lines file of finished layers "

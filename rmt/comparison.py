@@ -490,7 +490,7 @@ def compare_pair(layer_id: int, name: str, pair: Pair, opts: Options) -> list[di
 
 
 def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: float = 0.5,
-            progress: bool | None = None, n_jobs: int = 1,
+            progress: bool | None = None, n_jobs: int = 1, backend: str = "threads",
             executor: concurrent.futures.Executor | None = None, resume: Any = None,
             restart: bool = False, **analyze_options: Any) -> pd.DataFrame:
     """Compare two checkpoints of one architecture layer by layer (a fine-tune to its base).
@@ -510,7 +510,10 @@ def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: 
     progress : bool, optional
         tqdm progress bar over layers (default: only when stderr is a terminal).
     n_jobs : int, default 1
-        Worker processes (both sources must be paths: tasks carry file offsets).
+        Pairs compared side by side (``backend``).
+    backend : {"threads", "processes"}, default "threads"
+        As in :func:`rmt.analyze`; worker processes need both sources as paths (tasks
+        carry file offsets).
     executor : concurrent.futures.Executor, optional
         Run the pairs on this executor (a Dask ``Client.get_executor()``).
     resume : path, optional
@@ -554,10 +557,12 @@ def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: 
         raise ValueError(f"epsilon must be in (0, 1], got {epsilon!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
-    parallel = executor is not None or n_jobs > 1
+    if backend not in ("threads", "processes"):
+        raise ValueError(f"backend must be 'threads' or 'processes', got {backend!r}")
+    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
     if parallel and not all(isinstance(s, str | os.PathLike) for s in (base, other)):
-        raise ValueError("parallel runs need checkpoint paths (tasks carry file offsets, "
-                         "never weights)")
+        raise ValueError("worker processes need checkpoint paths (tasks carry file "
+                         "offsets, never weights); backend='threads' reads any source")
     conv = analyze_options.get("conv", "slices")
     fit_options = {key: value for key, value in analyze_options.items()
                    if key not in inspect.signature(layer_options).parameters}
@@ -578,7 +583,7 @@ def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: 
                    "base": checkpoint_identity(base, exclude=resume)}
         log = ResumeLog(resume, checkpoint_identity(other, exclude=resume), options,
                         __version__, restart)
-    rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs,
+    rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs, backend=backend,
                    n_threads=opts.n_threads, progress=progress, resume=resume,
                    work=compare_pair, desc="rmt.compare", frame=_frame)
     rows += _unpaired_rows(pairing, chosen, by_o, by_b, layers, listed_o)

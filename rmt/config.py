@@ -74,6 +74,10 @@ DEFAULTS: dict[str, Any] = {
     # keep each worker busy while its results travel back, few enough to balance.
     "CHUNK_TASKS": 64,
     "IN_FLIGHT_PER_WORKER": 2,
+    # analyze(n_jobs=k) with threads: a layer whose a-priori one-core cost
+    # (rmt.runner._cost) is at least this runs alone on every thread, the others side by
+    # side. TODO measured below.
+    "ALONE_SECONDS": 0.5,
     # Seconds a spawned worker takes to import rmt and load its compiled kernels
     # (measured 2-4 s on 2 cores): work that would finish sooner runs in this process.
     "POOL_STARTUP_SECONDS": 3.0,
@@ -103,6 +107,7 @@ SHORT_TAIL: int
 CONV1D_MAX_K: int
 CHUNK_TASKS: int
 IN_FLIGHT_PER_WORKER: int
+ALONE_SECONDS: float
 POOL_STARTUP_SECONDS: float
 INDEX_EPS_FACTOR: float
 INDEX_REL_TOL: float

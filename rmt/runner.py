@@ -1,8 +1,10 @@
 """``rmt.analyze`` (defined here): a checkpoint in, one row per layer out (pandas DataFrame).
 
 Streaming: tensors are visited one at a time, so the peak memory is one tensor plus its
-Gram matrix. Parallel runs ship chunks of tasks to any ``concurrent.futures.Executor`` —
-a process pool for ``n_jobs > 1``, or a Dask ``Client.get_executor()`` on a cluster.
+Gram matrix. ``n_jobs > 1`` runs small layers side by side in threads of this process
+(the kernels release the GIL) and big ones alone on every core; ``backend="processes"``
+ships chunks of tasks to a spawned process pool instead, and ``executor=`` to any
+``concurrent.futures.Executor`` (a Dask ``Client.get_executor()`` on a cluster).
 A task carries what its worker needs to read its tensor directly (file, offset or zip
 entry, dtype, shape), never the weights, and never a name to look up. Every finished
 layer can be appended to a resume file (:mod:`rmt.resume`), so nothing computed is lost;
@@ -24,14 +26,19 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from rmt import config
 from rmt._device import Device, resolve_device
-from rmt._threads import limit_threads, threads_in_force
+from rmt._threads import (
+    limit_this_thread,
+    limit_threads,
+    numba_threadsafe,
+    threads_in_force,
+)
 from rmt.architecture import annotate
 from rmt.columns import ANALYSES, OPTIONS, table_columns
 from rmt.errors import AnalysisError
@@ -59,6 +66,7 @@ SUMMARY_COLUMNS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
 
 
 Task = tuple[int, str, LazyTensor]
+Backend = Literal["threads", "processes"]
 
 
 def _threads_per_worker(n_jobs: int) -> int:
@@ -223,6 +231,7 @@ def analyze(
     max_evals: int | None = None,
     device: Device = "auto",
     n_jobs: int = 1,
+    backend: Backend = "threads",
     executor: concurrent.futures.Executor | None = None,
     progress: bool | None = None,
     resume: str | Path | None = None,
@@ -267,7 +276,16 @@ def analyze(
     device : {"auto", "cpu", "gpu"}
         Where ESDs and fits run.
     n_jobs : int, default 1
-        Worker processes (a spawned process pool). Needs a file path source.
+        Layers analysed side by side (``backend``).
+    backend : {"threads", "processes"}, default "threads"
+        With ``n_jobs > 1``: ``"threads"`` runs layers in ``n_jobs`` threads of this
+        process, each on its share of the thread budget, except layers big enough for
+        BLAS threads to pay (a priori cost ≥ ``rmt.config.ALONE_SECONDS``), which run one
+        at a time on the whole budget — so a big checkpoint still holds one tensor in
+        memory at a time. Needs Numba's OpenMP or TBB threading layer (its workqueue
+        layer is not thread-safe: layers then run one at a time, with a warning); the
+        GPU runs one layer at a time. ``"processes"``: a spawned process pool; needs a
+        file path source.
     executor : concurrent.futures.Executor, optional
         Run tasks on this executor instead (e.g. ``dask.distributed.Client(...)
         .get_executor()``); workers must see the checkpoint path.
@@ -292,7 +310,8 @@ def analyze(
     n_threads : int, optional
         BLAS/Numba threads per layer. Default: the limits already in force
         (``OMP_NUM_THREADS``, threadpoolctl, ``numba.set_num_threads``), never more;
-        with ``n_jobs`` workers, that budget divided among them.
+        with ``n_jobs`` workers, that budget divided among them (and a big layer of
+        ``backend="threads"`` gets them all).
     plot_dir : path, optional
         Write one PNG per layer there (ESD + MP fit + spikes | tail + power law, phase in
         the title) and ``summary.png`` for the model (needs matplotlib, the ``plot`` extra).
@@ -377,6 +396,7 @@ def analyze(
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
+    _choice(backend, "backend", ("threads", "processes"))
     from rmt.heads import analyze_item, attention_tasks, head_spec
 
     spec = head_spec(heads, source)
@@ -389,17 +409,18 @@ def analyze(
             raise ValueError("plot_dir cannot be used with base= (analyse either checkpoint "
                              "alone for its layer plots)")
         return compare(base, source, layers=layers, k=k, epsilon=epsilon, progress=progress,
-                       n_jobs=n_jobs, executor=executor, resume=resume, restart=restart,
+                       n_jobs=n_jobs, backend=backend, executor=executor, resume=resume,
+                       restart=restart,
                        min_evals=min_evals, max_evals=max_evals, device=device,
                        normalize=normalize, conv=conv, candidates=candidates,
                        n_threads=n_threads, on_error=on_error, thresholds=thresholds,
                        randomize=randomize, tpl=tpl, uncertainty=uncertainty,
                        vectors=vectors, inverse=inverse, farms=farms, fingers=fingers,
                        enable=enable, rng=rng, **fit_options)
-    parallel = executor is not None or n_jobs > 1
+    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
     if parallel and not isinstance(source, str | os.PathLike):
-        raise ValueError("parallel runs need a checkpoint path (tasks carry file offsets, "
-                         "never weights)")
+        raise ValueError("worker processes need a checkpoint path (tasks carry file "
+                         "offsets, never weights); backend='threads' reads any source")
     if n_threads is None and executor is None and n_jobs > 1:
         n_threads = _threads_per_worker(n_jobs)
     opts = layer_options(
@@ -436,7 +457,7 @@ def analyze(
                         __version__, restart)
     rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs, n_threads=n_threads,
                    progress=progress, notes=notes, plot_dir=plot_dir, resume=resume,
-                   work=work)
+                   work=work, backend=backend)
     df = _frame(rows, opts.enabled)
     if plot_dir is not None:
         from rmt.plot import plot_model
@@ -478,7 +499,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
             n_threads: int | None = None, progress: bool | None = None,
             notes: dict[int, str] | None = None, plot_dir: Any = None,
             resume: Any = None, work: Any = None, desc: str = "rmt.analyze",
-            frame: Any = None) -> list[dict[str, Any]]:
+            frame: Any = None, backend: str = "threads") -> list[dict[str, Any]]:
     """Run tasks serially or on workers; every finished task's rows to the resume log.
 
     Parameters
@@ -489,7 +510,7 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
         The run's options.
     log : rmt.resume.ResumeLog or an object with its done, append and close, optional
         Rows already there are not recomputed; new ones are appended.
-    executor, n_jobs, n_threads, progress, plot_dir, resume
+    executor, n_jobs, n_threads, progress, plot_dir, resume, backend
         As in :func:`analyze`.
     notes : dict, optional
         Layer id -> a warning added to its rows.
@@ -511,7 +532,8 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
 
     frame = frame or _frame
     notes = notes or {}
-    parallel = executor is not None or n_jobs > 1
+    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
+    threads = executor is None and n_jobs > 1 and backend == "threads"
     rows, pending, aliases = _plan(todo, log)
 
     results: dict[int, list[dict[str, Any]]] = {}
@@ -531,12 +553,14 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
 
     try:
         with _figures(plot_dir):
-            if not parallel:
+            if parallel:
+                _run_parallel(pending, opts, executor, n_jobs, n_threads, collect, work)
+            elif threads:
+                _run_threads(pending, opts, n_jobs, n_threads, collect, work)
+            else:
                 with limit_threads(n_threads):
                     for i, shown, payload in pending:
                         collect(i, shown, (work or analyze_tensor)(i, shown, payload, opts))
-            else:
-                _run_parallel(pending, opts, executor, n_jobs, n_threads, collect, work)
         for (i, shown, _), (j, first, _) in aliases:
             # the original's rows: computed in this run, or read from the resume file
             original = results.get(j) or (log.done.get((j, first), []) if log else [])
@@ -654,13 +678,67 @@ def _run_parallel(pending: list[Task], opts: Options,
             _stop(pool)
 
 
+def _run_threads(pending: list[Task], opts: Options, n_jobs: int, n_threads: int | None,
+                 collect: Any, work: Any = None) -> None:
+    """Layers side by side in ``n_jobs`` threads of this process, each on ``n_threads``
+    BLAS/Numba threads; a layer whose a-priori cost (:func:`_cost`) reaches
+    ``config.ALONE_SECONDS`` first, alone, on all of them.
+
+    The kernels release the GIL (Numba ``nogil``, BLAS and LAPACK through NumPy/SciPy),
+    so small layers — whose BLAS calls are too short for threads inside one call to pay
+    — gain from running together; big ones gain as much from threads inside BLAS and
+    keep the memory of one tensor at a time. BLAS's thread count is one setting for the
+    whole process, so the two kinds never run at once. Rows reach ``collect`` in this
+    thread, in completion order.
+    """
+    import numba
+
+    work = work or analyze_tensor
+    per = n_threads or _threads_per_worker(n_jobs)
+    everything = per * n_jobs
+    big = [t for t in pending if _cost(t[2]) >= config.ALONE_SECONDS]
+    small = sorted((t for t in pending if _cost(t[2]) < config.ALONE_SECONDS),
+                   key=lambda t: -_cost(t[2]))  # the longest first: the threads end together
+    alone = dataclasses.replace(opts, n_threads=everything)
+    with limit_threads(everything):
+        for i, shown, tensor in big:
+            collect(i, shown, work(i, shown, tensor, alone))
+    if not small:
+        return
+    if opts.device == "gpu" or not numba_threadsafe():
+        if opts.device != "gpu":
+            warnings.warn(f"n_jobs={n_jobs}: Numba's {numba.threading_layer()!r} threading "
+                          "layer is not thread-safe (install an OpenMP runtime or tbb, or "
+                          "use backend='processes'): layers run one at a time", stacklevel=4)
+        with limit_threads(everything):
+            for i, shown, tensor in small:
+                collect(i, shown, work(i, shown, tensor, alone))
+        return
+    def run(task: Task) -> tuple[int, str, list[dict[str, Any]]]:
+        i, shown, tensor = task
+        with limit_this_thread(per):  # Numba's and OpenMP's counts are per thread
+            return i, shown, work(i, shown, tensor, opts)
+
+    with limit_threads(per):
+        pool = concurrent.futures.ThreadPoolExecutor(n_jobs, thread_name_prefix="rmt-layer")
+        try:
+            futures = [pool.submit(run, task) for task in small]
+            for fut in concurrent.futures.as_completed(futures):
+                collect(*fut.result())
+        finally:
+            # on an error or an interrupt, layers not started are dropped; running ones
+            # finish in the background (a thread cannot be stopped)
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _plugin_modules(parallel: bool) -> tuple[str, ...]:
     """Modules of registered plug-in analyses, which worker processes must import."""
     modules = tuple(dict.fromkeys(a.module for name, a in ANALYSES.items()
                                   if name not in BUILT_IN))
     if parallel and "__main__" in modules:
         raise ValueError("a plug-in analysis registered in __main__ cannot run in worker "
-                         "processes: register it in an importable module (or use n_jobs=1)")
+                         "processes: register it in an importable module (or use "
+                         "backend='threads')")
     return modules
 
 
@@ -695,7 +773,7 @@ def _cost(tensor: LazyTensor) -> float:
     Gram matrix and eigensolve at ~50 GFLOP/s (a 4096×4096 layer: ~5.5 s)."""
     try:
         shape = weight_shape(tensor.shape)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return 1e-3
     return 1e-3 + shape.n_slices * (shape.N * shape.M**2 + 4 * shape.M**3) / 5e10
 

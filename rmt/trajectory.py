@@ -157,7 +157,7 @@ def _resume_file(directory: Path, source: str) -> Path:
 
 
 def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = None,
-          progress: bool | None = None, n_jobs: int = 1,
+          progress: bool | None = None, n_jobs: int = 1, backend: str = "threads",
           executor: concurrent.futures.Executor | None = None, resume: Any = None,
           restart: bool = False, **analyze_options: Any) -> pd.DataFrame:
     """Analyse every checkpoint of a training run: one row per checkpoint × layer.
@@ -174,7 +174,9 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
     progress : bool, optional
         tqdm progress bar over all (checkpoint, layer) tasks.
     n_jobs : int, default 1
-        Worker processes (path sources only).
+        Tasks run side by side (``backend``).
+    backend : {"threads", "processes"}, default "threads"
+        As in :func:`rmt.analyze`; worker processes need path sources.
     executor : concurrent.futures.Executor, optional
         Run the tasks there (a Dask ``Client.get_executor()``).
     resume : path of a directory, optional
@@ -226,10 +228,12 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
                          "checkpoint per step")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
-    parallel = executor is not None or n_jobs > 1
+    if backend not in ("threads", "processes"):
+        raise ValueError(f"backend must be 'threads' or 'processes', got {backend!r}")
+    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
     if parallel and not all(isinstance(s, str | os.PathLike) for s in items):
-        raise ValueError("parallel runs need checkpoint paths (tasks carry file offsets, "
-                         "never weights)")
+        raise ValueError("worker processes need checkpoint paths (tasks carry file "
+                         "offsets, never weights); backend='threads' reads any source")
     if executor is None and n_jobs > 1 and analyze_options.get("n_threads") is None:
         analyze_options = {**analyze_options, "n_threads": _threads_per_worker(n_jobs)}
     opts = layer_options(parallel=parallel, **analyze_options)
@@ -264,7 +268,7 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
                                 resume_options(opts, conv, fit_options), __version__,
                                 restart)
     log = _Logs(logs) if logs else None
-    rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs,
+    rows = execute(todo, opts, log=log, executor=executor, n_jobs=n_jobs, backend=backend,
                    n_threads=opts.n_threads, progress=progress, notes=notes, resume=resume,
                    work=_track_tensor, desc="rmt.track", frame=_track_frame)
     return _track_frame(rows + broken, opts.enabled)

@@ -112,6 +112,6 @@ def test_plugin_registered_in_main_is_refused_for_parallel_runs(tmp_path):
         path = tmp_path / "m.safetensors"
         rio.write_safetensors(path, {"w": np.ones((20, 10), np.float32)})
         with pytest.raises(ValueError, match="registered in __main__"):
-            rmt.analyze(path, n_jobs=2, progress=False)
+            rmt.analyze(path, n_jobs=2, backend="processes", progress=False)
     finally:
         columns.unregister("local")

@@ -202,7 +202,8 @@ def test_duplicate_names_across_files_are_both_analysed(tmp_path):
 
     pool = concurrent.futures.ProcessPoolExecutor(
         2, mp_context=multiprocessing.get_context("spawn"))
-    for kwargs in ({}, {"n_jobs": 2}, {"executor": pool}):  # serial, pool, spawned workers
+    for kwargs in ({}, {"n_jobs": 2}, {"n_jobs": 2, "backend": "processes"},
+                   {"executor": pool}):  # serial, threads, pool, spawned workers
         df = _rows(analyze(folder, progress=False, **kwargs))
         assert set(df.index) == {"a.safetensors::layers.0.weight", "b.safetensors::layers.0.weight"}
         assert df.loc["a.safetensors::layers.0.weight", "lambda_max"] == pytest.approx(
@@ -714,7 +715,7 @@ def test_a_small_parallel_job_does_not_wait_for_the_pool(two_layers, monkeypatch
     # two tiny layers take milliseconds here: no pool is started for them
     monkeypatch.setattr(analyze_module.concurrent.futures, "ProcessPoolExecutor",
                         lambda *a, **k: pytest.fail("started a pool for a tiny job"))
-    df = analyze(two_layers, n_jobs=2, progress=False)
+    df = analyze(two_layers, n_jobs=2, backend="processes", progress=False)
     assert (df["status"] == "success").all()
 
 
@@ -730,7 +731,7 @@ def test_a_parallel_job_hands_over_to_ready_workers(tmp_path, monkeypatch):
         return real(i, name, tensor, opts)
 
     monkeypatch.setattr(analyze_module, "analyze_tensor", slow)
-    parallel = analyze(path, n_jobs=2, progress=False)
+    parallel = analyze(path, n_jobs=2, backend="processes", progress=False)
     assert 0 < len(here) < 24  # some tasks here while the workers started, the rest there
     pd.testing.assert_frame_equal(parallel.drop(columns="seconds"),
                                   serial.drop(columns="seconds"), check_dtype=False)

@@ -144,7 +144,7 @@ def _comparable(df):
 
 
 def test_process_pool_gives_the_serial_table(checkpoint, table):
-    parallel = analyze(checkpoint, n_jobs=2, progress=False)
+    parallel = analyze(checkpoint, n_jobs=2, backend="processes", progress=False)
     pd.testing.assert_frame_equal(_comparable(parallel), _comparable(table), check_dtype=False,
                                   rtol=1e-9)
     # every task in a spawned worker (n_jobs lets this process work while workers start)
@@ -170,7 +170,78 @@ def test_dask_local_cluster_gives_the_serial_table(checkpoint, table):
 
 def test_parallel_needs_a_path():
     with pytest.raises(ValueError, match="path"):
-        analyze(_model(), n_jobs=2)
+        analyze(_model(), n_jobs=2, backend="processes")
+    with pytest.raises(ValueError, match="backend"):
+        analyze(_model(), n_jobs=2, backend="fork")
+
+
+def test_threads_give_the_serial_table_from_any_source(checkpoint, table):
+    threaded = analyze(checkpoint, n_jobs=2, progress=False)
+    pd.testing.assert_frame_equal(_comparable(threaded), _comparable(table), check_dtype=False,
+                                  rtol=1e-9)
+    in_memory = _model()  # threads read what this process holds: no path needed
+    pd.testing.assert_frame_equal(_comparable(analyze(in_memory, n_jobs=2, progress=False)),
+                                  _comparable(analyze(in_memory, progress=False)),
+                                  check_dtype=False, rtol=1e-9)
+
+
+def test_threads_run_big_layers_alone_and_small_ones_side_by_side(checkpoint, monkeypatch):
+    import threading
+
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from rmt import config
+    from rmt import runner as runner_module
+
+    real, seen = runner_module.analyze_tensor, []
+
+    def spy(i, name, tensor, opts):
+        blas = {lib["num_threads"] for lib in threadpool_info()}
+        seen.append((name, threading.current_thread() is threading.main_thread(),
+                     opts.n_threads, numba.get_num_threads(), blas))
+        return real(i, name, tensor, opts)
+
+    monkeypatch.setattr(runner_module, "analyze_tensor", spy)
+    costs = {name: runner_module._cost(t) for name, t in rio.open_checkpoint(checkpoint)}
+    biggest = max(costs, key=costs.get)
+    monkeypatch.setattr(config, "ALONE_SECONDS", costs[biggest] * 0.999)
+    with rmt._threads.limit_threads(2):  # a budget of 2 threads, whatever this host has
+        df = analyze(checkpoint, n_jobs=2, progress=False)
+    assert (df["name"] == biggest).any()
+    by_name = {name: rest for name, *rest in seen}
+    main, n_threads, n_numba, blas = by_name[biggest]
+    assert main and n_threads == 2 and n_numba == 2 and blas == {2}  # alone, every thread
+    for name, (main, n_threads, n_numba, blas) in by_name.items():
+        if name != biggest:  # in a pool thread, each on its share of the budget
+            assert not main and n_threads == 1 and n_numba == 1 and blas == {1}, name
+
+
+def test_threads_fall_back_to_one_layer_at_a_time_without_a_threadsafe_numba(
+        checkpoint, table, monkeypatch):
+    from rmt import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "numba_threadsafe", lambda: False)
+    with pytest.warns(UserWarning, match="not thread-safe"):
+        df = analyze(checkpoint, n_jobs=2, progress=False)
+    pd.testing.assert_frame_equal(_comparable(df), _comparable(table), check_dtype=False,
+                                  rtol=1e-9)
+
+
+def test_an_error_in_a_thread_stops_the_run_and_keeps_finished_rows(checkpoint, monkeypatch):
+    from rmt import runner as runner_module
+
+    real = runner_module.analyze_tensor
+
+    def failing(i, name, tensor, opts):
+        if name == "conv.weight":
+            raise RuntimeError("disk gone")
+        return real(i, name, tensor, opts)
+
+    monkeypatch.setattr(runner_module, "analyze_tensor", failing)
+    with pytest.raises(rmt.errors.AnalysisError, match="disk gone") as info:
+        analyze(checkpoint, n_jobs=2, progress=False)
+    assert "conv.weight" not in set(info.value.table["name"])
 
 
 def test_sources_other_than_safetensors(tmp_path):
