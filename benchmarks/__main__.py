@@ -5,7 +5,8 @@ and ``.md`` and refreshes its table in docs/benchmarks.md), then writes
 ``benchmarks/results/summary.md`` with the headline ratios, the machine and the thread
 counts, and refreshes the summary in docs/benchmarks.md. ``--quick`` keeps to a few minutes: the
 MiniLM-sized ESD shapes, power-law fits up to n = 4000, the Hessian comparison; the full
-run adds the LLM shapes, n = 16000/50000 fits, the LLM-shaped checkpoint, the parallel and
+run adds the LLM shapes, n = 16000-200000 fits, the LLM-shaped checkpoint, layers side by
+side (``benchmarks.layers_parallel``), the parallel and
 thread etiquette (``benchmarks.etiquette``), the cost of ``--plot`` (``benchmarks.plots``),
 α on real checkpoints of every format against the format's own library
 (``benchmarks.formats``, needs torch, onnx and h5py), WeightWatcher
@@ -30,6 +31,7 @@ from benchmarks import (
     gpu,
     hessian,
     hessian_incumbents,
+    layers_parallel,
     opt_in,
     plots,
     powerlaw_fit,
@@ -40,7 +42,8 @@ from benchmarks._common import RESULTS, machine, update_doc
 QUICK = {"esd": (esd, ["--quick"]), "powerlaw_fit": (powerlaw_fit, ["--quick"]),
          "hessian": (hessian, [])}
 FULL = {"esd": (esd, []), "powerlaw_fit": (powerlaw_fit, []), "hessian": (hessian, []),
-        "analyze_llm": (analyze_llm, []), "etiquette": (etiquette, []), "plots": (plots, []),
+        "analyze_llm": (analyze_llm, []), "layers_parallel": (layers_parallel, []),
+        "etiquette": (etiquette, []), "plots": (plots, []),
         "formats": (formats, []), "opt_in": (opt_in, []),
         "hessian_incumbents": (hessian_incumbents, []),
         "weightwatcher": (weightwatcher, ["--models", "minilm,mpnet"]), "gpu": (gpu, [])}
@@ -80,8 +83,17 @@ def summary_table() -> str:
                  for m, v in d["results"].items()]
         rows.append(("rmt.analyze vs WeightWatcher analyze (1 thread)", "; ".join(parts)))
     if (d := _load("analyze_llm")) is not None:
+        per_core = "; ".join(f"{r['threads']} thr{' n_jobs=2' if r['n_jobs'] > 1 else ''} "
+                             f"{r['ratio']:.2f}×" for r in d.get("rows", []))
         rows.append(("LLM-shaped bf16 checkpoint", f"{d['ratio']:.2f}× the float64 floor, "
-                     f"peak RSS {d['rmt']['rss_MiB']:.0f} MiB"))
+                     f"peak RSS {d['rmt']['rss_MiB']:.0f} MiB"
+                     + (f" (per core count: {per_core})" if per_core else "")))
+    if (d := _load("layers_parallel")) is not None:
+        m = d["median"]["idle"]
+        ref = m["1 core (n_threads=1)"]
+        rows.append(("MiniLM layers side by side (2 cores, idle)",
+                     f"n_jobs=2 {ref / m['n_jobs=2 (threads)']:.2f}× one core; two BLAS "
+                     f"threads {ref / m['2 BLAS threads (n_threads=2)']:.2f}×"))
     if (d := _load("etiquette")) is not None:
         p, t = d["parallel"], d["threads_under_load"]
         rows.append(("parallel and thread etiquette",
