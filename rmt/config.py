@@ -51,9 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "KS_COARSE_STRIDE": 64,
     # The KS branch and bound evaluates blocks of at most this many points one by one
     # instead of halving them further (exact for any value). Every D exact (prune=False),
-    # pure power law, 1 thread, 2026-12-07 on a loaded 2-core host: n = 50000 1.01 s with
-    # 4 against 1.30 s with 16 and 3.59 s with 64 (200000: 10.8 s, 13.4 s, 26.9 s); the
-    # pruned scan is within noise at any value (4-40 ms).
+    # pure power law, 1 thread, idle AMD EPYC 2026-12-07: n = 50000 0.58 s with 4 against
+    # 0.70 s with 16 and 1.83 s with 64 (200000: 5.9 s, 7.1 s, 14.5 s); the pruned scan
+    # takes 4-100 ms at any value.
     "KS_LEAF_POINTS": 4,
     # Below this many point x candidate pairs the scan runs on one thread: opening the
     # thread pool costs more than it saves.
