@@ -76,7 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "IN_FLIGHT_PER_WORKER": 2,
     # analyze(n_jobs=k) with threads: a layer whose a-priori one-core cost
     # (rmt.runner._cost) is at least this runs alone on every thread, the others side by
-    # side. TODO measured below.
+    # side. Two BLAS threads against one, whole analysis of one float32 layer, idle AMD
+    # EPYC 2026-12-07: 384x384 (cost 0.007) 1.01x, 30522x384 (0.10) 1.33x, 4096x1024
+    # (0.17) 1.38x, 2048x2048 (0.86) 1.66x, 4096x4096 (6.9) 1.61x: below ~0.5 a second
+    # layer beside it gains more than a second thread inside it.
     "ALONE_SECONDS": 0.5,
     # Seconds a spawned worker takes to import rmt and load its compiled kernels
     # (measured 2-4 s on 2 cores): work that would finish sooner runs in this process.
