@@ -18,10 +18,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.linalg
-from scipy.linalg import blas
 
 from rmt import config
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
+from rmt.kernels import _lapack
 
 __all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
            "permuted"]
@@ -73,10 +73,6 @@ def decode(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _syrk(dtype: np.dtype):
-    return blas.dsyrk if dtype == np.float64 else blas.ssyrk
-
-
 def _usable_directly(a: np.ndarray, acc: np.dtype) -> bool:
     return a.dtype == acc and a.dtype.isnative and (a.flags.c_contiguous or a.flags.f_contiguous)
 
@@ -116,21 +112,20 @@ def gram(
     acc = accumulation_dtype(dtype)
     A = W.T if transpose else W
     n_rows, m = A.shape
-    syrk = _syrk(acc)
+    G = np.zeros((m, m), dtype=acc, order="F")
     if block_rows is None and _usable_directly(A, acc):
         if A.flags.f_contiguous:
-            return syrk(1.0, A, trans=1, lower=1)
-        return syrk(1.0, A.T, trans=0, lower=1)
+            return _lapack.syrk(A, True, G, 0.0)
+        return _lapack.syrk(A.T, False, G, 0.0)
     if block_rows is None:
         block_rows = max(config.GRAM_MIN_BLOCK_ROWS, config.GRAM_BLOCK_BYTES // (m * acc.itemsize))
     block_rows = int(max(1, min(block_rows, n_rows)))
-    G = np.zeros((m, m), dtype=acc, order="F")
     buffer = np.empty((block_rows, m), dtype=acc)
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
         out = buffer[: stop - start]
         decode(A[start:stop], out)
-        G = syrk(1.0, out.T, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
+        _lapack.syrk(out.T, False, G, 1.0)
     return G
 
 
@@ -175,13 +170,8 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
     """
     if G.ndim == 3:
         return np.linalg.eigvalsh(G, UPLO="L")
-    if G.flags.c_contiguous and not G.flags.f_contiguous:
-        G, lower = G.T, False  # the lower triangle in C order is the upper one in F order
-    else:
-        lower = True
-    return scipy.linalg.eigvalsh(
-        G, lower=lower, overwrite_a=True, check_finite=False, driver="evd"
-    )
+    G, lower = _fortran(G)
+    return _lapack.syevd(G, lower, vectors=False)[0]
 
 
 def eigh_top(G: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,12 +242,20 @@ def eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if G.ndim == 3:
         w, V = np.linalg.eigh(G, UPLO="L")
         return w, V
-    if G.flags.c_contiguous and not G.flags.f_contiguous:
-        G, lower = G.T, False
-    else:
-        lower = True
-    w, V = scipy.linalg.eigh(G, lower=lower, overwrite_a=True, check_finite=False, driver="evd")
+    G, lower = _fortran(G)
+    w, V = _lapack.syevd(G, lower, vectors=True)
+    assert V is not None
     return w, V
+
+
+def _fortran(G: np.ndarray) -> tuple[np.ndarray, bool]:
+    """G as a Fortran-ordered float32/64 array LAPACK may overwrite, and whether its lower
+    triangle is the one to read (a C-ordered G's lower triangle is its transpose's upper)."""
+    if G.dtype not in (np.float32, np.float64):
+        G = G.astype(np.float64)
+    if G.flags.c_contiguous and not G.flags.f_contiguous:
+        return G.T, False
+    return (G if G.flags.f_contiguous else np.asfortranarray(G)), True
 
 
 # --- power-law KS scan -------------------------------------------------------------------
