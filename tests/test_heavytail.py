@@ -131,14 +131,14 @@ def _every_point(log_pts, rank_pts, starts, log_xmins, rank0s, n_tails, alphas, 
 # a lognormal, an ESD, ties, a normaliser != 1 (a tail cut by xmax), alpha < 1 (a fitted
 # CDF that falls) and a uniform sample.
 BRANCH_AND_BOUND_CASES = {
-    "pareto1.5": (_pareto(1.5, 4000, 1),),
-    "pareto3": (_pareto(3.0, 4000, 2),),
-    "lognormal": (np.random.default_rng(3).lognormal(0, 1, 4000),),
-    "esd": (heavy_tailed_esd(3000, 1500, 1.5, seed=9),),
-    "ties": (np.round(_pareto(1.5, 4000, 4), 1),),
-    "bounded": (_pareto(2.0, 3000, 5), 1.7),
+    "pareto1.5": (_pareto(1.5, 2000, 1),),
+    "pareto3": (_pareto(3.0, 2000, 2),),
+    "lognormal": (np.random.default_rng(3).lognormal(0, 1, 2000),),
+    "esd": (heavy_tailed_esd(2000, 1000, 1.5, seed=9),),
+    "ties": (np.round(_pareto(1.5, 2000, 4), 1),),
+    "bounded": (_pareto(2.0, 1500, 5), 1.7),
     "alpha<1": (_pareto(2.0, 2000, 7), None, 0.6),
-    "uniform": (np.random.default_rng(6).uniform(1, 2, 3000),),
+    "uniform": (np.random.default_rng(6).uniform(1, 2, 1500),),
 }
 
 
@@ -172,7 +172,7 @@ def test_pruning_is_exact_where_it_matters(name, keep):
         cpu.ks_distances(*args, keep=0.5)
 
 
-@pytest.mark.parametrize("name", ["pareto1.5", "ties", "bounded", "alpha<1"])
+@pytest.mark.parametrize("name", ["pareto1.5", "alpha<1"])
 def test_gpu_twin_logic_with_numpy_namespace(name, monkeypatch):
     monkeypatch.setattr(config, "GPU_KS_CHUNK_ELEMENTS", 5000)  # many chunks and slices
     args = list(_scan_args(*BRANCH_AND_BOUND_CASES[name]))
