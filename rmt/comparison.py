@@ -546,7 +546,13 @@ def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: 
     """
     from rmt import __version__
     from rmt.resume import ResumeLog, checkpoint_identity
-    from rmt.runner import _threads_per_worker, execute, layer_options, resume_options
+    from rmt.runner import (
+        _threads_per_worker,
+        _worker_processes,
+        execute,
+        layer_options,
+        resume_options,
+    )
 
     if "plot_dir" in analyze_options:
         raise ValueError("compare draws no figures (plot_dir): analyse either checkpoint "
@@ -557,9 +563,7 @@ def compare(base: Any, other: Any, *, layers: Any = None, k: int = 10, epsilon: 
         raise ValueError(f"epsilon must be in (0, 1], got {epsilon!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
-    if backend not in ("threads", "processes"):
-        raise ValueError(f"backend must be 'threads' or 'processes', got {backend!r}")
-    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
+    parallel = _worker_processes(executor, n_jobs, backend)
     if parallel and not all(isinstance(s, str | os.PathLike) for s in (base, other)):
         raise ValueError("worker processes need checkpoint paths (tasks carry file "
                          "offsets, never weights); backend='threads' reads any source")

@@ -119,6 +119,13 @@ def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> None:
                          f"got {value!r}")
 
 
+def _worker_processes(executor: Any, n_jobs: int, backend: str) -> bool:
+    """Whether tasks go to worker processes (an executor, or ``backend="processes"`` with
+    ``n_jobs > 1``) rather than this process; ``backend`` is checked here."""
+    _choice(backend, "backend", ("threads", "processes"))
+    return executor is not None or (n_jobs > 1 and backend == "processes")
+
+
 def _validate(layers: Any, min_evals: Any, max_evals: Any, n_jobs: Any, conv: Any,
               candidates: Any, n_threads: Any, on_error: Any, device: Any) -> None:
     """Check every option before the checkpoint is touched (``ValueError`` naming it)."""
@@ -396,7 +403,7 @@ def analyze(
 
     _validate(layers, min_evals, max_evals, n_jobs, conv, candidates, n_threads, on_error,
               device)
-    _choice(backend, "backend", ("threads", "processes"))
+    parallel = _worker_processes(executor, n_jobs, backend)
     from rmt.heads import analyze_item, attention_tasks, head_spec
 
     spec = head_spec(heads, source)
@@ -417,7 +424,6 @@ def analyze(
                        randomize=randomize, tpl=tpl, uncertainty=uncertainty,
                        vectors=vectors, inverse=inverse, farms=farms, fingers=fingers,
                        enable=enable, rng=rng, **fit_options)
-    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
     if parallel and not isinstance(source, str | os.PathLike):
         raise ValueError("worker processes need a checkpoint path (tasks carry file "
                          "offsets, never weights); backend='threads' reads any source")
@@ -532,8 +538,8 @@ def execute(todo: list[tuple[int, str, Any]], opts: Options, *, log: Any = None,
 
     frame = frame or _frame
     notes = notes or {}
-    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
-    threads = executor is None and n_jobs > 1 and backend == "threads"
+    parallel = _worker_processes(executor, n_jobs, backend)
+    threads = not parallel and n_jobs > 1
     rows, pending, aliases = _plan(todo, log)
 
     results: dict[int, list[dict[str, Any]]] = {}
@@ -684,36 +690,34 @@ def _run_threads(pending: list[Task], opts: Options, n_jobs: int, n_threads: int
     BLAS/Numba threads; a layer whose a-priori cost (:func:`_cost`) reaches
     ``config.ALONE_SECONDS`` first, alone, on all of them.
 
-    The kernels release the GIL (Numba ``nogil``, BLAS and LAPACK through NumPy/SciPy),
-    so small layers — whose BLAS calls are too short for threads inside one call to pay
-    — gain from running together; big ones gain as much from threads inside BLAS and
-    keep the memory of one tensor at a time. BLAS's thread count is one setting for the
-    whole process, so the two kinds never run at once. Rows reach ``collect`` in this
-    thread, in completion order.
+    The kernels release the GIL (Numba ``nogil``; ``syrk`` and ``syevd`` through
+    :mod:`rmt.kernels._lapack`), so small layers — whose BLAS calls are too short for
+    threads inside one call to pay — gain from running together; big ones gain as much
+    from threads inside BLAS and keep the memory of one tensor at a time. BLAS's thread
+    count is one setting for the whole process, so the two kinds never run at once. Rows
+    reach ``collect`` in this thread, in completion order.
     """
     import numba
 
     work = work or analyze_tensor
     per = n_threads or _threads_per_worker(n_jobs)
     everything = per * n_jobs
-    big = [t for t in pending if _cost(t[2]) >= config.ALONE_SECONDS]
-    small = sorted((t for t in pending if _cost(t[2]) < config.ALONE_SECONDS),
-                   key=lambda t: -_cost(t[2]))  # the longest first: the threads end together
+    by_cost = sorted(((_cost(t[2]), k, t) for k, t in enumerate(pending)), reverse=True)
+    big = [t for cost, _, t in by_cost if cost >= config.ALONE_SECONDS]
+    small = [t for cost, _, t in by_cost if cost < config.ALONE_SECONDS]  # the longest first
+    if small and (opts.device == "gpu" or not numba_threadsafe()):
+        if opts.device != "gpu":
+            warnings.warn(f"n_jobs={n_jobs}: Numba's {numba.threading_layer()!r} threading "
+                          "layer is not thread-safe (install an OpenMP runtime or tbb, or "
+                          "use backend='processes'): layers run one at a time", stacklevel=4)
+        big, small = big + small, []
     alone = dataclasses.replace(opts, n_threads=everything)
     with limit_threads(everything):
         for i, shown, tensor in big:
             collect(i, shown, work(i, shown, tensor, alone))
     if not small:
         return
-    if opts.device == "gpu" or not numba_threadsafe():
-        if opts.device != "gpu":
-            warnings.warn(f"n_jobs={n_jobs}: Numba's {numba.threading_layer()!r} threading "
-                          "layer is not thread-safe (install an OpenMP runtime or tbb, or "
-                          "use backend='processes'): layers run one at a time", stacklevel=4)
-        with limit_threads(everything):
-            for i, shown, tensor in small:
-                collect(i, shown, work(i, shown, tensor, alone))
-        return
+
     def run(task: Task) -> tuple[int, str, list[dict[str, Any]]]:
         i, shown, tensor = task
         with limit_this_thread(per):  # Numba's and OpenMP's counts are per thread

@@ -205,6 +205,7 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
     from rmt.runner import (
         _threads_per_worker,
         _unique_names,
+        _worker_processes,
         analysed,
         execute,
         layer_options,
@@ -228,9 +229,7 @@ def track(sources: Any, *, steps: Iterable[int] | None = None, layers: Any = Non
                          "checkpoint per step")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
-    if backend not in ("threads", "processes"):
-        raise ValueError(f"backend must be 'threads' or 'processes', got {backend!r}")
-    parallel = executor is not None or (n_jobs > 1 and backend == "processes")
+    parallel = _worker_processes(executor, n_jobs, backend)
     if parallel and not all(isinstance(s, str | os.PathLike) for s in items):
         raise ValueError("worker processes need checkpoint paths (tasks carry file "
                          "offsets, never weights); backend='threads' reads any source")
