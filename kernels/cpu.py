@@ -430,6 +430,8 @@ def ks_distances(
     flat, the worst case of the old point-by-point scan (O(n²)); the branch and bound
     visits a few points per candidate there (measured in ``benchmarks/powerlaw_fit.py``).
     """
+    if not keep >= 1.0:
+        raise ValueError(f"keep must be at least 1, got {keep!r}")
     out = np.full(starts.shape[0], np.inf)
     todo = np.flatnonzero(active).astype(np.int64)
     if todo.size == 0:
@@ -438,9 +440,6 @@ def ks_distances(
             np.ascontiguousarray(rank_pts, dtype=np.float64), starts.astype(np.int64),
             log_xmins, rank0s, n_tails, alphas, inv_norms)
     leaf = int(config.KS_LEAF_POINTS)
-
-    if not keep >= 1.0:
-        raise ValueError(f"keep must be at least 1, got {keep!r}")
 
     def run(which: np.ndarray, least: float) -> None:
         if numba.get_num_threads() == 1 or which.size * log_pts.size < config.KS_SERIAL_PAIRS:
