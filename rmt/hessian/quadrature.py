@@ -59,6 +59,15 @@ def _first_block(alpha: np.ndarray, beta: np.ndarray, beta_last: float
     return alpha, beta, float(beta_last)
 
 
+def _split_at(nodes: np.ndarray, weights: np.ndarray, xi: float) -> tuple[float, float]:
+    """Weight of the nodes below ξ, and that plus the nodes at ξ — "at" meaning within the
+    eigensolve's rounding of ξ (a node of an eigenvalue exactly at ξ comes out ±k·eps·‖T‖
+    from it, on either side)."""
+    tol = 4 * nodes.size * np.finfo(np.float64).eps * max(float(np.abs(nodes).max()), abs(xi))
+    return (float(weights[nodes < xi - tol].sum()),
+            min(float(weights[nodes <= xi + tol].sum()), 1.0))
+
+
 def radau_bounds(alpha: np.ndarray, beta: np.ndarray, beta_last: float, xi: float
                  ) -> tuple[float, float]:
     """Bounds on the starting vector's spectral mass below ``xi``, μ_v((−∞, ξ)).
@@ -78,15 +87,16 @@ def radau_bounds(alpha: np.ndarray, beta: np.ndarray, beta_last: float, xi: floa
     -------
     lower, upper : float
         Σ of the Gauss–Radau weights at nodes below ξ, and that plus the weight of the node
-        at ξ. Every measure with the same first 2k + 1 moments has its mass below ξ in
-        [lower, upper] (module docstring); computed in float64 (a (k+1)-point symmetric
-        tridiagonal eigensolve), so to about k·eps.
+        at ξ (after a breakdown, Gauss nodes within 4k·eps·max|node| of ξ count as at ξ:
+        an eigenvalue exactly at ξ may come out on either side of it). Every measure with
+        the same first 2k + 1 moments has its mass below ξ in [lower, upper] (module
+        docstring); computed in float64 (a (k+1)-point symmetric tridiagonal eigensolve),
+        so to about k·eps.
     """
     a, b, b_last = _first_block(np.asarray(alpha, np.float64), np.asarray(beta, np.float64),
                                 beta_last)
     if b_last == 0.0:  # the measure itself: a finite point set
-        nodes, weights = gauss_rule(a, b)
-        return float(weights[nodes < xi].sum()), float(weights[nodes <= xi].sum())
+        return _split_at(*gauss_rule(a, b), xi)
     k = a.size
     # α̃ with ξ an eigenvalue of [[T, β_k e_k], [β_k e_kᵀ, α̃]]: (T − ξI)δ = β_k² e_k,
     # α̃ = ξ + δ_k (Golub & Meurant, §6.2)
@@ -97,8 +107,7 @@ def radau_bounds(alpha: np.ndarray, beta: np.ndarray, beta_last: float, xi: floa
     try:
         delta = scipy.linalg.solve_banded((1, 1), banded, rhs)
     except np.linalg.LinAlgError:  # ξ is a Gauss node: the Radau rule is the Gauss rule
-        nodes, weights = gauss_rule(a, b)
-        return float(weights[nodes < xi].sum()), float(weights[nodes <= xi].sum())
+        return _split_at(*gauss_rule(a, b), xi)
     nodes, weights = gauss_rule(np.append(a, xi + delta[-1]), np.append(b, b_last))
     at = int(np.argmin(np.abs(nodes - xi)))
     lower = float(weights[:at].sum())
