@@ -19,13 +19,15 @@ Each measurement runs in a fresh process with one BLAS/Numba thread:
   ``benchmarks.analyze_llm``, the second = the first plus a small bf16 update), peak RSS
   (``ru_maxrss``) of the child. Goal ≤ 1.5 GiB.
 
-Run: ``python -m benchmarks.compare [--skip-llm]``; writes
-``benchmarks/results/compare.{json,md}``.
+Run: ``python -m benchmarks.compare [--skip-llm] [--only minilm|lora|llm ...]``; writes
+``benchmarks/results/compare.{json,md}`` (a measurement not rerun keeps its last row, with
+the machine and date it ran on).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -34,7 +36,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from benchmarks._common import machine, publish, run_json
+from benchmarks._common import RESULTS, machine, publish, run_json
 from rmt.io import stream_safetensors
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -171,45 +173,80 @@ def _llm_pair(tmp: Path) -> tuple[Path, Path]:
     return paths
 
 
+def _minilm_line(r: dict) -> str:
+    return (f"| compare all-MiniLM-L6-v2 with {r['other']} | {r['compare_s']:.2f} s vs "
+            f"{r['analyze_both_s']:.2f} s analysing both: **{r['ratio']:.2f}×** | ≤ 1.5× | "
+            f"{r['matched']} layers, {r['intruders']} intruder dimensions, median relative "
+            f"change {r['median_relative_change']:.3f}; floor **{r['floor']['ratio']:.2f}×** "
+            f"(the update's analysis {r['floor']['delta_analysis_s']:.2f} s, the base's "
+            f"complete singular basis {r['floor']['base_vectors_s']:.2f} s, the CKA product "
+            f"{r['floor']['cka_cross_s']:.2f} s) |")
+
+
+def _lora_line(r: dict) -> str:
+    return (f"| LoRA module spectrum, r = 16, 4096 × 4096 | **{r['factored_ms']:.2f} ms** "
+            f"(median of 200; dense product + esd {r['dense_s']:.2f} s) | < 1 ms, exact | "
+            f"max error {r['max_rel_err']:.0e}·λmax, {r['nonzero']} nonzero |")
+
+
+def _llm_line(r: dict) -> str:
+    return (f"| compare two Llama-7B-shaped bf16 checkpoints (0.9 GB each) | peak RSS "
+            f"**{r['rss_MiB']:.0f} MiB**, {r['seconds']:.0f} s | ≤ 1536 MiB | {r['rows']} rows, "
+            f"{r['failed']} failed |")
+
+
+LINES = {"minilm": _minilm_line, "lora": _lora_line, "llm": _llm_line}
+
+
+def _previous() -> dict:
+    """The last published run's measurements, each with the machine and date it ran on."""
+    path = RESULTS / "compare.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    return {key: {"machine": r.get("machine", old.get("machine", {})), **r}
+            for key, r in old.get("results", {}).items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the three measurements; write ``benchmarks/results/compare.{json,md}``."""
+    """Run the measurements asked for; write ``benchmarks/results/compare.{json,md}``.
+
+    A measurement not run this time keeps its row from the last published run, labelled
+    with the machine and date it was measured on.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-llm", action="store_true", help="skip the LLM-shaped pair")
+    parser.add_argument("--only", choices=sorted(LINES), action="append",
+                        help="run only these measurements (repeatable)")
     args = parser.parse_args(argv)
     from rmt.pretrained import fetch
 
+    wanted = set(args.only or LINES) - ({"llm"} if args.skip_llm else set())
     info = machine(1)
-    results: dict = {}
-    lines = []
+    results = _previous()
     with tempfile.TemporaryDirectory() as tmp:
-        base = fetch("all-MiniLM-L6-v2")
-        other, what = _other_minilm(base, Path(tmp))
-        r = run_json([sys.executable, "-c", CHILD_TIMES, base, other, str(args.repeat)],
-                     env=ENV)
-        r["ratio"], r["other"] = r["compare_s"] / r["analyze_both_s"], what
-        results["minilm"] = r
-        lines.append(f"| compare all-MiniLM-L6-v2 with {what} | {r['compare_s']:.2f} s vs "
-                     f"{r['analyze_both_s']:.2f} s analysing both: **{r['ratio']:.2f}×** | "
-                     f"≤ 1.5× | {r['matched']} layers, {r['intruders']} intruder dimensions, "
-                     f"median relative change {r['median_relative_change']:.3f}; floor "
-                     f"**{r['floor']['ratio']:.2f}×** (the update's analysis "
-                     f"{r['floor']['delta_analysis_s']:.2f} s, the base's complete singular "
-                     f"basis {r['floor']['base_vectors_s']:.2f} s, the CKA product "
-                     f"{r['floor']['cka_cross_s']:.2f} s) |")
-        r = run_json([sys.executable, "-c", CHILD_LORA], env=ENV)
-        results["lora"] = r
-        lines.append(f"| LoRA module spectrum, r = 16, 4096 × 4096 | **{r['factored_ms']:.2f} "
-                     f"ms** (median of 200; dense product + esd {r['dense_s']:.2f} s) | "
-                     f"< 1 ms, exact | max error {r['max_rel_err']:.0e}·λmax, "
-                     f"{r['nonzero']} nonzero |")
-        if not args.skip_llm:
+        if "minilm" in wanted:
+            base = fetch("all-MiniLM-L6-v2")
+            other, what = _other_minilm(base, Path(tmp))
+            r = run_json([sys.executable, "-c", CHILD_TIMES, base, other, str(args.repeat)],
+                         env=ENV)
+            r["ratio"], r["other"] = r["compare_s"] / r["analyze_both_s"], what
+            results["minilm"] = {"machine": info, **r}
+        if "lora" in wanted:
+            results["lora"] = {"machine": info,
+                               **run_json([sys.executable, "-c", CHILD_LORA], env=ENV)}
+        if "llm" in wanted:
             a, b = _llm_pair(Path(tmp))
-            r = run_json([sys.executable, "-c", CHILD_RSS, a, b], env=ENV)
-            results["llm"] = r
-            lines.append(f"| compare two Llama-7B-shaped bf16 checkpoints (0.9 GB each) | "
-                         f"peak RSS **{r['rss_MiB']:.0f} MiB**, {r['seconds']:.0f} s | "
-                         f"≤ 1536 MiB | {r['rows']} rows, {r['failed']} failed |")
+            results["llm"] = {"machine": info,
+                              **run_json([sys.executable, "-c", CHILD_RSS, a, b], env=ENV)}
+    lines = []
+    for key, line in LINES.items():
+        if key in results:
+            r, where = results[key], results[key]["machine"]
+            lines.append(line(r) if key in wanted else
+                         line(r)[:-2] + f"; measured {where.get('date', '?')} on "
+                                        f"{where.get('cpu', '?')} |")
     md = "\n".join([f"Checkpoint comparison — {info['cpu']}, 1 thread, {info['date']}", "",
                     "| measurement | result | goal | notes |", "|---|---|---|---|", *lines])
     publish("compare", {"machine": info, "results": results}, md)

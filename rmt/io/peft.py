@@ -207,14 +207,19 @@ def read_config(path: str | Path) -> AdapterConfig:
 
 
 def _qr_r(X: np.ndarray) -> np.ndarray:
-    """R of the thin QR of a tall float64 matrix (LAPACK ``geqrf``, called directly: the
-    factors are 4096 × 16 and NumPy's ``qr`` wrapper costs more than the factorisation)."""
-    if X.shape[0] < X.shape[1]:
+    """R of the thin QR of a tall float64 matrix: Householder, LAPACK ``geqrt`` (blocked
+    compact-WY with a recursive panel) called directly. The factors are tall and thin
+    (4096 × 16), where ``geqrf`` falls back to its unblocked BLAS-2 loop: ``geqrt`` gives
+    the same R (to rounding) in 0.16 ms instead of 0.24 at 4096 × 16 and 10 instead of
+    42 ms at 8192 × 128 (one thread), and NumPy's ``qr`` wrapper costs more than either."""
+    m, n = X.shape
+    if m < n or n == 0:
         return np.asarray(np.linalg.qr(X, mode="r"))
-    qr, _, _, info = scipy.linalg.lapack.dgeqrf(np.asfortranarray(X))
+    block = min(n, max(8, min(32, n // 4)))  # the fastest measured: 8 at n=16, 32 at 128
+    qr, _, info = scipy.linalg.lapack.dgeqrt(block, np.asfortranarray(X, dtype=np.float64))
     if info != 0:
-        raise np.linalg.LinAlgError(f"geqrf failed (info={info})")
-    return np.triu(qr[:X.shape[1]])
+        raise np.linalg.LinAlgError(f"geqrt failed (info={info})")
+    return np.triu(qr[:n])
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,9 @@ class LowRankUpdate:
         return (inp, out) if self.transpose else (out, inp)
 
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        B = np.asarray(self.B.load(), dtype=np.float64).reshape(self.B.shape[0], self.rank)
+        # B in Fortran order: its QR (``_qr_r``) then needs no copy; one pass from storage
+        B = np.asarray(self.B.load()).reshape(self.B.shape[0], self.rank)
+        B = np.asfortranarray(B, dtype=np.float64)
         A = np.asarray(self.A.load(), dtype=np.float64)
         return B, A
 
