@@ -24,7 +24,7 @@ from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kin
 from rmt.kernels import _lapack
 
 __all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
-           "permuted"]
+           "mirror_lower", "permuted", "sum_squares"]
 
 
 
@@ -71,6 +71,59 @@ def decode(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     else:
         _decode_table(bits_view(block), decode_table(block.dtype, out.dtype), out)
     return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _sum_squares(x):  # pragma: no cover - compiled
+    # reassociation lets the loop run as SIMD partial sums, as BLAS's dot does
+    total = 0.0
+    for i in range(x.size):
+        v = np.float64(x[i])
+        total += v * v
+    return total
+
+
+def sum_squares(a: np.ndarray) -> float:
+    """Σ aᵢ² of a float32 or float64 array, accumulated in float64, without a float64 copy.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        float32 or float64, C-contiguous (any shape).
+
+    Returns
+    -------
+    float
+        Relative error about n·eps/16 at worst (16 SIMD partial sums), ~√n·eps typically:
+        2e-13 on 1.2·10⁷ Gaussian float32 entries.
+    """
+    if a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
+        raise ValueError("sum_squares needs a C-contiguous float32 or float64 array")
+    return float(_sum_squares(a.reshape(-1)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _mirror_lower(G):  # pragma: no cover - compiled
+    for j in range(G.shape[1]):
+        for i in range(j + 1, G.shape[0]):
+            G[j, i] = G[i, j]
+
+
+def mirror_lower(G: np.ndarray) -> np.ndarray:
+    """Copy the lower triangle of a square matrix onto its upper one, in place.
+
+    Parameters
+    ----------
+    G : numpy.ndarray, (M, M), writeable, any order
+        ``syrk``'s output (lower triangle set).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``G``, symmetric (bit for bit: values are copied, not recomputed).
+    """
+    _mirror_lower(G)
+    return G
 
 
 def _usable_directly(a: np.ndarray, acc: np.dtype) -> bool:

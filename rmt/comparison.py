@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rmt._device import to_host
+from rmt._device import kernels, to_host
 from rmt.architecture import annotate
 from rmt.columns import Column, table_columns
 from rmt.errors import CheckpointError
@@ -181,13 +181,20 @@ class _Merged:
 
 
 def _fro(W: Any) -> float:
-    """Frobenius norm in float64, by blocks of the first axis (any storage dtype)."""
+    """Frobenius norm, accumulated in float64 (``rmt.kernels.cpu.sum_squares``): a float32
+    or float64 array read as it is, any other storage dtype decoded by blocks of rows into
+    one reused buffer — never a float64 copy of the whole tensor."""
     W = to_host(W)
+    K = kernels("cpu")
+    if W.dtype in (np.float32, np.float64) and W.flags.c_contiguous:
+        return float(np.sqrt(K.sum_squares(W)))
+    rows = W.reshape(W.shape[0], -1) if W.ndim != 2 else W
+    step = max(1, (1 << 22) // max(1, rows.shape[1]))
+    buffer = np.empty((min(step, rows.shape[0]), rows.shape[1]))
     total = 0.0
-    step = max(1, (1 << 22) // max(1, int(np.prod(W.shape[1:]))))
-    for s in range(0, W.shape[0], step):
-        block = np.asarray(W[s:s + step], dtype=np.float64)
-        total += float(np.vdot(block, block))
+    for s in range(0, rows.shape[0], step):
+        block = K.decode(rows[s:s + step], buffer[:min(step, rows.shape[0] - s)])
+        total += K.sum_squares(block)
     return float(np.sqrt(total))
 
 

@@ -239,17 +239,11 @@ class Eigendecomposition:
     gram: np.ndarray | None = field(default=None, repr=False)
 
 
-def _symmetric(G: np.ndarray, block: int = 512) -> np.ndarray:
+def _symmetric(G: np.ndarray) -> np.ndarray:
     """G with its upper triangle copied from the lower one (``syrk`` fills only one half),
-    in place, block by block (no M × M temporary)."""
+    in place (compiled: ``rmt.kernels.cpu.mirror_lower``)."""
     G = np.array(G, dtype=np.float64, order="C") if not G.flags.writeable else G
-    M = G.shape[0]
-    for i in range(0, M, block):
-        j = min(M, i + block)
-        d = G[i:j, i:j]
-        d[...] = np.tril(d) + np.tril(d, -1).T
-        G[i:j, j:] = G[j:, i:j].T
-    return G
+    return kernels("cpu").mirror_lower(G)
 
 
 def decompose(W: Any, *, conv: Conv = "slices", normalize: bool = True, device: Any = "auto",

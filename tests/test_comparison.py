@@ -4,6 +4,8 @@ fine-tuning does not, and bad pairs become rows that say what is wrong."""
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 import pandas as pd
@@ -145,3 +147,15 @@ def test_parallel_and_resumed_comparisons_give_the_same_rows(fine_tunes, tmp_pat
         pd.testing.assert_frame_equal(df[cols], serial[cols])
     with pytest.raises(rmt.resume.ResumeError):
         rmt.compare(tmp_path / "b.st", tmp_path / "f.st", resume=log, k=5, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "bfloat16", "transposed", "conv"])
+def test_frobenius_norm_of_any_storage_is_exact_to_float64_rounding(kind):
+    from rmt.comparison import _fro
+
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((3000, 70)).astype(np.float32)
+    W = {"float32": W, "float64": W.astype(np.float64), "bfloat16": W.astype(ml_dtypes.bfloat16),
+         "transposed": W.T, "conv": W.reshape(30, 100, 7, 10)}[kind]
+    exact = math.sqrt(math.fsum(float(v) ** 2 for v in np.asarray(W, np.float64).ravel()))
+    assert abs(_fro(W) - exact) <= 1e-13 * exact

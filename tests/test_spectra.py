@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -286,3 +288,22 @@ def test_esd_batch_isolates_bad_weights():
         np.testing.assert_allclose(out[i], rmt.esd(weights[i]), rtol=1e-13)
     with pytest.raises(WeightError):
         rmt.esd_batch(weights, names=names)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 100_003])
+def test_sum_squares_equals_an_exactly_rounded_sum(dtype, n):
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    exact = math.fsum(float(v) ** 2 for v in x.astype(np.float64))  # squares exact in float64
+    got = cpu.sum_squares(x.reshape(-1, 1) if n else x)
+    assert abs(got - exact) <= 1e-14 * max(exact, 1.0) * max(1.0, math.sqrt(n))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cpu.sum_squares(np.zeros((4, 4), dtype)[:, ::2])
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_mirror_lower_copies_the_lower_triangle(order):
+    G = np.array(np.random.default_rng(3).standard_normal((37, 37)), order=order)
+    expected = np.tril(G) + np.tril(G, -1).T
+    assert cpu.mirror_lower(G) is G
+    np.testing.assert_array_equal(G, expected)
