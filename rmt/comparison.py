@@ -144,8 +144,8 @@ class _Difference:
             if a.shape != b.shape or s + len(a) > shape[0]:
                 raise CheckpointError(self.other.source, f"{self.other.name}: shape changed "
                                                          "on disk")
-            np.subtract(np.asarray(b, dtype=self.dtype), np.asarray(a, dtype=self.dtype),
-                        out=out[s:s + len(a)])
+            # the ufunc casts as it goes (exact: both storage dtypes fit in ``dtype``)
+            np.subtract(np.asarray(b), np.asarray(a), out=out[s:s + len(a)], dtype=self.dtype)
             s += len(a)
         return out
 

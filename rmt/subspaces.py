@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from rmt._device import to_host
+from rmt._device import kernels, to_host
 from rmt.metrics import numerical_zero_threshold
 from rmt.vectors import Eigendecomposition, decompose
 
@@ -61,12 +61,28 @@ def t_times_blocks(A: Any, blocks: Any) -> np.ndarray:
     A = to_host(A)
     out: np.ndarray | None = None
     start = 0
+    a_buf = b_buf = None  # float64 copies of the blocks, reused (no fresh pages per block)
     for block in blocks:
-        b = np.asarray(to_host(block), dtype=np.float64)
-        part = np.asarray(A[start:start + len(b)], dtype=np.float64).T @ b
-        out = part if out is None else out + part
+        b, b_buf = _float64(to_host(block), b_buf)
+        a, a_buf = _float64(A[start:start + len(b)], a_buf)
+        if out is None:
+            out = a.T @ b
+        else:
+            out += a.T @ b
         start += len(b)
     return out if out is not None else np.zeros((A.shape[1], 0))
+
+
+def _float64(block: Any, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``block`` (2-D) as float64: itself when it is, else decoded into ``buffer`` (made,
+    or grown, here); returns the array and the buffer to reuse."""
+    block = np.asarray(block)
+    if block.dtype == np.float64:
+        return block, buffer
+    rows, cols = block.shape
+    if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != cols:
+        buffer = np.empty((rows, cols))
+    return kernels("cpu").decode(block, buffer[:rows]), buffer
 
 
 def _t_times(A: Any, B: Any) -> np.ndarray:
@@ -78,9 +94,10 @@ def _times(A: Any, V: np.ndarray) -> np.ndarray:
     """A V in float64, A (n × p) in any storage dtype, by row blocks."""
     A = to_host(A)
     out = np.empty((A.shape[0], V.shape[1]))
+    buffer = None
     for start in range(0, A.shape[0], BLOCK_ROWS):
-        out[start:start + BLOCK_ROWS] = np.asarray(A[start:start + BLOCK_ROWS],
-                                                   dtype=np.float64) @ V
+        block, buffer = _float64(A[start:start + BLOCK_ROWS], buffer)
+        np.matmul(block, V, out=out[start:start + BLOCK_ROWS])
     return out
 
 
