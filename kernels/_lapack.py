@@ -1,4 +1,5 @@
-"""BLAS ``syrk`` and LAPACK ``syevd`` called without holding the GIL.
+"""BLAS ``syrk`` and LAPACK ``syevd``, ``sytrd``, ``sterf``, ``stemr``, ``ormqr`` called
+without holding the GIL.
 
 SciPy's f2py wrappers (``scipy.linalg.blas``, ``scipy.linalg.lapack``, and so
 ``scipy.linalg.eigh``) keep the GIL while the routine runs — a 70 ms ``syevd`` stalled
@@ -28,19 +29,29 @@ _REAL = {np.dtype(np.float64): ctypes.c_double, np.dtype(np.float32): ctypes.c_f
 _PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
 
 
+#: Argument kinds of each routine, in order: c character, i integer, r real (all pointers,
+#: Fortran style; a LAPACK LOGICAL is an integer).
+_SIGNATURES = {
+    "syrk": "cciirrirri",      # uplo, trans, n, k, alpha, a, lda, beta, c, ldc
+    "syevd": "ccirirriiii",    # jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork, info
+    "sytrd": "cirirrrrii",     # uplo, n, a, lda, d, e, tau, work, lwork, info
+    "sterf": "irri",           # n, d, e, info
+    # jobz, range, n, d, e, vl, vu, il, iu, m, w, z, ldz, nzc, isuppz, tryrac, work, lwork,
+    # iwork, liwork, info
+    "stemr": "cci" + "rrrr" + "iii" + "rri" + "iii" + "riiii",
+    "ormqr": "cciii" + "rirri" + "rii",  # side, trans, m, n, k, a, lda, tau, c, ldc,
+                                         # work, lwork, info
+}
+
+
 @functools.cache
 def _routine(module: str, name: str, dtype: np.dtype) -> Any:
     """A ctypes function for ``scipy.linalg.<module>``'s ``<d|s><name>`` (a C function
     returning void; every argument a pointer, Fortran style)."""
     from numba.extending import get_cython_function_address
 
-    p_real, p_int, p_char = _P(_REAL[dtype]), _P(_INT), _P(_CHAR)
-    if name == "syrk":  # uplo, trans, n, k, alpha, a, lda, beta, c, ldc
-        argtypes: list[Any] = [p_char, p_char, p_int, p_int, p_real, p_real, p_int, p_real,
-                               p_real, p_int]
-    else:  # syevd: jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork, info
-        argtypes = [p_char, p_char, p_int, p_real, p_int, p_real, p_real, p_int, p_int, p_int,
-                    p_int]
+    kinds = {"c": _P(_CHAR), "i": _P(_INT), "r": _P(_REAL[dtype])}
+    argtypes = [kinds[k] for k in _SIGNATURES[name]]
     address = get_cython_function_address(f"scipy.linalg.{module}", _PREFIX[dtype] + name)
     return ctypes.CFUNCTYPE(None, *argtypes)(address)
 
@@ -124,3 +135,93 @@ def syevd(a: np.ndarray, lower: bool, vectors: bool) -> tuple[np.ndarray, np.nda
     if info.value < 0:  # pragma: no cover - an argument rmt passes is wrong
         raise ValueError(f"syevd: argument {-info.value} is invalid")
     return w, (a if vectors else None)
+
+
+def _check(name: str, info: Any) -> None:
+    if info.value > 0:
+        raise np.linalg.LinAlgError(f"{name} did not converge (info={info.value})")
+    if info.value < 0:  # pragma: no cover - an argument rmt passes is wrong
+        raise ValueError(f"{name}: argument {-info.value} is invalid")
+
+
+def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every eigenvalue and the top-k eigenvectors of a symmetric matrix (lower triangle).
+
+    ``sytrd`` (Householder tridiagonalisation), ``sterf`` (every eigenvalue), ``stemr``
+    (the top k eigenvectors of the tridiagonal matrix, as ``scipy.linalg.eigh_tridiagonal``
+    calls it) and ``ormqr`` (the reflectors applied to those k vectors) — the routines
+    SciPy's wrappers call, with the same arguments, so the same bits, without the GIL.
+
+    Parameters
+    ----------
+    a : numpy.ndarray, (n, n), Fortran-contiguous, float64 or float32
+        Its lower triangle is read; overwritten by the reflectors.
+    k : int
+        1 ≤ k ≤ n.
+
+    Returns
+    -------
+    w : numpy.ndarray, (n,)
+        Every eigenvalue, ascending.
+    V : numpy.ndarray, (n, k), Fortran order
+        Unit eigenvectors of ``w[-k:]`` as columns, ascending like them.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        ``sterf`` or ``stemr`` did not converge.
+    """
+    if not a.flags.f_contiguous or a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError("eigh_top needs a square Fortran-contiguous matrix")
+    n = a.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"eigh_top needs 1 <= k <= n, got k={k}, n={n}")
+    real, B, dt = _REAL[a.dtype], ctypes.byref, a.dtype
+    info, size = _INT(0), real(0)
+    d, e, tau = np.empty(n, dt), np.empty(max(n - 1, 1), dt), np.empty(max(n - 1, 1), dt)
+    # tridiagonalise (size query first)
+    sytrd = _routine("cython_lapack", "sytrd", dt)
+    head = (B(_CHAR(b"L")), B(_INT(n)), _ptr(a), B(_INT(n)), _ptr(d), _ptr(e), _ptr(tau))
+    sytrd(*head, B(size), B(_INT(-1)), B(info))
+    lwork = max(int(size.value), n, 1)
+    work = np.empty(lwork, dt)
+    sytrd(*head, _ptr(work), B(_INT(lwork)), B(info))
+    _check("sytrd", info)
+    # every eigenvalue: sterf on copies (it overwrites d and e)
+    w, scratch = d.copy(), np.append(e[:n - 1], 0.0).astype(dt)
+    _routine("cython_lapack", "sterf", dt)(B(_INT(n)), _ptr(w), _ptr(scratch), B(info))
+    _check("sterf", info)
+    # the top k eigenvectors of the tridiagonal matrix (stemr wants e of length n)
+    dd, ee = d.copy(), np.append(e[:n - 1], 0.0).astype(dt)
+    found, wk = _INT(0), np.empty(n, dt)
+    Z = np.zeros((n, k), dt, order="F")
+    isuppz = np.empty(2 * max(k, 1), np.int32)
+    stemr = _routine("cython_lapack", "stemr", dt)
+    iwsize = _INT(0)
+    args = (B(_CHAR(b"V")), B(_CHAR(b"I")), B(_INT(n)), _ptr(dd), _ptr(ee), B(real(0.0)),
+            B(real(0.0)), B(_INT(n - k + 1)), B(_INT(n)), B(found), _ptr(wk), _ptr(Z),
+            B(_INT(n)), B(_INT(k)), _ptr(isuppz), B(_INT(1)))
+    stemr(*args, B(size), B(_INT(-1)), B(iwsize), B(_INT(-1)), B(info))
+    _check("stemr", info)
+    lwork, liwork = max(int(size.value), 18 * n), max(int(iwsize.value), 10 * n)
+    work, iwork = np.empty(lwork, dt), np.empty(liwork, np.int32)
+    dd[:], ee[:] = d, np.append(e[:n - 1], 0.0)  # the size query may have scaled them
+    stemr(*args, _ptr(work), B(_INT(lwork)), _ptr(iwork), B(_INT(liwork)), B(info))
+    _check("stemr", info)
+    # back to the matrix's basis, Z <- Q Z: a lower sytrd's Q = H(1)…H(n−1) has its
+    # reflectors in a[1:, :-1] and acts on rows 1…n−1 (``ormqr`` on that block, which
+    # ``ormtr`` calls inside; called directly it gives the bits SciPy-based code gave,
+    # ``ormtr`` differed from them by rounding, 1e-16)
+    if n > 1:
+        ormqr = _routine("cython_lapack", "ormqr", dt)
+        item = a.itemsize
+        below_a = ctypes.cast(a.ctypes.data + item, _P(real))  # a[1, 0]
+        below_z = ctypes.cast(Z.ctypes.data + item, _P(real))  # Z[1, 0]
+        head2 = (B(_CHAR(b"L")), B(_CHAR(b"N")), B(_INT(n - 1)), B(_INT(k)), B(_INT(n - 1)),
+                 below_a, B(_INT(n)), _ptr(tau), below_z, B(_INT(n)))
+        ormqr(*head2, B(size), B(_INT(-1)), B(info))
+        lwork = max(int(size.value), k, 1)
+        work = np.empty(lwork, dt)
+        ormqr(*head2, _ptr(work), B(_INT(lwork)), B(info))
+        _check("ormqr", info)
+    return w, Z

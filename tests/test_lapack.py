@@ -56,7 +56,9 @@ def test_empty_and_unconverged_inputs():
         _lapack.syrk(np.zeros((3, 4)), True, np.zeros((4, 4), order="F"), 0.0)
 
 
-def test_other_threads_run_while_lapack_does():
+@pytest.mark.parametrize("solve_one", [cpu.eigvalsh, lambda G: cpu.eigh_top(G, 10)],
+                         ids=["syevd", "eigh_top"])
+def test_other_threads_run_while_lapack_does(solve_one):
     # A thread holding the GIL for a whole eigensolve stalls this loop for about as long
     # (SciPy's own wrapper: 58 ms of a 70 ms solve); with the GIL released the loop's
     # longest pause stays far below one solve. One BLAS thread, so that the solve and the
@@ -68,13 +70,13 @@ def test_other_threads_run_while_lapack_does():
     with threadpool_limits(1):
         for _ in range(3):
             start = time.perf_counter()
-            cpu.eigvalsh(G.copy(order="F"))
+            solve_one(G.copy(order="F"))
             one_solve = min(one_solve, time.perf_counter() - start)
         done = threading.Event()
 
         def solve() -> None:
             for _ in range(3):
-                cpu.eigvalsh(G.copy(order="F"))
+                solve_one(G.copy(order="F"))
             done.set()
 
         worker = threading.Thread(target=solve)
@@ -86,3 +88,34 @@ def test_other_threads_run_while_lapack_does():
         worker.join()
     assert one_solve > 0.02  # long enough to tell the two cases apart
     assert longest < one_solve / 3, (longest, one_solve)
+
+
+def _eigh_top_through_scipys_wrappers(G: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same routines through SciPy's f2py wrappers (sytrd, sterf and stemr by
+    eigh_tridiagonal, ormqr): the reference the GIL-free ``eigh_top`` must equal."""
+    lapack = scipy.linalg.lapack
+    M = G.shape[0]
+    lwork = int(lapack.dsytrd_lwork(M, lower=1)[0])
+    c, d, e, tau, _ = lapack.dsytrd(np.array(G, order="F"), lower=1, lwork=max(1, lwork))
+    w = scipy.linalg.eigh_tridiagonal(d, e, eigvals_only=True, lapack_driver="sterf")
+    _, Z = scipy.linalg.eigh_tridiagonal(d, e, select="i", select_range=(M - k, M - 1),
+                                         lapack_driver="stemr")
+    Z = np.asfortranarray(Z)
+    lwork = int(lapack.dormqr("L", "N", c[1:, :-1], tau, Z[1:, :], -1)[1][0])
+    Z[1:, :] = lapack.dormqr("L", "N", c[1:, :-1], tau, Z[1:, :], max(1, lwork))[0]
+    return w, Z
+
+
+@pytest.mark.parametrize("M, k", [(3, 1), (60, 60), (200, 7), (384, 10)])
+def test_eigh_top_equals_the_same_routines_through_scipy_bit_for_bit(M, k):
+    X = np.random.default_rng(M).standard_normal((M, 2 * M))
+    G = X @ X.T
+    w, V = cpu.eigh_top(G, k)
+    w_ref, V_ref = _eigh_top_through_scipys_wrappers(G, k)
+    np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(V, V_ref)
+    full_w, full_V = np.linalg.eigh(G)  # and it is the top of the spectrum
+    np.testing.assert_allclose(w, full_w, rtol=0, atol=1e-12 * full_w[-1])
+    np.testing.assert_allclose(np.abs(V), np.abs(full_V[:, -k:]), atol=1e-10)
+    with pytest.raises(ValueError, match="k"):
+        _lapack.eigh_top(np.asfortranarray(G), 0)
