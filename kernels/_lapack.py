@@ -50,8 +50,8 @@ def _routine(module: str, name: str, dtype: np.dtype) -> Any:
     returning void; every argument a pointer, Fortran style)."""
     from numba.extending import get_cython_function_address
 
-    kinds = {"c": _P(_CHAR), "i": _P(_INT), "r": _P(_REAL[dtype])}
-    argtypes = [kinds[k] for k in _SIGNATURES[name]]
+    kinds: dict[str, Any] = {"c": _P(_CHAR), "i": _P(_INT), "r": _P(_REAL[dtype])}
+    argtypes: list[Any] = [kinds[k] for k in _SIGNATURES[name]]
     address = get_cython_function_address(f"scipy.linalg.{module}", _PREFIX[dtype] + name)
     return ctypes.CFUNCTYPE(None, *argtypes)(address)
 
