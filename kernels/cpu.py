@@ -22,8 +22,11 @@ from rmt import config
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
 from rmt.kernels import _lapack
 
+# The twin interface (kernels/gpu.py exports the same names). ``sum_squares`` and
+# ``mirror_lower`` are host-side helpers of the comparison and the eigenvector analyses,
+# which bring their arrays to the host first: they have no device twin and are not listed.
 __all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
-           "mirror_lower", "permuted", "sum_squares"]
+           "permuted"]
 
 
 
