@@ -91,6 +91,13 @@ def syrk(a: np.ndarray, trans: bool, c: np.ndarray, beta: float) -> np.ndarray:
     return c
 
 
+def _check(name: str, info: Any) -> None:
+    if info.value > 0:
+        raise np.linalg.LinAlgError(f"{name} did not converge (info={info.value})")
+    if info.value < 0:  # pragma: no cover - an argument rmt passes is wrong
+        raise ValueError(f"{name}: argument {-info.value} is invalid")
+
+
 def syevd(a: np.ndarray, lower: bool, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Eigenvalues (ascending) and, with ``vectors``, eigenvectors of a symmetric matrix.
 
@@ -130,18 +137,8 @@ def syevd(a: np.ndarray, lower: bool, vectors: bool) -> tuple[np.ndarray, np.nda
     liwork = max(int(iwork_size.value), 3 + 5 * n if vectors else 1)
     work, iwork = np.empty(lwork, dtype=a.dtype), np.empty(liwork, dtype=np.int32)
     fn(*head, _ptr(work), B(_INT(lwork)), _ptr(iwork), B(_INT(liwork)), B(info))
-    if info.value > 0:
-        raise np.linalg.LinAlgError(f"syevd did not converge (info={info.value})")
-    if info.value < 0:  # pragma: no cover - an argument rmt passes is wrong
-        raise ValueError(f"syevd: argument {-info.value} is invalid")
+    _check("syevd", info)
     return w, (a if vectors else None)
-
-
-def _check(name: str, info: Any) -> None:
-    if info.value > 0:
-        raise np.linalg.LinAlgError(f"{name} did not converge (info={info.value})")
-    if info.value < 0:  # pragma: no cover - an argument rmt passes is wrong
-        raise ValueError(f"{name}: argument {-info.value} is invalid")
 
 
 def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +175,8 @@ def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"eigh_top needs 1 <= k <= n, got k={k}, n={n}")
     real, B, dt = _REAL[a.dtype], ctypes.byref, a.dtype
     info, size = _INT(0), real(0)
-    d, e, tau = np.empty(n, dt), np.empty(max(n - 1, 1), dt), np.empty(max(n - 1, 1), dt)
+    # e has n entries: sytrd sets the first n − 1, stemr wants n (the last one is scratch)
+    d, e, tau = np.empty(n, dt), np.zeros(n, dt), np.empty(max(n - 1, 1), dt)
     # tridiagonalise (size query first)
     sytrd = _routine("cython_lapack", "sytrd", dt)
     head = (B(_CHAR(b"L")), B(_INT(n)), _ptr(a), B(_INT(n)), _ptr(d), _ptr(e), _ptr(tau))
@@ -188,11 +186,11 @@ def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sytrd(*head, _ptr(work), B(_INT(lwork)), B(info))
     _check("sytrd", info)
     # every eigenvalue: sterf on copies (it overwrites d and e)
-    w, scratch = d.copy(), np.append(e[:n - 1], 0.0).astype(dt)
+    w, scratch = d.copy(), e.copy()
     _routine("cython_lapack", "sterf", dt)(B(_INT(n)), _ptr(w), _ptr(scratch), B(info))
     _check("sterf", info)
-    # the top k eigenvectors of the tridiagonal matrix (stemr wants e of length n)
-    dd, ee = d.copy(), np.append(e[:n - 1], 0.0).astype(dt)
+    # the top k eigenvectors of the tridiagonal matrix (on copies: stemr overwrites them)
+    dd, ee = d.copy(), e.copy()
     found, wk = _INT(0), np.empty(n, dt)
     Z = np.zeros((n, k), dt, order="F")
     isuppz = np.empty(2 * max(k, 1), np.int32)
@@ -205,7 +203,6 @@ def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     _check("stemr", info)
     lwork, liwork = max(int(size.value), 18 * n), max(int(iwsize.value), 10 * n)
     work, iwork = np.empty(lwork, dt), np.empty(liwork, np.int32)
-    dd[:], ee[:] = d, np.append(e[:n - 1], 0.0)  # the size query may have scaled them
     stemr(*args, _ptr(work), B(_INT(lwork)), _ptr(iwork), B(_INT(liwork)), B(info))
     _check("stemr", info)
     # back to the matrix's basis, Z <- Q Z: a lower sytrd's Q = H(1)…H(n−1) has its
