@@ -39,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
     # 64x64x3x3 kernel 1.58 ms against 1.85 ms. 512x512 slices (4 MiB each) are not
     # batched at any setting that matters (0.14 s either way).
     "ESD_BATCH_BYTES": 64 * 2**20,
+    # Stacks of float64 matrices up to this wide get their eigenvalues from
+    # rmt.kernels._small_eigvalsh instead of LAPACK one by one. 64 matrices each, one
+    # thread, Intel Xeon (Emerald Rapids) 2026-12-08, LAPACK's time / ours: n = 8 1.7x,
+    # 16-64 2.0-2.1x, 100 1.75x, 128-160 1.45x, 200 1.35x, 256 1.1x; n = 3 0.9x, but
+    # such stacks take microseconds either way.
+    "SMALL_EIGVALSH_MAX_N": 200,
     # Matrices with more entries are not SVD'd to confirm a rank loss: the SVD of a
     # 4096 x 2048 float64 matrix took 1.96 s against 0.57 s for its ESD (2026-12-03,
     # 2 cores); the Gram count (an upper bound) is reported then.
@@ -101,6 +107,7 @@ GRAM_BLOCK_BYTES: int
 GRAM_MIN_BLOCK_ROWS: int
 GPU_GRAM_BLOCK_BYTES: int
 ESD_BATCH_BYTES: int
+SMALL_EIGVALSH_MAX_N: int
 SVD_MAX_ELEMENTS: int
 KS_COARSE_STRIDE: int
 KS_SERIAL_PAIRS: int

@@ -1,0 +1,273 @@
+"""Eigenvalues of a stack of small symmetric matrices, faster than LAPACK one by one.
+
+FARMS (``rmt.farms``) and batched ESDs solve thousands of 100 × 100 eigenproblems per
+model. LAPACK takes them one at a time: ``sytrd`` (~150 µs at n = 100, one core) and
+``sterf`` (~180 µs). ``sterf``'s QL sweep is a chain of dependent divisions, so the core
+waits on each division's latency; here eight tridiagonal matrices are swept in lockstep,
+one matrix per lane, which keeps the divider busy (~50 µs per matrix). The Householder
+tridiagonalisation is one pass over the trailing matrix per column — the pending rank-2
+update fused with the next matrix-vector product, full symmetric storage so every loop
+runs along a contiguous row (~120 µs at n = 100).
+
+Algorithms: Householder reduction to tridiagonal form as LAPACK ``sytd2`` (reflectors as
+``larfg``), then the square-root-free Pal–Walker–Kahan implicit QL iteration of LAPACK
+``sterf`` with its shift and its convergence test (|eᵢ|² ≤ eps²·|dᵢ·dᵢ₊₁|), a 2 × 2
+remainder solved in closed form (``lae2``). Each lane deflates at its own top row; a sweep
+runs down to the lowest unconverged top, lanes above theirs left untouched.
+
+Precision: float64 in and out, float64 accumulation. Both steps are backward stable, so
+every eigenvalue is within a small multiple of n·eps·‖G‖₂ of the exact one (the tests
+compare with LAPACK: ≤ 1e-13·λmax, measured ~4e-15 at n = 100). Each matrix is first
+scaled by a power of two (exact) so that squared entries neither overflow nor underflow.
+A matrix with a NaN or Inf, or one whose iteration does not converge in 30·n sweeps, is
+handed to LAPACK instead, so the result is never worse than NumPy's.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import uint64
+
+#: Tridiagonal matrices swept together by the QL iteration.
+LANES = 8
+
+_EPS2 = np.finfo(np.float64).eps ** 2
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _tridiagonalise(A, d, e, v, w, vp, wp):  # pragma: no cover - compiled
+    # A: full symmetric (n, n), overwritten. d, e: diagonal and sub-diagonal out. v, w,
+    # vp, wp: scratch of n. The rank-2 update A -= v wᵀ + w vᵀ of reflector i is applied
+    # in the same pass as reflector i+1's product A·v (indices unsigned: no wraparound
+    # checks, so the row loops vectorise).
+    n = A.shape[0]
+    for j in range(n):
+        vp[j] = 0.0
+        wp[j] = 0.0
+    for i in range(n - 1):
+        start = uint64(i + 1)
+        row = A[i]
+        vpi = vp[i]
+        wpi = wp[i]
+        for k in range(uint64(i), uint64(n)):
+            row[k] -= vpi * wp[k] + wpi * vp[k]
+        d[i] = row[i]
+        tail = 0.0
+        for k in range(uint64(i + 2), uint64(n)):
+            tail += row[k] * row[k]
+        alpha = row[i + 1]
+        if tail == 0.0:  # nothing to annihilate: H = I
+            tau = 0.0
+            e[i] = alpha
+            scale = 0.0
+        else:
+            beta = -np.copysign(np.sqrt(alpha * alpha + tail), alpha)
+            tau = (beta - alpha) / beta
+            e[i] = beta
+            scale = 1.0 / (alpha - beta)
+        v[i + 1] = 1.0
+        for k in range(uint64(i + 2), uint64(n)):
+            v[k] = row[k] * scale
+        vw = 0.0
+        for j in range(start, uint64(n)):
+            r = A[j]
+            vpj = vp[j]
+            wpj = wp[j]
+            acc = 0.0
+            for k in range(start, uint64(n)):
+                x = r[k] - (vpj * wp[k] + wpj * vp[k])
+                r[k] = x
+                acc += x * v[k]
+            w[j] = tau * acc
+            vw += w[j] * v[j]
+        correction = -0.5 * tau * vw
+        vp[i] = 0.0
+        wp[i] = 0.0
+        for k in range(start, uint64(n)):
+            vp[k] = v[k]
+            wp[k] = w[k] + correction * v[k]
+    d[n - 1] = A[n - 1, n - 1] - 2.0 * vp[n - 1] * wp[n - 1]
+    e[n - 1] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _eigenvalues_2x2(a, b, c):  # pragma: no cover - compiled
+    # Eigenvalues of [[a, b], [b, c]], larger first (LAPACK dlae2).
+    sm = a + c
+    adf = abs(a - c)
+    ab = abs(b + b)
+    acmx, acmn = (a, c) if abs(a) > abs(c) else (c, a)
+    if adf > ab:
+        rt = adf * np.sqrt(1.0 + (ab / adf) ** 2)
+    elif adf < ab:
+        rt = ab * np.sqrt(1.0 + (adf / ab) ** 2)
+    else:
+        rt = ab * np.sqrt(2.0)
+    if sm == 0.0:
+        return 0.5 * rt, -0.5 * rt
+    rt1 = 0.5 * (sm - rt) if sm < 0.0 else 0.5 * (sm + rt)
+    return rt1, (acmx / rt1) * acmn - (b / rt1) * b
+
+
+@numba.njit(cache=True, nogil=True)
+def _deflate(d, e2, top):  # pragma: no cover - compiled
+    # Move each lane's top past converged rows; a 2 x 2 remainder in closed form; a lane
+    # with nothing left gets top = n. Returns the lowest top.
+    n, lanes = d.shape
+    low = n
+    for lane in range(lanes):
+        t = top[lane]
+        while t < n - 1:
+            if abs(e2[t, lane]) <= _EPS2 * abs(d[t, lane] * d[t + 1, lane]):
+                e2[t, lane] = 0.0
+                t += 1
+            elif t == n - 2:
+                d[t, lane], d[t + 1, lane] = _eigenvalues_2x2(
+                    d[t, lane], np.sqrt(e2[t, lane]), d[t + 1, lane])
+                e2[t, lane] = 0.0
+                t = n
+            else:
+                break
+        top[lane] = n if t >= n - 1 else t
+        low = min(low, top[lane])
+    return low
+
+
+@numba.njit(cache=True, nogil=True)
+def _ql_lanes(d, e2, max_sweeps):  # pragma: no cover - compiled
+    # sterf's QL sweeps on the columns of d (diagonals) and e2 (squared sub-diagonals),
+    # all lanes in one loop. Returns, per lane, whether it failed to converge.
+    n, lanes = d.shape
+    top = np.zeros(lanes, np.int64)
+    sigma = np.zeros(lanes)
+    c = np.zeros(lanes)
+    s = np.zeros(lanes)
+    gamma = np.zeros(lanes)
+    p = np.zeros(lanes)
+    bottom = n - 1
+    for _ in range(max_sweeps):
+        low = _deflate(d, e2, top)
+        if low >= n:
+            return top < 0
+        for lane in range(lanes):
+            t = top[lane]
+            if t < n:  # sterf's shift from the top 2 x 2
+                rte = np.sqrt(e2[t, lane])
+                g = (d[t + 1, lane] - d[t, lane]) / (2.0 * rte)
+                sigma[lane] = d[t, lane] - rte / (g + np.copysign(np.hypot(g, 1.0), g))
+            else:
+                sigma[lane] = 0.0
+            c[lane] = 1.0
+            s[lane] = 0.0
+            gamma[lane] = d[bottom, lane] - sigma[lane]
+            p[lane] = gamma[lane] * gamma[lane]
+        for i in range(bottom - 1, low - 1, -1):
+            for lane in range(lanes):
+                if i < top[lane]:
+                    continue
+                bb = e2[i, lane]
+                r = p[lane] + bb
+                if i != bottom - 1:
+                    e2[i + 1, lane] = s[lane] * r
+                oldc = c[lane]
+                if r != 0.0:
+                    c[lane] = p[lane] / r
+                    s[lane] = bb / r
+                else:  # p = bb = 0: an exact split, nothing to rotate
+                    c[lane] = 1.0
+                    s[lane] = 0.0
+                oldgam = gamma[lane]
+                alpha = d[i, lane]
+                gamma[lane] = c[lane] * (alpha - sigma[lane]) - s[lane] * oldgam
+                d[i + 1, lane] = oldgam + (alpha - gamma[lane])
+                if c[lane] != 0.0:
+                    p[lane] = (gamma[lane] * gamma[lane]) / c[lane]
+                else:
+                    p[lane] = oldc * bb
+                if i == top[lane]:
+                    e2[i, lane] = s[lane] * p[lane]
+                    d[i, lane] = sigma[lane] + gamma[lane]
+    _deflate(d, e2, top)
+    return top < n
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _solve(G, out, fallback):  # pragma: no cover - compiled
+    # out[b] = eigenvalues of G[b] (lower triangle), ascending; fallback[b] set where
+    # LAPACK must do it instead (non-finite entries, no convergence).
+    count, n, _ = G.shape
+    groups = (count + LANES - 1) // LANES
+    for group in numba.prange(groups):
+        A = np.empty((n, n))
+        d = np.zeros((n, LANES))
+        e2 = np.zeros((n, LANES))
+        scales = np.ones(LANES)
+        col_d = np.empty(n)
+        col_e = np.empty(n)
+        v = np.empty(n)
+        w = np.empty(n)
+        vp = np.empty(n)
+        wp = np.empty(n)
+        first = group * LANES
+        for lane in range(min(LANES, count - first)):
+            b = first + lane
+            largest = 0.0
+            finite = True
+            for i in range(n):
+                for j in range(i + 1):
+                    x = G[b, i, j]
+                    if not np.isfinite(x):
+                        finite = False
+                    largest = max(largest, abs(x))
+            if not finite:
+                fallback[b] = True
+                continue
+            # a power of two near 1/largest: exact, keeps squares in range
+            scale = 1.0 if largest == 0.0 else 2.0 ** -np.ceil(np.log2(largest))
+            scales[lane] = scale
+            for i in range(n):
+                for j in range(i + 1):
+                    A[i, j] = G[b, i, j] * scale
+                    A[j, i] = A[i, j]
+            _tridiagonalise(A, col_d, col_e, v, w, vp, wp)
+            for i in range(n):
+                d[i, lane] = col_d[i]
+                e2[i, lane] = col_e[i] * col_e[i]
+        failed = _ql_lanes(d, e2, 30 * n)
+        for lane in range(min(LANES, count - first)):
+            b = first + lane
+            if failed[lane]:
+                fallback[b] = True
+            if fallback[b]:
+                continue
+            ev = np.sort(d[:, lane])
+            for i in range(n):
+                out[b, i] = ev[i] / scales[lane]
+
+
+def eigvalsh_stack(G: np.ndarray) -> np.ndarray:
+    """Eigenvalues, ascending, of each matrix of a stack of small symmetric matrices.
+
+    Parameters
+    ----------
+    G : numpy.ndarray, shape (k, n, n), float64
+        Only the lower triangle of each matrix is read; not modified.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k, n), float64
+        Ascending along the last axis. Matrices with a NaN or Inf (or, never seen, no
+        convergence) go through ``numpy.linalg.eigvalsh``, as they would without this
+        routine.
+    """
+    if G.ndim != 3 or G.shape[1] != G.shape[2] or G.dtype != np.float64:
+        raise ValueError(f"need a (k, n, n) float64 stack, got {G.shape} {G.dtype}")
+    out = np.empty(G.shape[:2])
+    if G.size == 0:
+        return out
+    fallback = np.zeros(G.shape[0], dtype=np.bool_)
+    _solve(G, out, fallback)
+    if fallback.any():
+        out[fallback] = np.linalg.eigvalsh(G[fallback], UPLO="L")
+    return out
