@@ -22,9 +22,10 @@ from rmt import config
 from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kind
 from rmt.kernels import _lapack, _small_eigvalsh
 
-# The twin interface (kernels/gpu.py exports the same names). ``sum_squares`` and
-# ``mirror_lower`` are host-side helpers of the comparison and the eigenvector analyses,
-# which bring their arrays to the host first: they have no device twin and are not listed.
+# The twin interface (kernels/gpu.py exports the same names). ``sum_squares``,
+# ``mirror_lower`` and ``add_ranges`` are host-side helpers of the comparison, the
+# eigenvector analyses and FARMS, used on host arrays only: they have no device twin and
+# are not listed.
 __all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
            "permuted"]
 
@@ -102,6 +103,46 @@ def sum_squares(a: np.ndarray) -> float:
     if a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
         raise ValueError("sum_squares needs a C-contiguous float32 or float64 array")
     return float(_sum_squares(a.reshape(-1)))
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _add_ranges(parts, first, last, out):  # pragma: no cover - compiled
+    n = parts.shape[1]
+    for k in range(out.shape[0]):
+        o = out[k]
+        for i in range(n):
+            row = o[i]
+            src = parts[first[k], i]
+            for j in range(numba.uint64(i + 1)):  # unsigned: no wraparound, vectorises
+                row[j] = src[j]
+            for s in range(first[k] + 1, last[k]):
+                src = parts[s, i]
+                for j in range(numba.uint64(i + 1)):
+                    row[j] += src[j]
+
+
+def add_ranges(parts: np.ndarray, first: np.ndarray, last: np.ndarray,
+               out: np.ndarray) -> np.ndarray:
+    """Lower triangles of sums of consecutive matrices: out[k] = Σ parts[first[k]:last[k]].
+
+    Parameters
+    ----------
+    parts : numpy.ndarray, (S, n, n), float64, C-contiguous
+    first, last : numpy.ndarray of int64, (K,)
+        Ranges, ``first[k] < last[k] ≤ S``.
+    out : numpy.ndarray, (K, n, n), float64, C-contiguous
+        Its lower triangles (diagonal included) are set; the upper ones are not touched.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``. The sums run in the order of ``parts`` (as ``numpy.sum`` over axis 0),
+        float64.
+    """
+    if not (np.all(first < last) and np.all(last <= parts.shape[0]) and np.all(first >= 0)):
+        raise ValueError("add_ranges needs 0 <= first < last <= len(parts)")
+    _add_ranges(parts, first.astype(np.int64), last.astype(np.int64), out)
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -40,6 +40,7 @@ from rmt._threads import limit_threads
 from rmt.columns import Analysis, Column, LayerResult, attribute
 from rmt.errors import DataError
 from rmt.hill import HillFit, alpha_hill
+from rmt.kernels import cpu
 from rmt.metrics import numerical_zero_threshold
 from rmt.spectra import _check_gram, _validated, stored_matrices
 
@@ -119,7 +120,8 @@ def _window_shape(rows: int, cols: int, window: int, aspect: float) -> tuple[int
 
 def _window_grams(A: Any, r: int, c: int, row_starts: list[int], col_starts: list[int],
                   K: Any, xp: Any) -> Any:
-    """Gram matrices (r × r) of every r × c window of A, in float64.
+    """Gram matrices (r × r) of every r × c window of A, in float64 (on the host, the
+    lower triangles only: all the eigensolver reads).
 
     Windows that share rows share columns too (they overlap when the stride is below the
     width), so each row block is decoded once, the Gram matrix of every column segment
@@ -128,17 +130,21 @@ def _window_grams(A: Any, r: int, c: int, row_starts: list[int], col_starts: lis
     """
     cuts = sorted({0, A.shape[1], *col_starts, *(j + c for j in col_starts)})
     position = {cut: k for k, cut in enumerate(cuts)}
+    first = np.array([position[j] for j in col_starts], dtype=np.int64)
+    last = np.array([position[j + c] for j in col_starts], dtype=np.int64)
     out = xp.empty((len(row_starts) * len(col_starts), r, r))
     block = xp.empty((r, A.shape[1]))
     segments = xp.empty((len(cuts) - 1, r, r))
-    k = 0
-    for i in row_starts:
+    for n, i in enumerate(row_starts):
         K.decode(A[i:i + r], block)
         for s, (a, b) in enumerate(itertools.pairwise(cuts)):
             xp.matmul(block[:, a:b], block[:, a:b].T, out=segments[s])
-        for j in col_starts:
-            xp.sum(segments[position[j]:position[j + c]], axis=0, out=out[k])
-            k += 1
+        grams = out[n * len(col_starts):(n + 1) * len(col_starts)]
+        if xp is np:  # one compiled pass over the lower triangles (numpy.sum: 3x slower)
+            cpu.add_ranges(segments, first, last, grams)
+        else:
+            for k, (lo, hi) in enumerate(zip(first, last, strict=True)):
+                xp.sum(segments[lo:hi], axis=0, out=grams[k])
     return out
 
 

@@ -307,3 +307,20 @@ def test_mirror_lower_copies_the_lower_triangle(order):
     expected = np.tril(G) + np.tril(G, -1).T
     assert cpu.mirror_lower(G) is G
     np.testing.assert_array_equal(G, expected)
+
+
+def test_add_ranges_sums_lower_triangles_in_order_and_leaves_the_upper():
+    rng = np.random.default_rng(12)
+    parts = rng.standard_normal((7, 9, 9))
+    first, last = np.array([0, 2, 6, 3]), np.array([3, 7, 7, 4])
+    out = np.full((4, 9, 9), 5.0)
+    assert cpu.add_ranges(parts, first, last, out) is out
+    lower = np.tril_indices(9)
+    for k in range(4):
+        expect = np.sum(parts[first[k]:last[k]], axis=0)
+        np.testing.assert_array_equal(out[k][lower], expect[lower])  # numpy.sum's order
+        np.testing.assert_array_equal(out[k][np.triu_indices(9, 1)], 5.0)
+    with pytest.raises(ValueError, match="first < last"):
+        cpu.add_ranges(parts, np.array([2]), np.array([2]), out[:1])
+    with pytest.raises(ValueError, match="len"):
+        cpu.add_ranges(parts, np.array([0]), np.array([8]), out[:1])
