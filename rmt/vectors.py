@@ -189,18 +189,28 @@ class EigenvectorMetrics:
 def _times(A: Any, V: np.ndarray, block_rows: int = 4096) -> np.ndarray:
     """A @ V in float64 for A in any storage dtype, decoding row blocks (no full copy)."""
     A = to_host(A)
+    if A.dtype == np.float64:
+        return A @ V
     out = np.empty((A.shape[0], V.shape[1]))
     K = kernels("cpu")
+    buf = np.empty((min(block_rows, A.shape[0]), A.shape[1]))
     for start in range(0, A.shape[0], block_rows):
         block = A[start:start + block_rows]
-        buf = np.empty(block.shape, dtype=np.float64)
-        K.decode(np.ascontiguousarray(block), buf)
-        out[start:start + block_rows] = buf @ V
+        rows = buf[:block.shape[0]]
+        K.decode(block, rows)  # any strides: a transposed W is decoded in place
+        np.matmul(rows, V, out=out[start:start + block.shape[0]])
     return out
 
 
 def _top(vec: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
-    order = np.argsort(-np.abs(vec), kind="stable")[:n]
+    """The n largest |components| of vec, largest first (ties: lower index first)."""
+    mag = np.abs(vec)
+    if n < vec.size:  # the n-th largest magnitude, then every index at or above it
+        cut = np.partition(mag, vec.size - n)[vec.size - n]
+        candidates = np.flatnonzero(mag >= cut)
+    else:
+        candidates = np.arange(vec.size)
+    order = candidates[np.argsort(-mag[candidates], kind="stable")][:n]
     return tuple((int(i), float(vec[i])) for i in order)
 
 
@@ -348,14 +358,20 @@ def localisation(dec: Eigendecomposition, *, n_tail: int = 0, n_spikes: int = 1,
     m = dec.vectors[0].shape[0]
     flat_index = dec.owner * m + dec.column
     metrics = [p[flat_index] for p in pooled]
+    chosen = range(1, min(int(n_spikes), dec.evals.size) + 1)  # the largest, first
+    # every spike's u = A v / σ of one slice from one pass over that slice
+    wanted: dict[int, list[int]] = {}
+    for j in chosen:
+        wanted.setdefault(int(dec.owner[-j]), []).append(int(dec.column[-j]))
+    products = {k: _times(dec.mats[k], dec.vectors[k][:, cols]) for k, cols in wanted.items()}
     spikes = []
-    for j in range(1, min(int(n_spikes), dec.evals.size) + 1):
+    for j in chosen:
         k, c = int(dec.owner[-j]), int(dec.column[-j])
         lam = float(dec.evals[-j])
         v = dec.vectors[k][:, c]
         s = np.sqrt(max(lam * dec.unit, 0.0))
-        n_rows = dec.mats[k].shape[0]
-        u = _times(dec.mats[k], v[:, None])[:, 0] / s if s > 0 else np.zeros(n_rows)
+        Av = products[k][:, wanted[k].index(c)]
+        u = Av / s if s > 0 else np.zeros_like(Av)
         # A = W (out × in): v on the inputs, u on the outputs; A = Wᵀ: the other way round
         v_in, v_out = (u, v) if dec.transpose else (v, u)
         spikes.append(SpikeVector(eigenvalue=lam, slice=k, ipr_in=float(np.sum(v_in**4)),

@@ -81,3 +81,27 @@ def test_vectors_through_the_gpu_twin(numpy_as_cupy):
     np.testing.assert_allclose(gpu.evals, cpu.evals, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gpu.loc_ratio, cpu.loc_ratio, rtol=1e-9)
     assert numpy_as_cupy.get("eigh", 0) >= 1
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float8_e4m3fn"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_products_decode_any_dtype_and_strides_exactly(dtype, transposed):
+    import ml_dtypes
+
+    from rmt.vectors import _times
+
+    rng = np.random.default_rng(21)
+    stored = rng.standard_normal((300, 70)).astype(getattr(ml_dtypes, dtype, dtype))
+    A = stored.T if transposed else stored
+    V = rng.standard_normal((A.shape[1], 3))
+    expected = A.astype(np.float64) @ V
+    np.testing.assert_allclose(_times(A, V, block_rows=64), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_top_coordinates_are_the_largest_first_ties_by_index():
+    from rmt.vectors import _top
+
+    vec = np.array([0.5, -2.0, 2.0, 0.1, -0.5, 2.0, 0.0])
+    order = np.argsort(-np.abs(vec), kind="stable")
+    for n in range(1, vec.size + 2):
+        assert _top(vec, n) == tuple((int(i), float(vec[i])) for i in order[:n])
