@@ -141,6 +141,44 @@ def syevd(a: np.ndarray, lower: bool, vectors: bool) -> tuple[np.ndarray, np.nda
     return w, (a if vectors else None)
 
 
+def tridiagonalise(a: np.ndarray, lower: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Householder reduction of a symmetric matrix to tridiagonal form (``sytrd``).
+
+    Parameters
+    ----------
+    a : numpy.ndarray, (n, n), Fortran-contiguous, float64 or float32
+        Its ``lower`` (or upper) triangle is read; overwritten by the reflectors.
+    lower : bool, default True
+
+    Returns
+    -------
+    d : numpy.ndarray, (n,)
+        The diagonal.
+    e : numpy.ndarray, (n,)
+        The sub-diagonal in its first n − 1 entries (the last is 0: ``stemr`` wants n).
+    tau : numpy.ndarray, (max(n − 1, 1),)
+        The reflectors' scalars.
+    """
+    if not a.flags.f_contiguous or a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError("tridiagonalise needs a square Fortran-contiguous matrix")
+    n, dt = a.shape[0], a.dtype
+    real, B = _REAL[dt], ctypes.byref
+    info, size = _INT(0), real(0)
+    d, e, tau = np.empty(n, dt), np.zeros(n, dt), np.empty(max(n - 1, 1), dt)
+    if n == 0:
+        return d, e, tau
+    sytrd = _routine("cython_lapack", "sytrd", dt)
+    head = (B(_CHAR(b"L" if lower else b"U")), B(_INT(n)), _ptr(a), B(_INT(n)), _ptr(d), _ptr(e),
+            _ptr(tau))
+    sytrd(*head, B(size), B(_INT(-1)), B(info))  # workspace size
+    lwork = max(int(size.value), n, 1)
+    work = np.empty(lwork, dt)
+    sytrd(*head, _ptr(work), B(_INT(lwork)), B(info))
+    _check("sytrd", info)
+    return d, e, tau
+
+
 def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Every eigenvalue and the top-k eigenvectors of a symmetric matrix (lower triangle).
 
@@ -175,16 +213,7 @@ def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"eigh_top needs 1 <= k <= n, got k={k}, n={n}")
     real, B, dt = _REAL[a.dtype], ctypes.byref, a.dtype
     info, size = _INT(0), real(0)
-    # e has n entries: sytrd sets the first n − 1, stemr wants n (the last one is scratch)
-    d, e, tau = np.empty(n, dt), np.zeros(n, dt), np.empty(max(n - 1, 1), dt)
-    # tridiagonalise (size query first)
-    sytrd = _routine("cython_lapack", "sytrd", dt)
-    head = (B(_CHAR(b"L")), B(_INT(n)), _ptr(a), B(_INT(n)), _ptr(d), _ptr(e), _ptr(tau))
-    sytrd(*head, B(size), B(_INT(-1)), B(info))
-    lwork = max(int(size.value), n, 1)
-    work = np.empty(lwork, dt)
-    sytrd(*head, _ptr(work), B(_INT(lwork)), B(info))
-    _check("sytrd", info)
+    d, e, tau = tridiagonalise(a)
     # every eigenvalue: sterf on copies (it overwrites d and e)
     w, scratch = d.copy(), e.copy()
     _routine("cython_lapack", "sterf", dt)(B(_INT(n)), _ptr(w), _ptr(scratch), B(info))

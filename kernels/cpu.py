@@ -23,9 +23,9 @@ from rmt._dtypes import accumulation_dtype, bits_view, decode_table, storage_kin
 from rmt.kernels import _lapack, _small_eigvalsh
 
 # The twin interface (kernels/gpu.py exports the same names). ``sum_squares``,
-# ``mirror_lower`` and ``add_ranges`` are host-side helpers of the comparison, the
-# eigenvector analyses and FARMS, used on host arrays only: they have no device twin and
-# are not listed.
+# ``mirror_lower``, ``add_ranges`` and ``eigvalsh_together`` are host-side helpers of the
+# comparison, the eigenvector analyses, FARMS and the shuffled ESDs, used on host arrays
+# only: they have no device twin and are not listed.
 __all__ = ["decode", "eigh", "eigh_top", "eigvalsh", "gram", "gram_stack", "ks_distances",
            "permuted"]
 
@@ -273,6 +273,44 @@ def eigvalsh(G: np.ndarray) -> np.ndarray:
         return np.linalg.eigvalsh(G, UPLO="L")
     G, lower = _fortran(G)
     return _lapack.syevd(G, lower, vectors=False)[0]
+
+
+def eigvalsh_together(Gs: list[np.ndarray]) -> list[np.ndarray]:
+    """Eigenvalues, ascending, of a few symmetric matrices of one size, solved together.
+
+    Each is tridiagonalised (LAPACK ``sytrd``, as ``eigvalsh`` does; up to
+    ``config.SMALL_EIGVALSH_MAX_N`` wide by the stack solver's own reduction) and the
+    tridiagonal matrices go through one lockstep QL iteration
+    (:func:`rmt.kernels._small_eigvalsh.tridiagonal_eigvalsh`): two 384 × 384 matrices
+    in ~25% less time than two ``eigvalsh`` calls, the same accuracy (≈ n·eps·λmax; the
+    bits differ from ``syevd``'s). A lone matrix goes to :func:`eigvalsh`.
+
+    Parameters
+    ----------
+    Gs : list of numpy.ndarray, each (M, M)
+        Symmetric, float64; only the lower triangle is referenced; a Fortran-ordered one
+        is overwritten.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One float64 array of M eigenvalues per matrix, in order.
+    """
+    if len({G.shape for G in Gs}) > 1 or any(G.ndim != 2 for G in Gs):
+        raise ValueError(f"eigvalsh_together needs square matrices of one size, got "
+                         f"{[G.shape for G in Gs]}")
+    if len(Gs) == 1:
+        return [np.asarray(eigvalsh(Gs[0]), dtype=np.float64)]
+    if Gs[0].shape[0] <= config.SMALL_EIGVALSH_MAX_N:
+        return list(_small_eigvalsh.eigvalsh_stack(np.stack([np.asarray(G, np.float64)
+                                                             for G in Gs])))
+    ds, es = [], []
+    for G in Gs:
+        a, lower = _fortran(np.asarray(G, dtype=np.float64))
+        d, e, _ = _lapack.tridiagonalise(a, lower)
+        ds.append(d)
+        es.append(e[:-1])
+    return list(_small_eigvalsh.tridiagonal_eigvalsh(np.array(ds), np.array(es)))
 
 
 def eigh_top(G: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANALYSES", "COLUMNS", "OPTIONS", "Analysis", "Column", "LayerResult", "attribute",
-           "entry_std", "layer_rng", "register", "table_columns", "unregister"]
+__all__ = ["ANALYSES", "COLUMNS", "OPTIONS", "Analysis", "Column", "Companion", "LayerResult",
+           "attribute", "entry_std", "layer_rng", "register", "table_columns", "unregister"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class LayerResult:
     eigen : rmt.vectors.Eigendecomposition or None
         The full eigendecomposition the ESD came from, when an enabled analysis needs
         eigenvectors (``vectors=True``): one decomposition serves both.
+    companions : dict
+        By analysis name: ``(state, evals)``, the state of the :class:`Companion` an
+        enabled analysis asked for and the ESD of its matrix (computed together with the
+        layer's own; the matrix itself is not kept).
     """
 
     name: str
@@ -89,6 +93,27 @@ class LayerResult:
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     eigen: Any = None
+    companions: dict[str, tuple[Any, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A matrix whose ESD an analysis needs, computed together with the layer's own.
+
+    Eigenvalues of two same-size Gram matrices cost less solved together than one after
+    the other (``rmt.spectra.esds_together``), so an analysis that needs a second ESD of
+    a matrix derived from W (``randomize``: W shuffled) hands it to the pipeline first.
+
+    Attributes
+    ----------
+    matrix : array
+        Same shape as W.
+    state : object
+        Whatever the analysis needs later with it (the generator after the draw).
+    """
+
+    matrix: Any
+    state: Any = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,11 @@ class Analysis:
     option : str
         The ``rmt.analyze`` keyword that turns it on (``"randomize"``); empty: always on.
         An analysis that is off neither runs nor adds columns to the table.
+    companion : callable, optional
+        ``companion(W, options, name) -> Companion | None``: a matrix whose ESD the
+        pipeline computes together with the layer's, before any analysis runs; it
+        arrives in ``layer.companions[name]``. Called only for 2-D weights on the host
+        when the layer's ESD comes without eigenvectors; ``compute`` must work without it.
     """
 
     name: str
@@ -124,6 +154,7 @@ class Analysis:
     required: bool = False
     warning: Callable[[Any], str] | None = None
     option: str = ""
+    companion: Callable[[Any, Any, str], Companion | None] | None = None
 
     def enabled(self, options: Any) -> bool:
         """Whether it runs with these options.

@@ -26,7 +26,7 @@ from rmt.heavytail import Candidates
 from rmt.io.layout import infer_layout
 from rmt.metrics import numerical_zero_threshold
 from rmt.phases import PhaseThresholds
-from rmt.spectra import Conv, WeightShape, esd, weight_shape
+from rmt.spectra import Conv, WeightShape, esds_together, weight_shape
 
 OnError = Literal["record", "raise"]
 #: How ``rmt.analyze`` reads conv kernels: ``rmt.esd``'s two rules, or one row per slice
@@ -103,7 +103,8 @@ def failed_row(base: dict[str, Any], warning: str) -> dict[str, Any]:
 
 
 def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
-                  opts: Options, eigen: Any = None) -> LayerResult:
+                  opts: Options, eigen: Any = None,
+                  companions: dict[str, tuple[Any, np.ndarray]] | None = None) -> LayerResult:
     """Compute step: every registered analysis of one ESD, once each, in order.
 
     Parameters
@@ -121,6 +122,9 @@ def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
         The run's options.
     eigen : rmt.vectors.Eigendecomposition, optional
         The decomposition ``ev`` came from, when eigenvectors are needed.
+    companions : dict, optional
+        ``(state, evals)`` per analysis whose companion matrix's ESD came with ``ev``
+        (:attr:`rmt.columns.LayerResult.companions`).
 
     Returns
     -------
@@ -132,7 +136,7 @@ def compute_layer(name: str, W: Any, ev: np.ndarray, shape: WeightShape,
         A required analysis (the phase) has no result.
     """
     layer = LayerResult(name, shape, ev, ev[ev > numerical_zero_threshold(ev, shape.M)], opts,
-                        eigen=eigen)
+                        eigen=eigen, companions=dict(companions or {}))
     for analysis in ANALYSES.values():
         if not analysis.enabled(opts):
             continue
@@ -224,6 +228,7 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
         return failed_row(sized, f"skipped: {shape.n_evals} eigenvalues > max_evals="
                                  f"{opts.max_evals}")
     eigen = None
+    companions: dict[str, tuple[Any, np.ndarray]] = {}
     if capture is not None:
         capture.kept[name] = (W, None)
     if "vectors" in opts.enabled or (capture is not None and capture.decompose
@@ -239,15 +244,33 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
         if capture is not None:
             capture.kept[name] = (W, eigen)
     else:
-        ev = esd(W, normalize=opts.normalize, conv=opts.conv, device=opts.device,
-                 n_threads=opts.n_threads, name=name)
+        ev, companions = _esd_with_companions(W, name, opts)
     if not ev[-1] > 0:
         return failed_row(sized, "all entries are zero")
     try:
-        layer = compute_layer(name, W, ev, shape, opts, eigen=eigen)
+        layer = compute_layer(name, W, ev, shape, opts, eigen=eigen, companions=companions)
     except DataError as err:
         return failed_row(sized, str(err))
     return _present(layer, name, base, opts, start)
+
+
+def _esd_with_companions(W: Any, name: str, opts: Options
+                         ) -> tuple[np.ndarray, dict[str, tuple[Any, np.ndarray]]]:
+    """The layer's ESD, and those of the matrices enabled analyses asked for with it
+    (:attr:`rmt.columns.Analysis.companion`), their eigenvalues solved together."""
+    wanted = {}
+    if W.ndim == 2 and isinstance(W, np.ndarray):
+        for analysis in ANALYSES.values():
+            if analysis.companion is not None and analysis.enabled(opts):
+                made = analysis.companion(W, opts, name)
+                if made is not None:
+                    wanted[analysis.name] = made
+    evs = esds_together([W, *(c.matrix for c in wanted.values())], normalize=opts.normalize,
+                        conv=opts.conv, device=opts.device, n_threads=opts.n_threads,
+                        name=name)
+    # the matrices go now; each analysis keeps its state and the ESD
+    return evs[0], {key: (c.state, ev) for (key, c), ev in zip(wanted.items(), evs[1:],
+                                                               strict=True)}
 
 
 def _present(layer: LayerResult, name: str, base: dict[str, Any], opts: Options,

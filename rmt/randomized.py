@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 from rmt._device import array_namespace, is_cupy_array, kernels, to_host
-from rmt.columns import Analysis, Column, LayerResult, attribute, entry_std, layer_rng
+from rmt.columns import Analysis, Column, Companion, LayerResult, attribute, entry_std, layer_rng
 from rmt.hessian.slq import wasserstein
 from rmt.metrics import numerical_zero_threshold
 from rmt.mp import MPFit, fit_mp, tw_z
@@ -187,9 +187,19 @@ def randomized_esd(W: Any, ev: np.ndarray, *, rng: np.random.Generator, conv: Co
     -------
     RandomizedESD
     """
-    shape = weight_shape(W.shape, conv)
     Ws, _ = shuffled(W, rng, conv)
     rand = esd(Ws, normalize=normalize, conv=conv, device=device, n_threads=n_threads)
+    del Ws
+    return _compared(W, ev, rand, rng=rng, conv=conv, normalize=normalize, fpr=fpr,
+                     device=device, n_threads=n_threads)
+
+
+def _compared(W: Any, ev: np.ndarray, rand: np.ndarray, *, rng: np.random.Generator,
+              conv: Conv, normalize: bool, fpr: float, device: Any,
+              n_threads: int | None) -> RandomizedESD:
+    """The fits and distances of :func:`randomized_esd`, given the shuffled ESD ``rand``
+    (``rng`` as left by the shuffle: small layers draw more shuffles from it)."""
+    shape = weight_shape(W.shape, conv)
     nonzero = rand[rand > numerical_zero_threshold(rand, shape.M)]
     mpf = (fit_mp(nonzero, N=shape.N, M=shape.M, fpr=fpr, normalized=normalize)
            if nonzero.size >= 2 else None)
@@ -351,11 +361,21 @@ def _tw_z(lam: float, fit: MPFit) -> float:
     return tw_z(lam, fit.sigma2, fit.N, fit.M)
 
 
+def _shuffle_first(W: Any, opts: Any, name: str) -> Companion:
+    # The shuffle randomized_esd would draw, drawn before the layer's ESD so that both
+    # ESDs are solved together (rmt.spectra.esds_together); the generator goes with it.
+    rng = layer_rng(opts.seed, name)
+    return Companion(shuffled(W, rng, opts.conv)[0], state=rng)
+
+
 def _randomize(layer: LayerResult, W: Any) -> RandomizedESD:
     opts = layer.options
-    return randomized_esd(W, layer.evals, rng=layer_rng(opts.seed, layer.name), conv=opts.conv,
-                          normalize=opts.normalize, fpr=opts.thresholds.fpr,
-                          device=opts.device, n_threads=opts.n_threads)
+    kw = {"conv": opts.conv, "normalize": opts.normalize, "fpr": opts.thresholds.fpr,
+          "device": opts.device, "n_threads": opts.n_threads}
+    if "randomize" in layer.companions:  # shuffled and solved with the layer's own ESD
+        rng, rand = layer.companions["randomize"]
+        return _compared(W, layer.evals, rand, rng=rng, **kw)
+    return randomized_esd(W, layer.evals, rng=layer_rng(opts.seed, layer.name), **kw)
 
 
 
@@ -394,4 +414,4 @@ RANDOMIZE = Analysis("randomize", _randomize, (
     Column("rand_distance_ww", "WeightWatcher's rand_distance: Jensen-Shannon distance "
            "between the sorted eigenvalue vectors", "", "rmt.randomized.jensen_shannon_ww",
            attribute("distance_ww")),
-), option="randomize")
+), option="randomize", companion=_shuffle_first)

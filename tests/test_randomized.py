@@ -188,3 +188,27 @@ def test_num_traps_ww_pools_five_shuffles_of_a_small_layer():
                                      for _ in range(WW_REPLICAS)]))
     np.testing.assert_array_equal(r.evals, rmt.esd(shuffled(W, np.random.default_rng(8))[0]))
     assert r.n_traps_ww == ww_mp_fit(pooled, 32, 12)[1] >= WW_REPLICAS
+
+
+@pytest.mark.parametrize("cols", [150, 260])  # the stack solver's side of 200, and LAPACK's
+def test_the_pipelines_joint_eigensolve_gives_randomized_esds_answer(cols, monkeypatch):
+    # analyze() draws the shuffle first and solves both ESDs together
+    # (rmt.spectra.esds_together); the columns are randomized_esd's on the same shuffle
+    from rmt.kernels import cpu
+
+    joint = []
+    real = cpu.eigvalsh_together
+    monkeypatch.setattr(cpu, "eigvalsh_together", lambda Gs: joint.append(len(Gs)) or real(Gs))
+    rng = np.random.default_rng(cols)
+    W = rng.standard_normal((400, cols)).astype(np.float32)
+    W[:3, :3] += 40.0  # a trap
+    df = rmt.analyze({"w": W}, randomize=True, rng=5, progress=False).iloc[0]
+    assert joint == [2]
+    plain = rmt.analyze({"w": W}, progress=False).iloc[0]
+    alone = randomized_esd(W, rmt.esd(W), rng=layer_rng(5, "w"))
+    assert df["rand_lambda_max"] == pytest.approx(alone.lambda_max, rel=1e-12)
+    assert df["rand_distance"] == pytest.approx(alone.distance, rel=1e-9, abs=1e-12)
+    assert df["num_traps"] == alone.n_traps >= 1
+    assert df["num_traps_ww"] == alone.n_traps_ww
+    for column in ("lambda_max", "alpha", "stable_rank"):
+        assert df[column] == pytest.approx(plain[column], rel=1e-12)
