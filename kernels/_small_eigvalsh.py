@@ -6,9 +6,9 @@ model. LAPACK takes them one at a time: ``sytrd`` (~150 µs at n = 100, one core
 waits on each division's latency; here eight tridiagonal matrices are swept in lockstep,
 one matrix per lane, which keeps the divider busy, and each step divides twice instead
 of three times (one reciprocal for both c and s): ~50 µs per matrix. The Householder
-tridiagonalisation is one pass over the trailing matrix per column — the pending rank-2
-update fused with the next matrix-vector product, full symmetric storage so every loop
-runs along a contiguous row, two rows per pass (~110 µs at n = 100).
+tridiagonalisation is one pass over the trailing lower triangle per column — the pending
+rank-2 update fused with the next matrix-vector product, along contiguous rows, two rows
+per pass (~100 µs at n = 100).
 
 Algorithms: Householder reduction to tridiagonal form as LAPACK ``sytd2`` (reflectors as
 ``larfg``), then the square-root-free Pal–Walker–Kahan implicit QL iteration of LAPACK
@@ -38,26 +38,27 @@ _EPS2 = np.finfo(np.float64).eps ** 2
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 def _tridiagonalise(A, d, e, v, w, vp, wp):  # pragma: no cover - compiled
-    # A: full symmetric (n, n), overwritten. d, e: diagonal and sub-diagonal out. v, w,
-    # vp, wp: scratch of n. The rank-2 update A -= v wᵀ + w vᵀ of reflector i is applied
-    # in the same pass as reflector i+1's product A·v (indices unsigned: no wraparound
-    # checks, so the row loops vectorise).
+    # A: (n, n), its lower triangle read and overwritten. d, e: diagonal and sub-diagonal
+    # out. v, w, vp, wp: scratch of n. The rank-2 update A -= v wᵀ + w vᵀ of reflector i is
+    # applied in the same pass as reflector i+1's product w = A·v, row by row along the
+    # lower triangle: row j gives w[j] (a dot product) and adds to w[:j] (an axpy), two
+    # rows at a time to share the loads of v, vp, wp and w (indices unsigned: no
+    # wraparound checks, so the row loops vectorise).
     n = A.shape[0]
     for j in range(n):
         vp[j] = 0.0
         wp[j] = 0.0
     for i in range(n - 1):
         start = uint64(i + 1)
-        row = A[i]
         vpi = vp[i]
         wpi = wp[i]
-        for k in range(uint64(i), uint64(n)):
-            row[k] -= vpi * wp[k] + wpi * vp[k]
-        d[i] = row[i]
+        for j in range(i, n):  # column i brought up to date
+            A[j, i] -= vp[j] * wpi + wp[j] * vpi
+        d[i] = A[i, i]
         tail = 0.0
-        for k in range(uint64(i + 2), uint64(n)):
-            tail += row[k] * row[k]
-        alpha = row[i + 1]
+        for j in range(i + 2, n):
+            tail += A[j, i] * A[j, i]
+        alpha = A[i + 1, i]
         if tail == 0.0:  # nothing to annihilate: H = I
             tau = 0.0
             e[i] = alpha
@@ -68,16 +69,18 @@ def _tridiagonalise(A, d, e, v, w, vp, wp):  # pragma: no cover - compiled
             e[i] = beta
             scale = 1.0 / (alpha - beta)
         v[i + 1] = 1.0
-        for k in range(uint64(i + 2), uint64(n)):
-            v[k] = row[k] * scale
-        vw = 0.0
+        for j in range(i + 2, n):
+            v[j] = A[j, i] * scale
+        for k in range(start, uint64(n)):
+            w[k] = 0.0
         j = i + 1
-        while j + 1 < n:  # two rows per pass share the loads of v, vp, wp: 8% faster
+        while j + 1 < n:
             r0, r1 = A[j], A[j + 1]
-            vp0, wp0, vp1, wp1 = vp[j], wp[j], vp[j + 1], wp[j + 1]
+            vp0, wp0, v0 = vp[j], wp[j], v[j]
+            vp1, wp1, v1 = vp[j + 1], wp[j + 1], v[j + 1]
             acc0 = 0.0
             acc1 = 0.0
-            for k in range(start, uint64(n)):
+            for k in range(start, uint64(j)):  # strictly below the diagonal of both rows
                 wpk, vpk, vk = wp[k], vp[k], v[k]
                 x0 = r0[k] - (vp0 * wpk + wp0 * vpk)
                 x1 = r1[k] - (vp1 * wpk + wp1 * vpk)
@@ -85,19 +88,31 @@ def _tridiagonalise(A, d, e, v, w, vp, wp):  # pragma: no cover - compiled
                 r1[k] = x1
                 acc0 += x0 * vk
                 acc1 += x1 * vk
-            w[j] = tau * acc0
-            w[j + 1] = tau * acc1
-            vw += w[j] * v[j] + w[j + 1] * v[j + 1]
+                w[k] += x0 * v0 + x1 * v1
+            x00 = r0[j] - 2.0 * vp0 * wp0  # the 2 x 2 diagonal block
+            x10 = r1[j] - (vp1 * wp0 + wp1 * vp0)
+            x11 = r1[j + 1] - 2.0 * vp1 * wp1
+            r0[j] = x00
+            r1[j] = x10
+            r1[j + 1] = x11
+            w[j] += acc0 + x00 * v0 + x10 * v1
+            w[j + 1] += acc1 + x10 * v0 + x11 * v1
             j += 2
         if j < n:  # the last row of an odd count, alone
-            r0, vp0, wp0 = A[j], vp[j], wp[j]
+            r0, vp0, wp0, v0 = A[j], vp[j], wp[j], v[j]
             acc0 = 0.0
-            for k in range(start, uint64(n)):
+            for k in range(start, uint64(j)):
                 x0 = r0[k] - (vp0 * wp[k] + wp0 * vp[k])
                 r0[k] = x0
                 acc0 += x0 * v[k]
-            w[j] = tau * acc0
-            vw += w[j] * v[j]
+                w[k] += x0 * v0
+            x00 = r0[j] - 2.0 * vp0 * wp0
+            r0[j] = x00
+            w[j] += acc0 + x00 * v0
+        vw = 0.0
+        for k in range(start, uint64(n)):
+            w[k] *= tau
+            vw += w[k] * v[k]
         correction = -0.5 * tau * vw
         vp[i] = 0.0
         wp[i] = 0.0
@@ -247,7 +262,6 @@ def _solve(G, out, fallback):  # pragma: no cover - compiled
             for i in range(n):
                 for j in range(i + 1):
                     A[i, j] = G[b, i, j] * scale
-                    A[j, i] = A[i, j]
             _tridiagonalise(A, col_d, col_e, v, w, vp, wp)
             for i in range(n):
                 d[i, lane] = col_d[i]

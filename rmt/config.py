@@ -40,11 +40,11 @@ DEFAULTS: dict[str, Any] = {
     # batched at any setting that matters (0.14 s either way).
     "ESD_BATCH_BYTES": 64 * 2**20,
     # Stacks of float64 matrices up to this wide get their eigenvalues from
-    # rmt.kernels._small_eigvalsh instead of LAPACK one by one. 64 matrices each, one
-    # thread, Intel Xeon (Emerald Rapids) 2026-12-08, LAPACK's time / ours: n = 8 1.7x,
-    # 16-64 2.0-2.1x, 100 1.75x, 128-160 1.45x, 200 1.35x, 256 1.1x; n = 3 0.9x, but
-    # such stacks take microseconds either way.
-    "SMALL_EIGVALSH_MAX_N": 200,
+    # rmt.kernels._small_eigvalsh instead of LAPACK one by one. One thread, Intel Xeon
+    # (Emerald Rapids) 2026-12-08, LAPACK's time / ours: 64 matrices of n = 16 2.0x,
+    # 64 2.3x, 100 2.1x, 200 1.8x; 8 of n = 256 1.7x, 384 1.5x, 512 1.35x; n = 3 1.0x
+    # (such stacks take microseconds either way).
+    "SMALL_EIGVALSH_MAX_N": 512,
     # Matrices with more entries are not SVD'd to confirm a rank loss: the SVD of a
     # 4096 x 2048 float64 matrix took 1.96 s against 0.57 s for its ESD (2026-12-03,
     # 2 cores); the Gram count (an upper bound) is reported then.

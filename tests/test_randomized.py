@@ -95,11 +95,14 @@ def test_analyze_randomize_columns_seeded_and_opt_in(tmp_path):
         df.loc["trap", "rand_lambda_max"] / df.loc["trap", "lambda_max"])
     assert df.loc["trap", "ww_maxdist"] == pytest.approx(
         df.loc["trap", "lambda_max"] - df.loc["trap", "rand_lambda_max"])
-    # the same seed gives the same shuffles, serially or in worker processes
+    # the same seed gives the same shuffles, serially or in parallel workers (equal to
+    # rounding: BLAS syrk's sums split differently on 2 threads than on 1, a few ulps)
     again = rmt.analyze(path, randomize=True, rng=3, n_jobs=2, progress=False).set_index("name")
-    np.testing.assert_array_equal(again["rand_lambda_max"], df["rand_lambda_max"])
+    np.testing.assert_allclose(again["rand_lambda_max"], df["rand_lambda_max"], rtol=1e-13)
+    np.testing.assert_array_equal(again["num_traps"], df["num_traps"])
     other = rmt.analyze(path, randomize=True, rng=4, progress=False).set_index("name")
-    assert other.loc["noise", "rand_lambda_max"] != df.loc["noise", "rand_lambda_max"]
+    assert abs(other.loc["noise", "rand_lambda_max"] / df.loc["noise", "rand_lambda_max"]
+               - 1) > 1e-6
     with pytest.raises(ValueError, match="rng"):
         rmt.analyze(path, randomize=True, rng=-1)
 

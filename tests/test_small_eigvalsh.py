@@ -28,7 +28,7 @@ def _grams(rng: np.random.Generator, count: int, n: int, cols: int) -> np.ndarra
     return X @ X.transpose(0, 2, 1)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 33, 100, 200])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 33, 100, 200, 301])
 def test_random_grams_match_lapack(n):
     rng = np.random.default_rng(n)
     _assert_matches_lapack(_grams(rng, 2 * LANES + 3, n, 2 * n))  # a partial last group
