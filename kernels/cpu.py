@@ -728,21 +728,21 @@ def _permuted(a, out, seed, n_buckets):
     if n % _TWO:
         k = _below(_mix(buckets + half * _GOLDEN) >> np.uint64(32), m)
         out[fill[k]] = a[n - _ONE]
-    for b in range(m):  # Fisher–Yates from the top: swap i with a j in [lo, i]
-        lo = np.int64(counts[b])  # signed: i steps down to lo - 1, which may be -1
-        i = np.int64(counts[b + _ONE]) - 1
-        while i > lo:
-            z = _mix(swaps + np.uint64(i) * _GOLDEN)
-            j = np.uint64(lo) + _below(z >> np.uint64(32), np.uint64(i - lo + 1))
-            t = out[np.uint64(i)]
-            out[np.uint64(i)] = out[j]
+    for b in range(m):  # Fisher–Yates from the top: swap pos with a j in [lo, pos]
+        lo = np.int64(counts[b])  # signed: pos steps down to lo - 1, which may be -1
+        pos = np.int64(counts[b + _ONE]) - 1
+        while pos > lo:
+            z = _mix(swaps + np.uint64(pos) * _GOLDEN)
+            j = np.uint64(lo) + _below(z >> np.uint64(32), np.uint64(pos - lo + 1))
+            t = out[np.uint64(pos)]
+            out[np.uint64(pos)] = out[j]
             out[j] = t
-            i -= 1  # the second half: i may now be lo, then j = lo, a swap with itself
-            j = np.uint64(lo) + _below(z & _LOW, np.uint64(i - lo + 1))
-            t = out[np.uint64(i)]
-            out[np.uint64(i)] = out[j]
+            pos -= 1  # the second half: pos may now be lo, then j = lo, a swap with itself
+            j = np.uint64(lo) + _below(z & _LOW, np.uint64(pos - lo + 1))
+            t = out[np.uint64(pos)]
+            out[np.uint64(pos)] = out[j]
             out[j] = t
-            i -= 1
+            pos -= 1
 
 
 def permuted(a: np.ndarray, seed: int) -> np.ndarray:
