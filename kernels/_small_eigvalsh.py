@@ -340,9 +340,9 @@ def tridiagonal_eigvalsh(d: np.ndarray, e: np.ndarray) -> np.ndarray:
         finite = np.isfinite(largest)
         exponent = np.ceil(np.log2(np.where(finite & (largest > 0), largest, 1.0)))
         scale = np.where(finite, 2.0 ** -exponent, 1.0)
-        lanes_d = np.zeros((n, LANES))
-        lanes_e2 = np.zeros((n, LANES))
         used = dd.shape[0]
+        lanes_d = np.zeros((n, used))  # as many lanes as matrices: no idle lanes to skip
+        lanes_e2 = np.zeros((n, used))
         lanes_d[:, :used] = np.where(finite[:, None], dd * scale[:, None], 0.0).T
         lanes_e2[:n - 1, :used] = np.where(finite[:, None], (ee * scale[:, None]) ** 2, 0.0).T
         failed = _ql_lanes(lanes_d, lanes_e2, 30 * n)[:used] | ~finite

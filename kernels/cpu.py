@@ -659,6 +659,107 @@ def mp_ww_residuals(sigmas: np.ndarray, x: np.ndarray, y: np.ndarray, Q: float,
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _mp_ww_fmin(x0, x, y, Q, penalty, xatol, fatol, maxfun):  # pragma: no cover - compiled
+    # scipy.optimize.fmin (Nelder–Mead, non-adaptive: rho 1, chi 2, psi 1/2, sigma 1/2) in
+    # one dimension, step for step: its initial simplex, its vertex formulas evaluated as
+    # SciPy writes them, numpy.argsort's order of two values after every iteration (ties
+    # keep their order, NaN last), its stopping rules (xatol and fatol; maxiter = maxfun),
+    # and its way of running out of calls (the iteration stops at the refused call, the
+    # vertex moved before it stays moved).
+    point = np.empty(1)
+    value = np.empty(1)
+    sim = np.empty(2)
+    fsim = np.empty(2)
+    sim[0] = x0
+    sim[1] = (1 + 0.05) * x0 if x0 != 0 else 0.00025
+    for k in range(2):
+        point[0] = sim[k]
+        _mp_ww_residuals(point, x, y, Q, penalty, value)
+        fsim[k] = value[0]
+    calls = 2
+    iterations = 1
+    while True:
+        if fsim[1] < fsim[0] or (np.isnan(fsim[0]) and not np.isnan(fsim[1])):
+            sim[0], sim[1] = sim[1], sim[0]
+            fsim[0], fsim[1] = fsim[1], fsim[0]
+        if not (calls < maxfun and iterations < maxfun):
+            return sim[0]
+        if abs(sim[1] - sim[0]) <= xatol and abs(fsim[0] - fsim[1]) <= fatol:
+            return sim[0]
+        xbar = sim[0] / 1
+        point[0] = (1 + 1) * xbar - 1 * sim[1]  # reflection
+        _mp_ww_residuals(point, x, y, Q, penalty, value)
+        calls += 1
+        xr, fxr = point[0], value[0]
+        shrink = False
+        if fxr < fsim[0]:
+            if calls >= maxfun:
+                continue
+            point[0] = (1 + 1 * 2) * xbar - 1 * 2 * sim[1]  # expansion
+            _mp_ww_residuals(point, x, y, Q, penalty, value)
+            calls += 1
+            if value[0] < fxr:
+                sim[1], fsim[1] = point[0], value[0]
+            else:
+                sim[1], fsim[1] = xr, fxr
+        else:  # fsim[-2] is fsim[0] in one dimension: straight to a contraction
+            if calls >= maxfun:
+                continue
+            if fxr < fsim[1]:
+                point[0] = (1 + 0.5 * 1) * xbar - 0.5 * 1 * sim[1]  # outside
+                _mp_ww_residuals(point, x, y, Q, penalty, value)
+                calls += 1
+                if value[0] <= fxr:
+                    sim[1], fsim[1] = point[0], value[0]
+                else:
+                    shrink = True
+            else:
+                point[0] = (1 - 0.5) * xbar + 0.5 * sim[1]  # inside
+                _mp_ww_residuals(point, x, y, Q, penalty, value)
+                calls += 1
+                if value[0] < fsim[1]:
+                    sim[1], fsim[1] = point[0], value[0]
+                else:
+                    shrink = True
+            if shrink:
+                sim[1] = sim[0] + 0.5 * (sim[1] - sim[0])
+                if calls >= maxfun:
+                    continue
+                point[0] = sim[1]
+                _mp_ww_residuals(point, x, y, Q, penalty, value)
+                calls += 1
+                fsim[1] = value[0]
+        iterations += 1
+
+
+def mp_ww_fmin(start: float, x: np.ndarray, y: np.ndarray, Q: float, penalty: float,
+               xtol: float = 1e-4, ftol: float = 1e-4) -> float:
+    """The σ that ``scipy.optimize.fmin`` finds for :func:`mp_ww_residuals` from ``start``.
+
+    WeightWatcher polishes its grid search with SciPy's Nelder–Mead; this runs the same
+    one-dimensional iteration compiled, around the compiled residual (SciPy's Python loop
+    took ~50 µs per residual, ~1 ms per layer). The same σ, bit for bit (tested against
+    SciPy, shortcuts and call limits included).
+
+    Parameters
+    ----------
+    start : float
+        The initial σ (WeightWatcher: the best point of its grid).
+    x, y, Q, penalty
+        As in :func:`mp_ww_residuals`.
+    xtol, ftol : float, default 1e-4
+        SciPy's ``xtol`` and ``ftol`` (absolute).
+
+    Returns
+    -------
+    float
+    """
+    return float(_mp_ww_fmin(float(start), np.ascontiguousarray(x, dtype=np.float64),
+                             np.ascontiguousarray(y, dtype=np.float64), float(Q),
+                             float(penalty), float(xtol), float(ftol), 200))
+
+
 # --- shuffles (randomized ESDs) ----------------------------------------------------------
 
 # Entries per bucket of the two-pass shuffle: a bucket stays in L2 while it is shuffled.

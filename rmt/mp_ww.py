@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 
 from rmt._device import kernels
 
@@ -144,9 +143,9 @@ def fit_mp_ww(ev: np.ndarray, N: int, M: int) -> WWMPFit:
     grid = np.mgrid[slice(0.05 * sigma0, 2.0 * sigma0, 0.01 * sigma0)]
     scores = _residuals(grid, xde, yde, Q)
     start = grid[int(np.argmin(scores))]
-    polished = scipy.optimize.fmin(lambda s: float(_residuals(s, xde, yde, Q)[0]), start,
-                                   full_output=True, disp=False)
-    sigma = float(np.asarray(polished[0]).ravel()[0])
+    # WeightWatcher polishes with scipy.optimize.fmin; the compiled twin of its iteration
+    # gives the same σ bit for bit (rmt.kernels.cpu.mp_ww_fmin)
+    sigma = kernels("cpu").mp_ww_fmin(float(start), xde, yde, Q, PENALTY)
     bulk_max = (sigma * (1 + 1 / np.sqrt(Q))) ** 2
     bulk_min = (sigma * (1 - 1 / np.sqrt(Q))) ** 2
     cut = bulk_max + np.sqrt(1 / np.sqrt(Q) * bulk_max ** (2 / 3) * M ** (-2 / 3))

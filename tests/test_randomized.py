@@ -166,6 +166,40 @@ def test_weightwatchers_mp_fit_is_reproduced(shape, planted):
     np.testing.assert_allclose(linear_kde(ev / ev.mean(), x, 0.1), ref, atol=1e-10)
 
 
+def test_the_compiled_nelder_mead_is_scipys_fmin_bit_for_bit():
+    # WeightWatcher's polish: scipy.optimize.fmin from the grid's best σ; ours runs the same
+    # iteration compiled. Starts near and far from the optimum, call limits from 2 to 25.
+    import scipy.optimize
+
+    from rmt import mp_ww
+    from rmt.kernels import cpu
+
+    rng = np.random.default_rng(31)
+    for trial in range(12):
+        N = int(rng.integers(60, 900))
+        M = N if trial % 4 == 0 else int(rng.integers(20, N))
+        X = rng.standard_normal((N, M)) * (rng.pareto(2.0, (N, 1)) if trial % 3 else 1.0)
+        ev = np.linalg.eigvalsh(X.T @ X / N)
+        Q = N / M
+        scaled = ev * ev.size / ev.sum()
+        to_fit = np.sqrt(scaled) if Q == 1 else scaled
+        x = np.linspace(0, to_fit.max() + 0.5, mp_ww.GRID_POINTS)
+        y = mp_ww.linear_kde(to_fit, x, mp_ww.BANDWIDTH)
+        x, y = x[y > mp_ww.DENSITY_FLOOR], y[y > mp_ww.DENSITY_FLOOR]
+        sigma0 = np.sqrt(scaled.max()) / (1 + 1 / np.sqrt(Q))
+
+        def objective(s, x=x, y=y, Q=Q):
+            return float(cpu.mp_ww_residuals(s, x, y, Q, mp_ww.PENALTY)[0])
+
+        for start in (sigma0, 0.3 * sigma0, 1.9 * sigma0, 0.05 * sigma0):
+            expect = scipy.optimize.fmin(objective, start, disp=False)[0]
+            assert cpu.mp_ww_fmin(start, x, y, Q, mp_ww.PENALTY) == expect
+        for calls in range(2, 26, 3):
+            expect = scipy.optimize.fmin(objective, sigma0, maxfun=calls, maxiter=calls,
+                                         disp=False)[0]
+            assert cpu._mp_ww_fmin(sigma0, x, y, Q, mp_ww.PENALTY, 1e-4, 1e-4, calls) == expect
+
+
 def test_num_traps_ww_counts_with_weightwatchers_cut():
     from tests.reference import ww_mp_fit
 
