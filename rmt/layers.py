@@ -246,12 +246,27 @@ def _row(name: str, W: Any, base: dict[str, Any], opts: Options,
     else:
         ev, companions = _esd_with_companions(W, name, opts)
     if not ev[-1] > 0:
-        return failed_row(sized, "all entries are zero")
+        return failed_row(sized, _no_spectrum(W))
     try:
         layer = compute_layer(name, W, ev, shape, opts, eigen=eigen, companions=companions)
     except DataError as err:
         return failed_row(sized, str(err))
     return _present(layer, name, base, opts, start)
+
+
+def _no_spectrum(W: Any) -> str:
+    """Why a weight's largest eigenvalue is 0: all its entries are, or their squares
+    underflow float64 (|w| below ~1e-154; read by row blocks, no float64 copy of W)."""
+    rows = W.reshape(W.shape[0], -1)
+    largest = 0.0
+    step = max(1, (1 << 20) // max(1, rows.shape[1]))
+    for s in range(0, rows.shape[0], step):
+        block = np.abs(np.asarray(rows[s:s + step], dtype=np.float64))
+        largest = max(largest, float(block.max(initial=0.0)))
+    if largest == 0.0:
+        return "all entries are zero"
+    return (f"entries too small for an ESD: max |w| = {largest:.3g}, whose square underflows "
+            "float64 (rescale the weight)")
 
 
 def _esd_with_companions(W: Any, name: str, opts: Options

@@ -838,3 +838,13 @@ def test_rows_of_a_stack_come_in_numeric_order(tmp_path):
     for _ in range(2):  # computed, then read back from the resume file
         df = analyze(path, resume=log, progress=False)
         assert list(df["name"]) == [f"experts[{e}]" for e in range(12)]
+
+
+def test_a_weight_too_small_for_float64_squares_is_named_not_called_zero():
+    rng = np.random.default_rng(44)
+    df = rmt.analyze({"subnormal": rng.standard_normal((120, 60)) * 1e-310,
+                      "zero": np.zeros((50, 40)), "fine": rng.standard_normal((80, 40))},
+                     progress=False).set_index("name")
+    assert "underflows" in df.loc["subnormal", "warning"]
+    assert df.loc["zero", "warning"] == "all entries are zero"
+    assert df.loc["fine", "status"] == "success"
