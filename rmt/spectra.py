@@ -28,7 +28,7 @@ from rmt._dtypes import accumulation_dtype, storage_kind
 from rmt._threads import limit_threads
 from rmt.errors import EmptyWeightError, NonFiniteError, ShapeError, WeightError
 
-__all__ = ["WeightShape", "esd", "esd_batch", "stored_matrices", "weight_shape"]
+__all__ = ["WeightShape", "esd", "esd_batch", "esds_together", "stored_matrices", "weight_shape"]
 
 Conv = Literal["slices", "flatten"]
 

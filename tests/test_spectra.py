@@ -324,3 +324,25 @@ def test_add_ranges_sums_lower_triangles_in_order_and_leaves_the_upper():
         cpu.add_ranges(parts, np.array([2]), np.array([2]), out[:1])
     with pytest.raises(ValueError, match="len"):
         cpu.add_ranges(parts, np.array([0]), np.array([8]), out[:1])
+
+
+def test_esds_together_are_the_esds_one_by_one():
+    from rmt.spectra import esds_together
+
+    rng = np.random.default_rng(13)
+    for shape in [(500, 300), (300, 500), (120, 80)]:  # LAPACK's and the stack solver's
+        A = rng.standard_normal(shape).astype(np.float32)
+        B = rng.standard_normal(shape) * 3.0
+        for got, W in zip(esds_together([A, B]), (A, B), strict=True):
+            ref = rmt.esd(W)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * ref[-1])
+    # conv kernels and shapes that differ go one by one, with the same answers
+    K = rng.standard_normal((16, 8, 3, 3))
+    got = esds_together([K, K[:, :, ::-1]], conv="flatten")
+    np.testing.assert_allclose(got[0], rmt.esd(K, conv="flatten"), rtol=1e-12, atol=1e-14)
+    mixed = esds_together([A, A[:100]])
+    np.testing.assert_allclose(mixed[1], rmt.esd(A[:100]), rtol=1e-12)
+    bad = B.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(NonFiniteError, match="layer0"):
+        esds_together([B, bad], name="layer0")
