@@ -106,10 +106,13 @@ def summary_table() -> str:
                                              f"{v['per_figure_s']:.2f} s per figure"
                                              for k, v in r.items())))
     if (d := _load("opt_in")) is not None:
-        rows.append(("opt-in analyses' cost (MiniLM, 1 thread)", "; ".join(
-            f"{k}: {v['ratio']:.2f}× the default pass"
-            + (f" (goal ≤ {v['goal']:g})" if v.get("goal") else "")
-            for k, v in d["results"].items() if k != "default")))
+        for model, switches in d["results"].items():  # per model: the switches and floors
+            rows.append((f"opt-in analyses' cost ({model}, 1 thread)", "; ".join(
+                f"{k}: {v['ratio']:.2f}× the default pass"
+                + (f" (median round {v['median_round_ratio']:.2f}×)"
+                   if "median_round_ratio" in v else "")
+                + (f" (goal ≤ {v['goal']:g})" if v.get("goal") else "")
+                for k, v in switches.items() if k not in ("default", "floors"))))
     if (d := _load("formats")) is not None:
         r = [x for x in d["results"] if x.get("max_abs_dalpha") is not None]
         rows.append(("formats: α against each format's own library",
