@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from rmt._device import kernels, to_host
+from rmt._device import to_host
 from rmt.metrics import numerical_zero_threshold
-from rmt.vectors import Eigendecomposition, decompose
+from rmt.vectors import Eigendecomposition, _float64, _times, decompose
 
 __all__ = ["SingularVectors", "SubspaceComparison", "compare_subspaces", "intruder_dimensions",
            "singular_vectors", "t_times_blocks", "ww_cka"]
@@ -73,32 +73,9 @@ def t_times_blocks(A: Any, blocks: Any) -> np.ndarray:
     return out if out is not None else np.zeros((A.shape[1], 0))
 
 
-def _float64(block: Any, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``block`` (2-D) as float64: itself when it is, else decoded into ``buffer`` (made,
-    or grown, here); returns the array and the buffer to reuse."""
-    block = np.asarray(block)
-    if block.dtype == np.float64:
-        return block, buffer
-    rows, cols = block.shape
-    if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != cols:
-        buffer = np.empty((rows, cols))
-    return kernels("cpu").decode(block, buffer[:rows]), buffer
-
-
 def _t_times(A: Any, B: Any) -> np.ndarray:
     """Aᵀ B in float64, A (n × p) and B (n × q) in any storage dtype, by row blocks."""
     return t_times_blocks(A, (B[s:s + BLOCK_ROWS] for s in range(0, B.shape[0], BLOCK_ROWS)))
-
-
-def _times(A: Any, V: np.ndarray) -> np.ndarray:
-    """A V in float64, A (n × p) in any storage dtype, by row blocks."""
-    A = to_host(A)
-    out = np.empty((A.shape[0], V.shape[1]))
-    buffer = None
-    for start in range(0, A.shape[0], BLOCK_ROWS):
-        block, buffer = _float64(A[start:start + BLOCK_ROWS], buffer)
-        np.matmul(block, V, out=out[start:start + BLOCK_ROWS])
-    return out
 
 
 @dataclass(frozen=True)
@@ -210,7 +187,7 @@ class SingularVectors:
             return self.tops[side][:, :k]
         if side == self.eigen_side:
             return self.full[:, :k]
-        return _times(self.A, self.full[:, :k]) / self.sv[:k]
+        return _times(self.A, self.full[:, :k], BLOCK_ROWS) / self.sv[:k]
 
 
 def singular_vectors(W: Any, *, device: Any = "auto", n_threads: int | None = None

@@ -186,19 +186,27 @@ class EigenvectorMetrics:
         return float(np.mean(chosen) if how == "mean" else np.var(chosen))
 
 
+def _float64(block: Any, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``block`` (2-D) as float64: itself when it is, else decoded into ``buffer`` (made,
+    or grown, here); returns the array and the buffer to reuse."""
+    block = np.asarray(block)
+    if block.dtype == np.float64:
+        return block, buffer
+    rows, cols = block.shape
+    if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != cols:
+        buffer = np.empty((rows, cols))
+    return kernels("cpu").decode(block, buffer[:rows]), buffer
+
+
 def _times(A: Any, V: np.ndarray, block_rows: int = 4096) -> np.ndarray:
-    """A @ V in float64 for A in any storage dtype, decoding row blocks (no full copy)."""
+    """A V in float64, A (n × p) in any storage dtype (any strides: a transposed W is
+    decoded in place), by row blocks decoded into one reused buffer (no full copy)."""
     A = to_host(A)
-    if A.dtype == np.float64:
-        return A @ V
     out = np.empty((A.shape[0], V.shape[1]))
-    K = kernels("cpu")
-    buf = np.empty((min(block_rows, A.shape[0]), A.shape[1]))
+    buffer = None
     for start in range(0, A.shape[0], block_rows):
-        block = A[start:start + block_rows]
-        rows = buf[:block.shape[0]]
-        K.decode(block, rows)  # any strides: a transposed W is decoded in place
-        np.matmul(rows, V, out=out[start:start + block.shape[0]])
+        block, buffer = _float64(A[start:start + block_rows], buffer)
+        np.matmul(block, V, out=out[start:start + block_rows])
     return out
 
 
