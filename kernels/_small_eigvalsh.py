@@ -331,6 +331,8 @@ def tridiagonal_eigvalsh(d: np.ndarray, e: np.ndarray) -> np.ndarray:
     k, n = d.shape
     if e.shape != (k, max(n - 1, 0)):
         raise ValueError(f"need e of shape {(k, max(n - 1, 0))} for d of {d.shape}, got {e.shape}")
+    from scipy.linalg import eigvalsh_tridiagonal
+
     out = np.empty((k, n))
     for first in range(0, k, LANES):
         rows = slice(first, min(first + LANES, k))
@@ -340,15 +342,12 @@ def tridiagonal_eigvalsh(d: np.ndarray, e: np.ndarray) -> np.ndarray:
         finite = np.isfinite(largest)
         exponent = np.ceil(np.log2(np.where(finite & (largest > 0), largest, 1.0)))
         scale = np.where(finite, 2.0 ** -exponent, 1.0)
-        used = dd.shape[0]
-        lanes_d = np.zeros((n, used))  # as many lanes as matrices: no idle lanes to skip
-        lanes_e2 = np.zeros((n, used))
-        lanes_d[:, :used] = np.where(finite[:, None], dd * scale[:, None], 0.0).T
-        lanes_e2[:n - 1, :used] = np.where(finite[:, None], (ee * scale[:, None]) ** 2, 0.0).T
-        failed = _ql_lanes(lanes_d, lanes_e2, 30 * n)[:used] | ~finite
-        out[rows] = np.sort(lanes_d[:, :used].T, axis=1) / scale[:, None]
+        # one lane per matrix (no idle lanes to skip); a non-finite one sweeps zeros
+        lanes_d = np.ascontiguousarray(np.where(finite[:, None], dd * scale[:, None], 0.0).T)
+        lanes_e2 = np.zeros((n, dd.shape[0]))
+        lanes_e2[:n - 1] = np.where(finite[:, None], (ee * scale[:, None]) ** 2, 0.0).T
+        failed = _ql_lanes(lanes_d, lanes_e2, 30 * n) | ~finite
+        out[rows] = np.sort(lanes_d.T, axis=1) / scale[:, None]
         for lane in np.flatnonzero(failed):
-            from scipy.linalg import eigvalsh_tridiagonal
-
             out[first + lane] = eigvalsh_tridiagonal(dd[lane], ee[lane])
     return out

@@ -140,3 +140,20 @@ def test_unconverged_lanes_are_reported():
     e2 = rng.random((30, LANES)) + 0.5
     assert _ql_lanes(d.copy(), e2.copy(), 1).all()
     assert not _ql_lanes(d, e2, 30 * 30).any()
+
+
+def test_tridiagonal_lanes_match_lapack_and_refuse_non_finite():
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from rmt.kernels._small_eigvalsh import tridiagonal_eigvalsh
+
+    rng = np.random.default_rng(10)
+    d = rng.standard_normal((LANES + 3, 60)) * 10.0 ** rng.integers(-100, 100, (LANES + 3, 1))
+    e = rng.standard_normal((LANES + 3, 59)) * np.abs(d[:, :1])
+    got = tridiagonal_eigvalsh(d, e)  # two groups, every scale
+    for k in range(d.shape[0]):
+        ref = eigvalsh_tridiagonal(d[k], e[k])
+        np.testing.assert_array_less(np.abs(got[k] - ref), TOL * np.abs(ref).max())
+    d[2, 7] = np.nan  # handed to LAPACK, which refuses it
+    with pytest.raises(ValueError, match="NaN"):
+        tridiagonal_eigvalsh(d, e)
