@@ -303,7 +303,7 @@ def esds_together(weights: Sequence[Any], *, normalize: bool = True, conv: Conv 
     For 2-D matrices on the host whose Gram matrices fit ``config.ESD_BATCH_BYTES``
     together, each Gram matrix is formed as :func:`esd` forms it and the eigenvalues of
     all of them come from one lockstep QL iteration (``rmt.kernels.cpu.eigvalsh_together``:
-    two 384 × 384 ESDs ~20% faster than one after the other). Anything else — conv
+    two 384 × 384 ESDs 17% faster than one after the other). Anything else — conv
     kernels, device arrays, mixed shapes, large matrices — goes through :func:`esd` one by
     one. Precision as :func:`esd` (float64; the bits differ from ``syevd``'s by rounding).
 
